@@ -1,0 +1,128 @@
+"""PV templates: logical names -> full PV names, resolved once and checked before anything connects.
+
+A typo in a prefix key or a stray space in a PV name otherwise surfaces as a timeout minutes later,
+on one PV among hundreds; here it is an error at start-up that names the field.
+"""
+from __future__ import annotations
+
+import re
+import string
+import warnings
+from dataclasses import dataclass, field, fields
+from typing import Dict, List, Mapping, Tuple
+
+__all__ = ["BasePVInterface", "DuplicatePVWarning", "resolve_templates", "STANDARD_FIELDS"]
+
+#: Characters of an EPICS record name (App Dev Guide) plus '.' for fields, '$' for long strings and
+#: '/', '#' that PVA-only servers use. Spaces, quotes, braces and control characters are refused.
+_PV_NAME = re.compile(r"[A-Za-z0-9_\-+:\[\]<>;./$#]+")
+
+#: The handshake PVs every task has, with the record names of ``db/bridge.db``.
+STANDARD_FIELDS: Dict[str, str] = {
+    "trigger": "{main}Trigger",
+    "heartbeat": "{main}Heartbeat",
+    "busy": "{main}Busy",
+    "task_status": "{main}TaskStatus",
+    "task_duration": "{main}TaskDuration",
+}
+
+
+class DuplicatePVWarning(UserWarning):
+    """Two logical names resolve to one PV: legal, but usually a copy-paste slip."""
+
+
+def _template_keys(template: str) -> List[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+
+
+def _check_template(attr: str, template: object, prefixes: Mapping[str, str]) -> Tuple[str, List[str]]:
+    """Return the resolved name, or '' and the problems with this field."""
+    if not isinstance(template, str):
+        return "", [f"field '{attr}': a PV template must be a string, not {type(template).__name__}"]
+    try:
+        keys = _template_keys(template)
+    except ValueError as exc:
+        return "", [f"field '{attr}': malformed template {template!r} ({exc})"]
+    missing = [k for k in keys if k not in prefixes]
+    if missing:
+        return "", [f"field '{attr}' requires prefix key '{k}' (template {template!r})" for k in missing]
+    try:
+        name = template.format_map(prefixes)
+    except (KeyError, IndexError, AttributeError, ValueError) as exc:
+        return "", [f"field '{attr}': cannot format template {template!r} ({exc!r})"]
+    if not _PV_NAME.fullmatch(name):
+        reason = "is empty" if not name else "has characters not allowed in a PV name"
+        return "", [f"field '{attr}': PV name {name!r} {reason}"]
+    return name, []
+
+
+def resolve_templates(templates: Mapping[str, object], prefixes: Mapping[str, str]) -> Dict[str, str]:
+    """Format every template with ``prefixes``; raise one ValueError listing every problem.
+
+    Collecting all problems first means a user fixes a whole interface in one edit, not one
+    error per run.
+    """
+    resolved: Dict[str, str] = {}
+    problems: List[str] = []
+    for attr, template in templates.items():
+        name, errors = _check_template(attr, template, prefixes)
+        resolved[attr] = name
+        problems += errors
+    if problems:
+        available = ", ".join(sorted(prefixes)) or "none"
+        raise ValueError(
+            f"Configuration error in PV templates (prefix keys given: {available}):\n  "
+            + "\n  ".join(problems)
+        )
+    _warn_duplicates(resolved)
+    return resolved
+
+
+def _warn_duplicates(resolved: Mapping[str, str]) -> None:
+    seen: Dict[str, str] = {}
+    for attr, name in resolved.items():
+        if name in seen:
+            warnings.warn(
+                f"fields '{seen[name]}' and '{attr}' both resolve to PV {name!r}",
+                DuplicatePVWarning,
+                stacklevel=4,
+            )
+        else:
+            seen[name] = attr
+
+
+@dataclass
+class BasePVInterface:
+    """The seed's PV interface: subclass it, add ``str`` fields holding ``{key}`` templates.
+
+    ``prefixes`` supplies the keys; ``{main}`` is the task's own prefix. After ``__init__`` every
+    string field holds the full PV name.
+    """
+
+    prefixes: Dict[str, str] = field(default_factory=dict)
+
+    trigger: str = STANDARD_FIELDS["trigger"]
+    heartbeat: str = STANDARD_FIELDS["heartbeat"]
+    busy: str = STANDARD_FIELDS["busy"]
+    task_status: str = STANDARD_FIELDS["task_status"]
+    task_duration: str = STANDARD_FIELDS["task_duration"]
+
+    def __post_init__(self) -> None:
+        # Non-string fields are settings, not PVs, as in the seed.
+        templates = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "prefixes" and isinstance(getattr(self, f.name), str)
+        }
+        for attr, name in resolve_templates(templates, self.prefixes).items():
+            setattr(self, attr, name)
+
+    @property
+    def as_dict(self) -> Dict[str, str]:
+        """Logical name -> PV name for every PV field (not ``prefixes`` or other settings)."""
+        return {k: v for k, v in vars(self).items() if k != "prefixes" and isinstance(v, str)}
+
+    @property
+    def pv_to_attr(self) -> Dict[str, str]:
+        """PV name -> logical name, to label what a batch read returns."""
+        return {pv: attr for attr, pv in self.as_dict.items()}

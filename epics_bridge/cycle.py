@@ -1,0 +1,359 @@
+"""One task's control loop, on its own thread: wait for a trigger, then
+
+    Busy=1 (acknowledged) -> run the function -> TaskStatus, TaskDuration -> Busy=0, Trigger=0
+
+in that order, so a client that waits for Trigger to return to 0 reads this cycle's status.
+
+Waiting never polls: p4p delivers Trigger updates by calling into the loop's own queue, so the
+loop thread itself runs the monitor callbacks (nothing blocks p4p's shared callback workers) and
+sleeps in ``queue.get`` until an update, a timer, or stop arrives.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from loguru import logger
+from p4p.client.thread import Disconnected, RemoteError
+
+from .context import TaskContext
+from .hooks import Hooks
+from .io import BridgeIO, PVError, PVRejectedError
+from .registry import Task
+from .status import TaskStatus, status_of
+
+__all__ = ["Loop"]
+
+_STOP = object()
+#: A cycle whose end could not be written retries every this many seconds.
+RETRY_PERIOD = 1.0
+#: What a task may raise that means "the PV layer failed" rather than "the code is wrong".
+_IO_ERRORS = (PVError, TimeoutError, Disconnected, RemoteError)
+
+
+class Loop:
+    """Runs one task's cycles and tells the heartbeat whether it is alive."""
+
+    def __init__(self, task: Task, io: BridgeIO, hooks: Hooks) -> None:
+        self.task = task
+        self.io = io
+        self.hooks = hooks
+        self.log = logger.bind(task=task.name)
+        self.context = TaskContext(task.name, task.pvs, io)
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.source = _make_source(self)
+        self.thread = threading.Thread(target=self._run, name=f"task:{task.name}", daemon=True)
+        #: monotonic time since which the loop has been doing something other than waiting
+        self.busy_since: Optional[float] = time.monotonic()
+        self.in_cycle = False
+        self._end = _CycleEnd(task, io, self.log, write_trigger=task.period is None)
+        self._unacked: Optional[Tuple[TaskStatus, float]] = None
+        self._last_status: Optional[TaskStatus] = None
+
+    # -- control, from other threads -----------------------------------------------------------
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Finish the current cycle, if any, then return from the thread."""
+        self.queue.put(_STOP)
+
+    def stalled(self, now: float) -> Optional[str]:
+        """Why the loop counts as stalled now, or None while it is alive."""
+        if not self.thread.is_alive():
+            return "its loop thread has ended"
+        since = self.busy_since
+        if since is not None and now - since > self.task.stall_timeout:
+            where = "a cycle" if self.in_cycle else "the loop"
+            return f"{where} has been running for {now - since:.1f} s (stall_timeout {self.task.stall_timeout:g} s)"
+        return None
+
+    # -- the loop thread -------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self.source.open()
+            if self._recover():
+                while self._wait():
+                    self._cycle()
+        except Exception:
+            self.log.opt(exception=True).critical("task loop crashed; the watchdog will end the process")
+            raise
+        finally:
+            self.source.close()
+
+    def _cycle(self) -> None:
+        self.in_cycle = True
+        status, duration = TaskStatus.IO_FAILURE, 0.0
+        try:
+            self.io.put({self.task.pvs.busy: 1})
+        except PVError as exc:
+            self.log.error("cycle not started, Busy=1 not acknowledged: {}", exc)
+        else:
+            status, duration = self._call()
+        self._finish(status, duration)
+        self.in_cycle = False
+        self.hooks.cycle_finished(self.task, status, duration)
+
+    def _call(self) -> Tuple[TaskStatus, float]:
+        started = time.perf_counter()
+        try:
+            status = status_of(self.task.func(self.context))
+        except _IO_ERRORS as exc:
+            status = TaskStatus.IO_FAILURE
+            self.log.error("cycle failed on PV IO: {}", exc)
+        except (Exception, SystemExit):
+            status = TaskStatus.EXCEPTION
+            self.log.opt(exception=True).error("cycle raised an exception")
+        duration = time.perf_counter() - started
+        if status != self._last_status:  # a change is news; the same status every second is not
+            level = "INFO" if status in (TaskStatus.SUCCESS, TaskStatus.SKIPPED) else "WARNING"
+            self.log.log(level, "cycle status {} (was {}) after {:.3f} s", status.name,
+                         getattr(self._last_status, "name", "none"), duration)
+            self._last_status = status
+        return status, duration
+
+    def _finish(self, status: TaskStatus, duration: float) -> None:
+        """Write the cycle's end; if the IOC cannot take it now, keep it and retry before anything else."""
+        try:
+            self._end.write(status, duration)
+        except PVError as exc:
+            if self._unacked is None:
+                self.log.error("could not write the end of the cycle ({}); retrying every {:g} s", exc, RETRY_PERIOD)
+            self._unacked = (status, duration)
+            return
+        if self._unacked is not None:
+            self.log.info("end of the cycle written after retrying")
+        self._unacked = None
+        self.source.acknowledged()
+
+    def _recover(self) -> bool:
+        """Start-up: a Busy=1 left behind means a previous instance died mid-cycle.
+
+        That cycle is reported (EXCEPTION), Busy and Trigger are cleared and it is never re-run:
+        it may have half-happened. A Trigger=1 with Busy=0 is a request made while no daemon ran,
+        and the first wait serves it.
+        """
+        while True:
+            try:
+                busy = self.io.get(self.task.pvs.busy)
+                break
+            except PVError as exc:
+                self.log.warning("waiting for the IOC: {}", exc)
+                if not self._idle(RETRY_PERIOD):
+                    return False
+        self._end.probe_group()
+        if busy:
+            self.log.error("Busy=1 at start-up: the previous instance died during a cycle; reporting it as "
+                           "EXCEPTION and clearing Busy and Trigger (that cycle is not run again)")
+            self.in_cycle = True
+            self._finish(TaskStatus.EXCEPTION, float("nan"))  # its duration is unknown
+            self.in_cycle = False
+        return True
+
+    # -- waiting ----------------------------------------------------------------------------------
+    def _wait(self) -> bool:
+        """Block until a cycle is due. False when asked to stop."""
+        while True:
+            timeout = self.source.timeout()
+            if self._unacked is not None:
+                timeout = RETRY_PERIOD if timeout is None else min(timeout, RETRY_PERIOD)
+            if not self._idle(timeout):
+                return False
+            if self._unacked is not None:
+                self._finish(*self._unacked)
+            elif self.source.due():
+                return True
+
+    def _idle(self, timeout: Optional[float]) -> bool:
+        """Sleep until something is queued or ``timeout``; run what was queued. False on stop."""
+        self.busy_since = None
+        try:
+            item: Any = self.queue.get(timeout=timeout)
+        except queue.Empty:
+            item = None
+        self.busy_since = time.monotonic()
+        while item is not None:
+            if item is _STOP:
+                return False
+            item()  # p4p's monitor dispatch: calls TriggerMonitor.update on this thread
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                item = None
+        return True
+
+
+class _CycleEnd:
+    """Writes TaskStatus and TaskDuration, then Busy=0 and Trigger=0.
+
+    With ``db/bridge.db`` that is one put to its QSRV group ``$(P)CycleEnd``, which writes the four
+    records in that order (``+putorder``) in one round trip; IOCs without the group get the same
+    order as two acknowledged batches.
+    """
+
+    def __init__(self, task: Task, io: BridgeIO, log: Any, write_trigger: bool) -> None:
+        self.task, self.io, self.log = task, io, log
+        self.write_trigger = write_trigger
+        self.group: Optional[str] = None
+
+    def probe_group(self) -> None:
+        if not self.task.standard_handshake:
+            return
+        name = self.task.prefix + "CycleEnd"
+        try:
+            self.io.get(name, timeout=min(1.0, self.task.timeout))
+        except PVError:
+            self.log.info("IOC has no {} group PV; ending cycles with ordered puts", name)
+            return
+        self.group = name
+
+    def write(self, status: TaskStatus, duration: float) -> None:
+        if self.group is not None:
+            try:
+                self.io.put({self.group: self._group_value(status, duration)})
+                return
+            except PVRejectedError as exc:
+                self.log.warning("{} refused the cycle end ({}); using ordered puts from now on", self.group, exc)
+                self.group = None
+        pvs = self.task.pvs
+        self.io.put({pvs.task_status: int(status), pvs.task_duration: duration})
+        self.io.put({pvs.busy: 0, **({pvs.trigger: 0} if self.write_trigger else {})})
+
+    def _group_value(self, status: TaskStatus, duration: float) -> Dict[str, Any]:
+        value: Dict[str, Any] = {"status.value.index": int(status), "duration.value": duration, "busy.value.index": 0}
+        if self.write_trigger:
+            value["trigger.value.index"] = 0
+        return value
+
+
+# -- what makes a cycle due -------------------------------------------------------------------------
+class _Source:
+    """How a loop learns that a cycle is due."""
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def timeout(self) -> Optional[float]:
+        """How long the loop may sleep before asking :meth:`due` again (None: until woken)."""
+        return None
+
+    def due(self) -> bool:
+        raise NotImplementedError
+
+    def acknowledged(self) -> None:
+        """The end of a cycle (or of an interrupted one) has been written."""
+
+
+class _QueueAdapter:
+    """The work-queue interface p4p's monitor wants, backed by the loop's own queue."""
+
+    def __init__(self, q: queue.SimpleQueue) -> None:
+        self.push = self.push_wait = q.put
+
+
+class TriggerMonitor(_Source):
+    """Trigger mode: a PVA monitor of ``{main}Trigger``.
+
+    A cycle is due when Trigger is non-zero. After an acknowledge, a non-zero update that arrives
+    before the IOC has reported our Trigger=0 may be stale (posted before the acknowledge), so it
+    is confirmed with one fresh read; any later update is a new request. A reconnect delivers the
+    current value, so a trigger set while disconnected is served.
+    """
+
+    def __init__(self, loop: Loop) -> None:
+        self.loop = loop
+        self.pv = loop.task.pvs.trigger
+        self.value: Any = 0
+        self.connected = False
+        self.unconfirmed = False
+        self._subscription: Any = None
+
+    def open(self) -> None:
+        self._subscription = self.loop.io.ctx.monitor(
+            self.pv, self.update, notify_disconnect=True, queue=_QueueAdapter(self.loop.queue)
+        )
+
+    def close(self) -> None:
+        if self._subscription is not None:
+            self._subscription.close()
+
+    def update(self, value: Any) -> None:
+        if isinstance(value, Exception):
+            if self.connected:
+                self.loop.log.warning("Trigger PV {} disconnected ({})", self.pv, value)
+            self.connected = False
+            return
+        if not self.connected:
+            self.loop.log.debug("Trigger PV {} connected", self.pv)
+        self.connected = True
+        self.value = value["value.index"] if "value.index" in value else value["value"]
+        if not self.value:
+            self.unconfirmed = False
+
+    def due(self) -> bool:
+        if not (self.connected and self.value):
+            return False
+        if self.unconfirmed:
+            try:
+                self.value = self.loop.io.get(self.pv)
+            except PVError as exc:
+                self.loop.log.warning("could not confirm a Trigger update: {}", exc)
+                return False
+            self.unconfirmed = not self.value
+        return bool(self.value)
+
+    def acknowledged(self) -> None:
+        self.value = 0
+        self.unconfirmed = True
+
+
+class Timer(_Source):
+    """Timer mode: due every ``period`` seconds on a fixed grid, so cycles never drift."""
+
+    def __init__(self, loop: Loop, period: float) -> None:
+        self.loop, self.period = loop, period
+        self.next = time.monotonic()
+
+    def timeout(self) -> float:
+        return max(0.0, self.next - time.monotonic())
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now < self.next:
+            return False
+        missed = int((now - self.next) // self.period)
+        if missed:
+            self.loop.log.warning("timer overrun: skipped {} period(s) of {:g} s", missed, self.period)
+        self.next += (missed + 1) * self.period
+        return True
+
+
+class Poll(Timer):
+    """The seed's polling: call the daemon's own ``trigger()`` every period; truthy means run."""
+
+    def __init__(self, loop: Loop, poll: Callable[[], object], period: float) -> None:
+        super().__init__(loop, period)
+        self.poll = poll
+
+    def due(self) -> bool:
+        if not super().due():
+            return False
+        try:
+            return bool(self.poll())
+        except Exception:
+            self.loop.log.opt(exception=True).error("trigger() raised; treated as no trigger")
+            return False
+
+
+def _make_source(loop: Loop) -> _Source:
+    task = loop.task
+    if task.poll is not None:
+        return Poll(loop, task.poll, task.poll_period)
+    if task.period is not None:
+        return Timer(loop, task.period)
+    return TriggerMonitor(loop)

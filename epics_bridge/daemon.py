@@ -1,0 +1,78 @@
+"""The seed's class API: subclass :class:`BridgeDaemon`, implement ``run_task``, call ``start()``.
+
+It is a thin front on the same engine as ``@bridge.task`` (same cycle, heartbeat and watchdog);
+code written against the seed keeps working unchanged.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Optional
+
+from .base_pv_interface import BasePVInterface
+from .io import BridgeIO
+from .logs import LogConfig, configure
+from .registry import ConfigError, Registry, Task
+from .runner import Runner
+from .status import TaskStatus
+
+__all__ = ["BridgeDaemon", "TaskStatus"]
+
+
+class BridgeDaemon(ABC):
+    """One task as a class. Settings are attributes, read when :meth:`start` is called.
+
+    A subclass that overrides :meth:`trigger` is polled every :meth:`get_poll_rate` seconds, as in
+    the seed; otherwise Trigger is watched with a PVA monitor and a cycle starts within a
+    millisecond of the request.
+    """
+
+    def __init__(self, interface: BasePVInterface, name: Optional[str] = None) -> None:
+        self.interface = interface
+        self.io = BridgeIO()
+        self.name = name or type(self).__name__
+        self.max_stall_limit = 10.0
+        self.max_stuck_cycles = 15
+        self.heartbeat_period = 1.0
+        self.timeout = 5.0
+        self.log_config = LogConfig()
+        self._runner: Optional[Runner] = None
+
+    def get_poll_rate(self) -> float:
+        """Seconds between two calls of an overridden :meth:`trigger`."""
+        return 1.0
+
+    def trigger(self) -> Any:
+        """Truthy when a cycle should run (only called if a subclass overrides it)."""
+        return self.io.pvget(self.interface.trigger, timeout=1.0)
+
+    @abstractmethod
+    def run_task(self, inputs: Any = None) -> TaskStatus:
+        """One cycle of the daemon's logic; return a TaskStatus (None/True/False also work)."""
+
+    def as_task(self) -> Task:
+        """This daemon as a :class:`Task`, e.g. to run several daemons in one process."""
+        prefix = self.interface.prefixes.get("main")
+        if not prefix:
+            raise ConfigError(f"{type(self).__name__}: interface.prefixes needs a 'main' prefix")
+        polled = type(self).trigger is not BridgeDaemon.trigger
+        return Registry.make(
+            self._cycle, name=self.name, prefix=prefix, pvs=self.interface,
+            heartbeat_period=self.heartbeat_period, stall_timeout=self.max_stall_limit,
+            max_stuck_cycles=self.max_stuck_cycles, timeout=self.timeout,
+            poll=self.trigger if polled else None, poll_period=self.get_poll_rate(),
+        )
+
+    def start(self) -> None:
+        """Run until SIGTERM/SIGINT (or :meth:`stop`); the watchdog may end the process instead."""
+        task = self.as_task()
+        configure([task], self.log_config)
+        self._runner = Runner([task])
+        self._runner.run()
+
+    def stop(self) -> None:
+        """Ask a running :meth:`start` to return after the current cycle."""
+        if self._runner is not None:
+            self._runner.request_stop()
+
+    def _cycle(self, t: Any) -> object:
+        return self.run_task()

@@ -1,0 +1,67 @@
+"""Each task's heartbeat thread: pulse ``{main}Heartbeat`` while the loop is alive, count stuck periods.
+
+It runs beside the loop with its own p4p context, so neither a hung task function nor a busy IO
+context can hold the pulse back. A period is *stuck* when the loop is stalled (the heartbeat then
+stops pulsing, which the IOC's HeartbeatAge alarm shows) or when the pulse could not be written.
+After ``max_stuck_cycles`` stuck periods in a row the process must go: the loop may be deadlocked,
+so the exit is taken here, never asked of the loop.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Optional
+
+from loguru import logger
+
+from .cycle import Loop
+from .hooks import Hooks
+from .io import BridgeIO, PVError
+from .registry import Task
+
+__all__ = ["Heartbeat"]
+
+
+class Heartbeat:
+    def __init__(self, task: Task, loop: Loop, io: BridgeIO, hooks: Hooks,
+                 on_stuck_limit: Callable[[Task, str], None]) -> None:
+        self.task, self.loop, self.io, self.hooks = task, loop, io, hooks
+        self.on_stuck_limit = on_stuck_limit
+        self.log = logger.bind(task=task.name)
+        self.stuck = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"heartbeat:{task.name}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        period = self.task.heartbeat_period
+        pulse = 0
+        next_beat = time.monotonic()
+        while not self._stop.wait(max(0.0, next_beat - time.monotonic())):
+            now = time.monotonic()
+            next_beat += period * (1 + int((now - next_beat) // period))  # a fixed grid, late beats skipped
+            reason = self.loop.stalled(now)
+            if reason is None:
+                try:
+                    self.io.put({self.task.pvs.heartbeat: 1 - pulse}, timeout=min(period, self.task.timeout))
+                    pulse = 1 - pulse
+                except PVError as exc:
+                    reason = f"the heartbeat could not be written ({exc})"
+            self._count(reason)
+
+    def _count(self, reason: Optional[str]) -> None:
+        if reason is None:
+            if self.stuck:
+                self.log.info("healthy again after {} stuck heartbeat period(s)", self.stuck)
+            self.stuck = 0
+        else:
+            self.stuck += 1
+            self.log.warning("stuck heartbeat period {}/{}: {}", self.stuck, self.task.max_stuck_cycles, reason)
+        self.hooks.heartbeat(self.task, self.stuck, reason)
+        if reason is not None and self.stuck >= self.task.max_stuck_cycles:
+            self.on_stuck_limit(self.task, reason)

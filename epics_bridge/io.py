@@ -1,0 +1,219 @@
+"""Synchronous PV Access reads and writes over one p4p context.
+
+Two flavours over the same code: the seed's forgiving ``pvget``/``pvput`` (``None``/``False`` on
+failure, logged) and the strict ``get``/``put`` that raise a :class:`PVError` naming each PV and
+why, which the engine turns into an IO_FAILURE cycle. A batch is always one round of parallel
+requests sharing one timeout, so ten PVs cost one round trip, not ten.
+"""
+from __future__ import annotations
+
+import threading
+from numbers import Number
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
+
+import numpy as np
+from loguru import logger
+from p4p.client import raw
+from p4p.client.thread import Cancelled, Context, Disconnected, RemoteError
+
+from .utils import to_python
+
+__all__ = ["BridgeIO", "PVError", "PVTimeoutError", "PVDisconnectedError", "PVRejectedError"]
+
+Names = Union[str, Sequence[str]]
+
+# Ask the IOC to finish processing before it answers, so a completed put means the record holds
+# the value (also for asynchronous records).
+_WAIT = Context.makeRequest("field()record[block=true]")
+
+
+class PVError(Exception):
+    """One or more PV operations failed. ``failures`` maps each PV name to its cause."""
+
+    def __init__(self, operation: str, failures: Mapping[str, BaseException]) -> None:
+        self.operation = operation
+        self.failures = dict(failures)
+        causes = "; ".join(f"{pv}: {_describe(exc)}" for pv, exc in self.failures.items())
+        super().__init__(f"{operation} failed for {causes}")
+
+    @property
+    def pv(self) -> str:
+        """The first PV that failed."""
+        return next(iter(self.failures))
+
+
+class PVTimeoutError(PVError, TimeoutError):
+    """No answer in time: the PV is not served, or its IOC is unreachable or frozen."""
+
+
+class PVDisconnectedError(PVError, ConnectionError):
+    """The connection to the IOC dropped while the operation was under way."""
+
+
+class PVRejectedError(PVError):
+    """The server refused the request, or the value does not fit the PV's type."""
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout (no answer; PV not served or IOC unreachable)"
+    if isinstance(exc, Disconnected):
+        return "disconnected"
+    text = str(exc) or type(exc).__name__
+    return f"rejected by server: {text}" if isinstance(exc, RemoteError) else f"{type(exc).__name__}: {text}"
+
+
+def _error_class(exc: BaseException) -> Type[PVError]:
+    if isinstance(exc, TimeoutError):
+        return PVTimeoutError
+    if isinstance(exc, Disconnected):
+        return PVDisconnectedError
+    return PVRejectedError
+
+
+def _raise(operation: str, failures: Mapping[str, BaseException]) -> None:
+    first = next(iter(failures.values()))
+    raise _error_class(first)(operation, failures)
+
+
+def _assign_number(value: Any):
+    """Builder for a number or array: fills the PV's own type without fetching it first."""
+
+    def build(V):
+        V["value.index" if "value.index" in V else "value"] = value
+
+    return build
+
+
+def _builder(value: Any) -> Any:
+    if isinstance(value, (Number, np.ndarray, np.generic)) and not isinstance(value, complex):
+        return _assign_number(value)
+    return value  # str, dict of fields, Value: p4p's own builder
+
+
+_PENDING = object()
+
+
+class _Pending:
+    """Collects the completions of one batch; called from p4p's network thread, so never blocks."""
+
+    def __init__(self, count: int) -> None:
+        self.results: List[Any] = [_PENDING] * count
+        self._left = count
+        self._lock = threading.Lock()
+        self.done = threading.Event()
+        if not count:
+            self.done.set()
+
+    def callback(self, index: int) -> Callable[[Any], None]:
+        def complete(value: Any) -> None:
+            if isinstance(value, Cancelled):  # our own close() after a timeout
+                return
+            with self._lock:
+                if self.results[index] is not _PENDING:
+                    return
+                self.results[index] = value
+                self._left -= 1
+                if not self._left:
+                    self.done.set()
+
+        return complete
+
+
+def _batch(names: List[str], timeout: float, start: Callable[[str, Callable], Any]) -> List[Any]:
+    """Start one operation per name at once and wait for all of them, under one deadline.
+
+    Each name gets its own outcome: its result, its own exception, or a TimeoutError if it had
+    not answered when the deadline passed (p4p's batch helpers mark every PV of a batch as timed
+    out when one does, and restart the timeout for each answer).
+    """
+    pending = _Pending(len(names))
+    ops = []
+    try:
+        for i, name in enumerate(names):
+            try:
+                ops.append(start(name, pending.callback(i)))
+            except Exception as exc:  # could not even be issued (bad name, closed context)
+                pending.callback(i)(exc)
+        pending.done.wait(timeout)
+    finally:
+        for op in ops:
+            op.close()
+    return [TimeoutError(f"no answer within {timeout:g} s") if r is _PENDING else r for r in pending.results]
+
+
+class BridgeIO:
+    """Blocking PV IO for one task (or one seed daemon).
+
+    ``context`` lets many tasks share one p4p context (one TCP connection per IOC); by default a
+    private ``Context("pva")`` is made, configured from the EPICS_PVA_* environment.
+    """
+
+    def __init__(self, context: Optional[Context] = None, timeout: float = 5.0) -> None:
+        self.ctx = context if context is not None else Context("pva", nt=False)
+        self.timeout = timeout
+
+    # -- strict ---------------------------------------------------------------------------
+    def get(self, names: Names, timeout: Optional[float] = None) -> Any:
+        """Read one PV (its value) or a list (``{name: value}``); raise PVError on any failure."""
+        single, names, values, failures = self._get(names, timeout)
+        if failures:
+            _raise("get", failures)
+        return values[0] if single else dict(zip(names, values))
+
+    def put(self, values: Mapping[str, Any], timeout: Optional[float] = None) -> None:
+        """Write every ``{name: value}`` and wait for the server's acknowledgement of each."""
+        failures = self._put(values, timeout)
+        if failures:
+            _raise("put", failures)
+
+    # -- seed-compatible ------------------------------------------------------------------
+    def pvget(self, pv_names: Names, timeout: float = 5.0, raw: bool = False) -> Any:
+        """Like :meth:`get`, but a failed PV reads as ``None`` (logged) instead of raising."""
+        single, names, values, failures = self._get(pv_names, timeout, convert=not raw)
+        if failures:
+            logger.warning("{}", PVError("get", failures))
+        values = [None if isinstance(v, BaseException) else v for v in values]
+        return values[0] if single else dict(zip(names, values))
+
+    def pvput(self, data: Mapping[str, Any], timeout: float = 5.0) -> bool:
+        """Like :meth:`put`, but returns ``False`` (logged) instead of raising."""
+        if not data:
+            return False
+        failures = self._put(data, timeout)
+        if failures:
+            logger.error("{}", PVError("put", failures))
+        return not failures
+
+    def unreachable(self, names: Sequence[str], timeout: Optional[float] = None) -> Dict[str, str]:
+        """Read all ``names`` at once; map each PV that did not answer to the reason."""
+        _, _, _, failures = self._get(list(names), timeout, convert=False)
+        return {pv: _describe(exc) for pv, exc in failures.items()}
+
+    def close(self) -> None:
+        self.ctx.close()
+
+    # -- one round of parallel requests -------------------------------------------------------
+    def _get(
+        self, names: Names, timeout: Optional[float], convert: bool = True
+    ) -> Tuple[bool, List[str], List[Any], Dict[str, BaseException]]:
+        single = isinstance(names, str)
+        name_list = [names] if single else list(names)
+        results = _batch(name_list, self._timeout(timeout), lambda n, cb: raw.Context.get(self.ctx, n, cb))
+        failures = {n: r for n, r in zip(name_list, results) if isinstance(r, BaseException)}
+        if convert:
+            results = [r if isinstance(r, BaseException) else to_python(r) for r in results]
+        return single, name_list, results, failures
+
+    def _put(self, data: Mapping[str, Any], timeout: Optional[float]) -> Dict[str, BaseException]:
+        # Fetch the PV before writing only when a string may name an enum choice.
+        fetch = any(isinstance(v, (str, bytes)) for v in data.values())
+
+        def start(name: str, callback: Callable) -> Any:
+            return raw.Context.put(self.ctx, name, callback, builder=_builder(data[name]), request=_WAIT, get=fetch)
+
+        results = _batch(list(data), self._timeout(timeout), start)
+        return {n: r for n, r in zip(data, results) if isinstance(r, BaseException)}
+
+    def _timeout(self, timeout: Optional[float]) -> float:
+        return self.timeout if timeout is None else timeout

@@ -1,0 +1,286 @@
+"""A real EPICS soft IOC in a child process: EPICS base from ``epicscorelibs``, the PVA server
+(QSRV) from ``pvxslibs``, both plain pip packages.
+
+The test suite, the embedded ``--ioc`` mode and the benchmark all use it, so they talk to the same
+record processing, alarms and QSRV group puts that a facility IOC has. The child listens only on
+the given interface and ports, serves PV Access only (no Channel Access server), and exits when its
+parent goes away (its stdin closes), so a crashed test run leaves no IOC behind.
+
+Run one by hand::
+
+    python -m epics_bridge.softioc -m P=IOC:MOTOR:01: -d db/bridge.db
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+__all__ = ["Database", "SoftIOC", "IOCError", "db_dir", "free_port"]
+
+Macros = Union[str, Mapping[str, object]]
+
+
+class IOCError(RuntimeError):
+    """The soft IOC failed to start (its output says why)."""
+
+
+@dataclass(frozen=True)
+class Database:
+    """One ``dbLoadRecords`` call: a db file and its macros (``"P=A:,N=2"`` or a mapping)."""
+
+    path: Path
+    macros: Macros = ""
+
+    @property
+    def macro_string(self) -> str:
+        if isinstance(self.macros, str):
+            return self.macros
+        return ",".join(f"{k}={v}" for k, v in self.macros.items())
+
+
+def db_dir() -> Path:
+    """The project's ``db/`` folder: beside the package in a checkout, under share/ when installed."""
+    for candidate in (Path(__file__).resolve().parents[1] / "db", Path(sys.prefix) / "share" / "epics-bridge" / "db"):
+        if (candidate / "bridge.db").is_file():
+            return candidate
+    raise IOCError("cannot find db/bridge.db (neither in the source tree nor under sys.prefix/share)")
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """A port the OS has just reported free on ``host`` (TCP by default, SOCK_DGRAM for UDP)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class SoftIOC:
+    """Start with ``with SoftIOC([Database(path, "P=X:")]) as ioc:`` and give clients ``ioc.client_env``.
+
+    Ports default to free ones, so parallel runs never meet; pass them to restart an IOC on the
+    same address (clients reconnect as after a real IOC reboot).
+    """
+
+    def __init__(
+        self,
+        databases: Sequence[Union[Database, Tuple[Union[str, Path], Macros]]],
+        *,
+        interface: str = "127.0.0.1",
+        server_port: Optional[int] = None,
+        broadcast_port: Optional[int] = None,
+        output: Optional[Union[str, Path]] = None,
+    ) -> None:
+        self.databases = [d if isinstance(d, Database) else Database(Path(d[0]), d[1]) for d in databases]
+        self.interface = interface
+        self.server_port = server_port or free_port(socket.SOCK_STREAM, interface)
+        self.broadcast_port = broadcast_port or free_port(socket.SOCK_DGRAM, interface)
+        self.output = Path(output) if output else None
+        self.process: Optional[subprocess.Popen] = None
+        self._output_file: Optional[IO[bytes]] = None
+
+    # -- addresses --------------------------------------------------------------------------
+    @property
+    def server_env(self) -> Dict[str, str]:
+        """The EPICS_PVAS_* settings the IOC runs with."""
+        return {
+            "EPICS_PVAS_INTF_ADDR_LIST": self.interface,
+            "EPICS_PVAS_SERVER_PORT": str(self.server_port),
+            "EPICS_PVAS_BROADCAST_PORT": str(self.broadcast_port),
+            "EPICS_PVAS_AUTO_BEACON_ADDR_LIST": "NO",
+            "EPICS_PVAS_BEACON_ADDR_LIST": self.interface,
+        }
+
+    @property
+    def client_env(self) -> Dict[str, str]:
+        """The EPICS_PVA_* settings a client needs to find this IOC (and nothing else)."""
+        return {
+            "EPICS_PVA_ADDR_LIST": self.interface,
+            "EPICS_PVA_AUTO_ADDR_LIST": "NO",
+            "EPICS_PVA_SERVER_PORT": str(self.server_port),
+            "EPICS_PVA_BROADCAST_PORT": str(self.broadcast_port),
+        }
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "IOC not started"
+        return self.process.pid
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def start(self, timeout: float = 30.0) -> SoftIOC:
+        """Start the child and return once iocInit has finished and the PVA server listens."""
+        if self.process is not None and self.process.poll() is None:
+            raise IOCError("IOC already running")
+        ready_r, ready_w = os.pipe()
+        cmd = [sys.executable, "-m", "epics_bridge.softioc", "--ready-fd", str(ready_w), "--lifeline"]
+        for db in self.databases:
+            cmd += ["-m", db.macro_string, "-d", str(db.path)]
+        # client_env too: QSRV's own PVA client (for pva links) then also stays on our ports.
+        env = {**os.environ, **self.client_env, **self.server_env}
+        if self.output is not None:
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+            self._output_file = open(self.output, "ab")
+        try:
+            self.process = subprocess.Popen(
+                cmd, env=env, stdin=subprocess.PIPE, stdout=self._output_file,
+                stderr=subprocess.STDOUT if self._output_file else None, pass_fds=(ready_w,),
+            )
+        finally:
+            os.close(ready_w)
+        try:
+            self._wait_ready(ready_r, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            os.close(ready_r)
+        return self
+
+    def _wait_ready(self, fd: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        data = b""
+        while b"\n" not in data:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise IOCError(f"soft IOC not ready within {timeout:.0f} s")
+            readable, _, _ = select.select([fd], [], [], remaining)
+            if readable:
+                chunk = os.read(fd, 64)
+                if not chunk:  # the child closed the pipe without saying READY: it died
+                    code = self.process.wait(timeout=5) if self.process else None
+                    raise IOCError(f"soft IOC exited during start-up (status {code}); see its output")
+                data += chunk
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the IOC to exit (close its stdin, then SIGTERM), SIGKILL if it does not."""
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            _ask_to_exit(proc)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc is not None and proc.stdin is not None:
+            proc.stdin.close()
+        if self._output_file is not None:
+            self._output_file.close()
+            self._output_file = None
+
+    def kill(self) -> None:
+        """SIGKILL the IOC, as a crash or power loss would (a frozen one included)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.stop()
+
+    def restart(self, timeout: float = 30.0) -> SoftIOC:
+        """A reboot: the same databases on the same ports, with fresh record values."""
+        self.stop()
+        return self.start(timeout)
+
+    def freeze(self) -> None:
+        """SIGSTOP: the IOC keeps its sockets but answers nothing, like a hung host."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def __enter__(self) -> SoftIOC:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _ask_to_exit(proc: subprocess.Popen) -> None:
+    try:
+        os.kill(proc.pid, signal.SIGCONT)  # a frozen IOC cannot act on anything else
+        proc.terminate()
+    except ProcessLookupError:
+        pass
+
+
+# -- the child ------------------------------------------------------------------------------
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL us if the parent dies, even without closing our stdin."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class _LoadDb(argparse.Action):
+    """``-d DB`` loads DB with the macros of the latest ``-m``, as softIoc does."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        namespace.databases.append((value, namespace.macros))
+
+
+def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m epics_bridge.softioc",
+        description="Run a soft IOC (EPICS base + pvxs QSRV) serving PV Access only.",
+    )
+    parser.add_argument("-m", "--macros", default="", help="macros for the following -d, e.g. P=IOC:A:,N=2")
+    parser.add_argument("-d", "--database", dest="databases", action=_LoadDb, default=[], metavar="DB",
+                        help="database file to load (repeat; each uses the latest -m)")
+    parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--lifeline", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not args.databases:
+        parser.error("at least one -d DB is needed")
+    return args
+
+
+def _wait_for_eof(stop: threading.Event) -> None:
+    # os.read, not sys.stdin: a buffered reader still blocked at exit aborts the interpreter.
+    while os.read(0, 4096):
+        pass
+    stop.set()
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = _parse(argv)
+    os.environ.setdefault("PVXS_QSRV_ENABLE", "YES")
+    os.environ.setdefault("EPICS_IOC_IGNORE_SERVERS", "rsrv")  # PV Access only
+    os.environ.setdefault("EPICS_PVAS_INTF_ADDR_LIST", "127.0.0.1")
+    if args.lifeline:
+        _die_with_parent()
+
+    warnings.filterwarnings("ignore", message="Module epics_bridge was already imported")
+    import pvxslibs.path
+    from epicscorelibs import ioc
+
+    ioc.start_ioc(
+        dbs=args.databases,
+        extra_dbd_load=(("pvxsIoc.dbd", pvxslibs.path.dbd_path),),
+        extra_dso_load=("pvxslibs.lib.pvxsIoc",),
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    if args.lifeline:
+        threading.Thread(target=_wait_for_eof, args=(stop,), daemon=True).start()
+    if args.ready_fd is not None:
+        os.write(args.ready_fd, b"READY\n")
+        os.close(args.ready_fd)
+    else:
+        print("soft IOC running; Ctrl-C to stop", file=sys.stderr, flush=True)
+    stop.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""The result of one cycle, as the IOC's TaskStatus mbbi shows it."""
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class TaskStatus(IntEnum):
+    """Values match the states of ``$(P)TaskStatus`` in ``db/bridge.db``.
+
+    DONE and ERROR are aliases kept for code written against the seed's README.
+    """
+
+    SUCCESS = 0
+    LOGIC_FAILURE = 1
+    IO_FAILURE = 2
+    EXCEPTION = 3
+    SKIPPED = 4
+
+    DONE = 0
+    ERROR = 1
+
+
+def status_of(result: object) -> TaskStatus:
+    """Map what a task function returned to a status.
+
+    Anything else than a TaskStatus, None or a bool is a programming error the operator must
+    see, so it raises instead of guessing (the cycle turns that into EXCEPTION).
+    """
+    if result is None:
+        return TaskStatus.SUCCESS
+    if isinstance(result, bool):
+        return TaskStatus.SUCCESS if result else TaskStatus.LOGIC_FAILURE
+    if isinstance(result, TaskStatus):
+        return result
+    if isinstance(result, int) and result in TaskStatus._value2member_map_:
+        return TaskStatus(result)
+    raise TypeError(
+        f"a task must return a TaskStatus, True/False or None, not {type(result).__name__} {result!r}"
+    )
