@@ -4,9 +4,9 @@
 
 in that order, so a client that waits for Trigger to return to 0 reads this cycle's status.
 
-Waiting never polls: p4p delivers Trigger updates by calling into the loop's own queue, so the
-loop thread itself runs the monitor callbacks (nothing blocks p4p's shared callback workers) and
-sleeps in ``queue.get`` until an update, a timer, or stop arrives.
+Waiting never polls: when Trigger updates arrive, p4p's network thread only queues a drain on the
+loop's own queue, so the loop thread itself handles them (nothing runs on p4p's shared callback
+workers) and otherwise sleeps in ``queue.get`` until an update, a timer, or stop arrives.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from p4p.client.thread import Disconnected, RemoteError
 
 from .context import TaskContext
 from .hooks import Hooks
-from .io import BridgeIO, PVError, PVRejectedError
+from .io import BridgeIO, Monitor, PVError, PVRejectedError
 from .registry import Task
 from .status import TaskStatus, status_of
 
@@ -51,6 +51,7 @@ class Loop:
         self._end = _CycleEnd(task, io, self.log, write_trigger=task.period is None)
         self._unacked: Optional[Tuple[TaskStatus, float]] = None
         self._last_status: Optional[TaskStatus] = None
+        self._stopping = False
 
     # -- control, from other threads -----------------------------------------------------------
     def start(self) -> None:
@@ -58,12 +59,13 @@ class Loop:
 
     def stop(self) -> None:
         """Finish the current cycle, if any, then return from the thread."""
+        self._stopping = True
         self.queue.put(_STOP)
 
     def stalled(self, now: float) -> Optional[str]:
         """Why the loop counts as stalled now, or None while it is alive."""
         if not self.thread.is_alive():
-            return "its loop thread has ended"
+            return None if self._stopping else "its loop thread has ended"
         since = self.busy_since
         if since is not None and now - since > self.task.stall_timeout:
             where = "a cycle" if self.in_cycle else "the loop"
@@ -177,7 +179,7 @@ class Loop:
         while item is not None:
             if item is _STOP:
                 return False
-            item()  # p4p's monitor dispatch: calls TriggerMonitor.update on this thread
+            item()  # a drain queued by TriggerMonitor: the updates are handled on this thread
             try:
                 item = self.queue.get_nowait()
             except queue.Empty:
@@ -249,13 +251,6 @@ class _Source:
         """The end of a cycle (or of an interrupted one) has been written."""
 
 
-class _QueueAdapter:
-    """The work-queue interface p4p's monitor wants, backed by the loop's own queue."""
-
-    def __init__(self, q: queue.SimpleQueue) -> None:
-        self.push = self.push_wait = q.put
-
-
 class TriggerMonitor(_Source):
     """Trigger mode: a PVA monitor of ``{main}Trigger``.
 
@@ -271,16 +266,19 @@ class TriggerMonitor(_Source):
         self.value: Any = 0
         self.connected = False
         self.unconfirmed = False
-        self._subscription: Any = None
+        self._monitor: Optional[Monitor] = None
 
     def open(self) -> None:
-        self._subscription = self.loop.io.ctx.monitor(
-            self.pv, self.update, notify_disconnect=True, queue=_QueueAdapter(self.loop.queue)
-        )
+        # p4p's network thread only queues a drain; the loop thread pops the updates in order.
+        self._monitor = Monitor(self.loop.io.ctx, self.pv, lambda: self.loop.queue.put(self._drain))
 
     def close(self) -> None:
-        if self._subscription is not None:
-            self._subscription.close()
+        if self._monitor is not None:
+            self._monitor.close()
+
+    def _drain(self) -> None:
+        for value in self._monitor.pop():
+            self.update(value)
 
     def update(self, value: Any) -> None:
         if isinstance(value, Exception):

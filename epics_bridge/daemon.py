@@ -10,9 +10,8 @@ from typing import Any, Optional
 
 from .base_pv_interface import BasePVInterface
 from .io import BridgeIO
-from .logs import LogConfig, configure
 from .registry import ConfigError, Registry, Task
-from .runner import Runner
+from .runner import Runner, prepare
 from .status import TaskStatus
 
 __all__ = ["BridgeDaemon", "TaskStatus"]
@@ -34,7 +33,6 @@ class BridgeDaemon(ABC):
         self.max_stuck_cycles = 15
         self.heartbeat_period = 1.0
         self.timeout = 5.0
-        self.log_config = LogConfig()
         self._runner: Optional[Runner] = None
 
     def get_poll_rate(self) -> float:
@@ -62,11 +60,12 @@ class BridgeDaemon(ABC):
             poll=self.trigger if polled else None, poll_period=self.get_poll_rate(),
         )
 
-    def start(self) -> None:
-        """Run until SIGTERM/SIGINT (or :meth:`stop`); the watchdog may end the process instead."""
-        task = self.as_task()
-        configure([task], self.log_config)
-        self._runner = Runner([task])
+    def start(self, **options: Any) -> None:
+        """Run until SIGTERM/SIGINT (or :meth:`stop`); the watchdog may end the process instead.
+
+        ``options`` are those of :func:`epics_bridge.runner.prepare` (log_dir, metrics_port, ...).
+        """
+        self._runner = prepare([self.as_task()], **options)
         self._runner.run()
 
     def stop(self) -> None:

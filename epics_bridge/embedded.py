@@ -1,25 +1,39 @@
 """``--ioc``: serve the tasks' PVs from a soft IOC started by the launcher, for a first run or a demo.
 
-It loads ``db/bridge.db`` once per task prefix plus each task's own ``db=`` files, listens on
-loopback unless EPICS_PVAS_* says otherwise, and dies with the launcher.
+It loads ``db/bridge.db`` (and the log PVs of ``db/bridge-logs.db``) once per task prefix plus each
+task's own ``db=`` files, listens on loopback unless EPICS_PVAS_* says otherwise, and dies with the
+launcher (its stdin is a pipe from us: when we vanish it reads end-of-file and exits), so a crashed
+or killed launcher leaves no IOC behind.
 """
 from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
-from .registry import Task
-from .softioc import Database, SoftIOC, db_dir, free_port
+from .hooks import Hooks
+from .registry import ConfigError, Task
+from .softioc import Database, IOCError, SoftIOC, db_dir, free_port
 
-__all__ = ["start_embedded_ioc"]
+__all__ = ["Announce", "databases", "embedded_ioc", "start"]
+
+#: The PVA defaults: used when free, so that a client with no settings at all finds the IOC.
+DEFAULT_SERVER_PORT = 5075
+DEFAULT_BROADCAST_PORT = 5076
+_WILDCARD = "0.0.0.0"
+#: Loaded per task prefix; bridge-logs.db (the log PVs) is optional, so only when installed.
+STANDARD_DBS = ("bridge.db", "bridge-logs.db")
 
 
 def _port(variable: str, default: int, kind: int, interface: str) -> int:
-    if os.environ.get(variable):
-        return int(os.environ[variable])
-    try:  # the standard port if it is free, so plain clients find the IOC with defaults
+    value = os.environ.get(variable)
+    if value:
+        if not value.isdigit() or not 0 < int(value) < 65536:
+            raise ConfigError(f"--ioc: {variable}={value!r} is not a port number")
+        return int(value)
+    try:
         with socket.socket(socket.AF_INET, kind) as s:
             s.bind((interface, default))
         return default
@@ -28,35 +42,77 @@ def _port(variable: str, default: int, kind: int, interface: str) -> int:
 
 
 def databases(tasks: Sequence[Task]) -> List[Database]:
-    bridge_db = db_dir() / "bridge.db"
-    dbs = [Database(bridge_db, {"P": task.prefix}) for task in tasks]
-    for task in tasks:
-        dbs += [Database(path, macros) for path, macros in task.db]
-    return dbs
+    """The standard records (and the optional log PVs) for every task prefix, then each task's own
+    files; a file+macros pair loads once."""
+    standard = [db_dir() / name for name in STANDARD_DBS if (db_dir() / name).is_file()]
+    wanted = [Database(path, {"P": task.prefix}) for task in tasks for path in standard]
+    wanted += [Database(path, macros) for task in tasks for path, macros in task.db]
+    unique: Dict[tuple, Database] = {}
+    for db in wanted:  # two tasks may name the same shared database
+        unique.setdefault((db.path.resolve(), db.macro_string), db)
+    return list(unique.values())
 
 
-def start_embedded_ioc(tasks: Sequence[Task], output: Optional[Path]) -> SoftIOC:
-    """Start the IOC and point this process's PVA clients at it (before any context exists)."""
-    interface = os.environ.get("EPICS_PVAS_INTF_ADDR_LIST", "127.0.0.1").split()[0]
-    ioc = SoftIOC(
+def client_env(ioc: SoftIOC) -> Dict[str, str]:
+    """The EPICS_PVA_* a client on this host needs; a wildcard listener is reached on loopback."""
+    env = dict(ioc.client_env)
+    if ioc.interface == _WILDCARD:
+        env["EPICS_PVA_ADDR_LIST"] = "127.0.0.1"
+    return env
+
+
+def embedded_ioc(tasks: Sequence[Task], output: Optional[Path]) -> SoftIOC:
+    """The IOC for ``tasks``, its address chosen (ConfigError for a bad EPICS_PVAS_* port); not started."""
+    interface = (os.environ.get("EPICS_PVAS_INTF_ADDR_LIST") or "127.0.0.1").split()[0]
+    return SoftIOC(
         databases(tasks),
         interface=interface,
-        server_port=_port("EPICS_PVAS_SERVER_PORT", 5075, socket.SOCK_STREAM, interface),
-        broadcast_port=_port("EPICS_PVAS_BROADCAST_PORT", 5076, socket.SOCK_DGRAM, interface),
+        server_port=_port("EPICS_PVAS_SERVER_PORT", DEFAULT_SERVER_PORT, socket.SOCK_STREAM, interface),
+        broadcast_port=_port("EPICS_PVAS_BROADCAST_PORT", DEFAULT_BROADCAST_PORT, socket.SOCK_DGRAM,
+                             interface),
         output=output,
-    ).start()
-    os.environ.update(ioc.client_env)
+    )
+
+
+def start(ioc: SoftIOC) -> SoftIOC:
+    """Start the IOC and point this process's PVA clients at it (before any context exists)."""
+    output = ioc.output
+    try:
+        ioc.start()
+    except IOCError as exc:
+        where = f"{output}" if output else "the output above"
+        raise IOCError(f"--ioc: {exc} (databases: {', '.join(str(d.path) for d in ioc.databases)}; "
+                       f"IOC output in {where})") from None
+    os.environ.update(client_env(ioc))
     return ioc
 
 
 def how_to_reach(ioc: SoftIOC, tasks: Sequence[Task]) -> str:
-    """A ready-to-paste client setup and a command that triggers one task."""
-    env = " ".join(f"{k}={v}" for k, v in ioc.client_env.items())
-    target = next((t for t in tasks if t.name == "motor"), None) or next(
-        (t for t in tasks if t.mode == "trigger"), tasks[0])
-    return (
-        f"embedded soft IOC (pid {ioc.pid}) serving {len(tasks)} task(s) on "
-        f"{ioc.interface}:{ioc.server_port}\n"
-        f"  export {env}\n"
-        f"  python -c \"from p4p.client.thread import Context as C; C('pva').put('{target.pvs.trigger}', 1)\""
-    )
+    """A ready-to-paste client setup, and commands that trigger one task and read its result."""
+    lines = [
+        f"embedded soft IOC (pid {ioc.pid}) serves {len(tasks)} task(s) on {ioc.interface}:{ioc.server_port} "
+        "(PV Access); it stops with this process. From another shell:",
+        "  export " + " ".join(f"{k}={v}" for k, v in client_env(ioc).items()),
+    ]
+    if ioc.interface == _WILDCARD:
+        lines.append("  (from another host: EPICS_PVA_ADDR_LIST=<this host's address>)")
+    triggered = [t for t in tasks if t.mode == "trigger"]
+    target = next((t for t in triggered if t.name == "motor"), triggered[0] if triggered else None)
+    if target is not None:
+        pvs = target.pvs
+        lines += [
+            f"  python -c \"from p4p.client.thread import Context as C; C('pva').put('{pvs.trigger}', 1)\"",
+            f"  python -c \"from p4p.client.thread import Context as C; "
+            f"print(C('pva').get(['{pvs.task_status}', '{pvs.task_duration}']))\"",
+        ]
+    return "\n".join(lines)
+
+
+class Announce(Hooks):
+    """Prints :func:`how_to_reach` once every task runs, so it is the last thing on the screen."""
+
+    def __init__(self, ioc: SoftIOC) -> None:
+        self.ioc = ioc
+
+    def started(self, tasks: List[Task]) -> None:
+        print(how_to_reach(self.ioc, tasks), file=sys.stderr, flush=True)

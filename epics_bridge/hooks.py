@@ -34,6 +34,9 @@ class Hooks:
     def fatal(self, task: Task, reason: str) -> None:
         """The watchdog is about to end the process because ``task`` stayed stuck."""
 
+    def close(self) -> None:
+        """Every task has stopped: release threads, servers and sockets."""
+
 
 class HookList(Hooks):
     """Fans each event out to several hooks."""
@@ -62,3 +65,6 @@ class HookList(Hooks):
 
     def fatal(self, task: Task, reason: str) -> None:
         self._each("fatal", task, reason)
+
+    def close(self) -> None:
+        self._each("close")

@@ -18,7 +18,7 @@ from p4p.client.thread import Cancelled, Context, Disconnected, RemoteError
 
 from .utils import to_python
 
-__all__ = ["BridgeIO", "PVError", "PVTimeoutError", "PVDisconnectedError", "PVRejectedError"]
+__all__ = ["BridgeIO", "Monitor", "PVError", "PVTimeoutError", "PVDisconnectedError", "PVRejectedError"]
 
 Names = Union[str, Sequence[str]]
 
@@ -140,6 +140,35 @@ def _batch(names: List[str], timeout: float, start: Callable[[str, Callable], An
         for op in ops:
             op.close()
     return [TimeoutError(f"no answer within {timeout:g} s") if r is _PENDING else r for r in pending.results]
+
+
+class Monitor:
+    """A PVA subscription whose updates the consumer pops on its own thread.
+
+    p4p calls ``wake`` on its network thread whenever updates are waiting; ``wake`` must only hand
+    over (set an event, queue a call), never block. The consumer then calls :meth:`pop`. Unlike
+    p4p's threaded ``Context.monitor``, no update runs on p4p's shared callback workers, and a
+    wakeup that arrives before the subscription is stored cannot be lost.
+    """
+
+    def __init__(self, context: Context, pv: str, wake: Callable[[], None]) -> None:
+        self.pv = pv
+        self._subscription = raw.Context.monitor(context, pv, wake)
+
+    def pop(self) -> List[Any]:
+        """Every update waiting, oldest first: Values, or exceptions such as Disconnected."""
+        updates = []
+        while self._subscription is not None:
+            update = self._subscription.pop()
+            if update is None:
+                break
+            updates.append(update)
+        return updates
+
+    def close(self) -> None:
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
 
 
 class BridgeIO:

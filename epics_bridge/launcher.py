@@ -16,7 +16,10 @@ from .registry import ConfigError, Registry, Task, bridge
 from .runner import EXIT_CONFIG, EXIT_OK
 from .softioc import IOCError
 
-__all__ = ["load", "main"]
+__all__ = ["load", "main", "check"]
+
+#: ``check``: some PV did not answer.
+EXIT_UNREACHABLE = 1
 
 
 def _task_files(paths: Sequence[str]) -> Tuple[List[Path], List[str]]:
@@ -56,24 +59,27 @@ def _describe_import_error(path: Path, exc: BaseException) -> str:
     return f"{where}: cannot import: {type(exc).__name__}: {exc}"
 
 
-def load(paths: Sequence[str], registry: Registry = bridge, only: Sequence[str] = ()) -> List[Task]:
-    """Import every task file under ``paths``; raise one ConfigError listing every problem."""
+def load(paths: Sequence[str], only: Sequence[str] = ()) -> List[Task]:
+    """Import every task file under ``paths``; return the tasks they registered (task files use the
+    default registry, ``from epics_bridge import bridge``). One ConfigError lists every problem."""
+    known = {task.name for task in bridge.tasks}
     files, errors = _task_files(paths)
     for index, path in enumerate(files):
         try:
             _import(path, index)
         except Exception as exc:
             errors.append(_describe_import_error(path, exc))
-    if not errors and not registry.tasks:
-        errors.append(f"{', '.join(paths)}: no tasks found (decorate a function with @bridge.task)")
+    loaded = Registry(t for t in bridge.tasks if t.name not in known)
+    if not errors and not loaded.tasks:
+        errors.append(f"{', '.join(map(str, paths))}: no tasks found (decorate a function with @bridge.task)")
     if not errors and only:
         try:
-            return registry.select(only)
+            return loaded.select(only)
         except ConfigError as exc:
             errors.append(str(exc))
     if errors:
         raise ConfigError("\n".join(errors))
-    return registry.tasks
+    return loaded.tasks
 
 
 def _print_list(tasks: Sequence[Task]) -> None:
@@ -84,36 +90,49 @@ def _print_list(tasks: Sequence[Task]) -> None:
 
 
 def check(tasks: Sequence[Task], timeout: float) -> bool:
-    """Read every PV of every task at once; print task / PV / ok-or-reason. True if all answered."""
+    """Read every PV of every task in one parallel round; print task / PV / ok-or-reason.
+
+    True when every PV answered. A read, not just a search: it proves the PV is served and
+    readable by this user, which is what the daemon will need.
+    """
     from .io import BridgeIO
 
     rows = [(t.name, logical, pv) for t in tasks for logical, pv in t.pvs.as_dict.items()]
     io = BridgeIO(timeout=timeout)
     try:
-        failures = io.unreachable([pv for _, _, pv in rows])
+        failures = io.unreachable(list(dict.fromkeys(pv for _, _, pv in rows)))
     finally:
         io.close()
-    width = max(len(name) for name, _, _ in rows)
-    for name, logical, pv in rows:
-        verdict = f"FAIL {failures[pv]}" if pv in failures else "ok"
-        print(f"{name:<{width}}  {logical:<16} {pv:<40} {verdict}")
-    bad = len({pv for _, _, pv in rows if pv in failures})
-    print(f"{len(rows) - bad}/{len(rows)} PVs reachable" + (f"; {bad} not" if bad else ""))
-    return not bad
+    header = ("TASK", "LOGICAL", "PV", "RESULT")
+    table = [(name, logical, pv, f"FAIL: {failures[pv]}" if pv in failures else "ok")
+             for name, logical, pv in rows]
+    widths = [max(len(row[i]) for row in [header, *table]) for i in range(3)]
+    for row in [header, *table]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+    total = len({pv for _, _, pv in rows})
+    if failures:
+        print(f"{len(failures)} of {total} PVs unreachable: {', '.join(failures)}")
+    else:
+        print(f"all {total} PVs of {len(tasks)} task(s) answered")
+    return not failures
 
 
 def _check_main(argv: Sequence[str]) -> NoReturn:
-    parser = argparse.ArgumentParser(prog="python -m epics_bridge check",
-                                     description="Connect to every PV of every task and report which answer.")
-    parser.add_argument("paths", nargs="+", metavar="PATH")
-    parser.add_argument("--only", nargs="+", default=[], metavar="NAME")
+    parser = argparse.ArgumentParser(
+        prog="python -m epics_bridge check",
+        description="Load the tasks like the launcher, read every PV of every task (the standard five "
+                    "included) and print task / PV / ok-or-reason. Run it before enabling a service.",
+        epilog="Exit status: 0 every PV answered, 1 some did not, 2 the task files are invalid.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="task file, or folder of task files")
+    parser.add_argument("--only", nargs="+", default=[], metavar="NAME", help="check only these tasks")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for all PVs (default 2)")
     args = parser.parse_args(argv)
     try:
         tasks = load(args.paths, only=args.only)
     except ConfigError as exc:
         _fail(str(exc))
-    sys.exit(EXIT_OK if check(tasks, args.timeout) else 1)
+    sys.exit(EXIT_OK if check(tasks, args.timeout) else EXIT_UNREACHABLE)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -130,6 +149,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     parser.add_argument("--log-rotation", default="10 MB", help="when to start a new log file (default '10 MB')")
     parser.add_argument("--log-retention", default="5", help="rotated files to keep, or an age like '14 days'")
+    parser.add_argument("--p4p-log-level", default="WARNING",
+                        help="level of p4p's own messages (default WARNING)")
+    parser.add_argument("--no-log-pvs", action="store_true",
+                        help="do not publish log lines to the IOC's log PVs (db/bridge-logs.db)")
+    parser.add_argument("--metrics-port", type=int, metavar="N",
+                        help="serve Prometheus metrics on port N (default: off)")
+    parser.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
+                        help="address the metrics server listens on (default 127.0.0.1)")
     parser.add_argument("--stop-grace", type=float, default=5.0,
                         help="seconds a running cycle may take to finish on SIGTERM (default 5)")
     parser.add_argument("--ioc", action="store_true",
@@ -162,18 +189,22 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
 
 
 def _run(args: argparse.Namespace, tasks: List[Task]) -> int:
-    from .runner import run
+    """Refuse bad options before anything starts (the embedded IOC included), then run."""
+    from .embedded import Announce, embedded_ioc, start
+    from .runner import prepare
 
     log_dir = None if args.no_log_files else Path(args.log_dir)
     ioc = None
     try:
-        if args.ioc:
-            from .embedded import how_to_reach, start_embedded_ioc
-
-            ioc = start_embedded_ioc(tasks, output=log_dir / "ioc.log" if log_dir else None)
-            print(how_to_reach(ioc, tasks), file=sys.stderr, flush=True)
-        return run(tasks, log_dir=log_dir, log_level=args.log_level, log_rotation=args.log_rotation,
-                   log_retention=_retention(args.log_retention), stop_grace=args.stop_grace)
+        ioc = embedded_ioc(tasks, output=log_dir / "ioc.log" if log_dir else None) if args.ioc else None
+        runner = prepare(tasks, hooks=[Announce(ioc)] if ioc else [], log_dir=log_dir, log_level=args.log_level,
+                         log_rotation=args.log_rotation, log_retention=_retention(args.log_retention),
+                         p4p_log_level=args.p4p_log_level, log_pvs=not args.no_log_pvs,
+                         metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
+                         stop_grace=args.stop_grace)
+        if ioc is not None:
+            start(ioc)
+        return runner.run()
     except (ConfigError, IOCError) as exc:
         _fail(str(exc))
     finally:

@@ -1,27 +1,34 @@
 """Logging, configured once per process with loguru: the console, one rotating file per task, and a
-process-wide file for start-up, shutdown and the watchdog.
+process-wide file for start-up, shutdown and the watchdog's exit.
 
 Task code logs through ``t.log`` (bound to its task); framework lines about a task are bound the
-same way, so a task's file tells its whole story. Lines bound to no task go to the process file.
+same way, so a task's file tells its whole story. Lines bound to no task go to the process file,
+except those logged on a task's own loop thread: a seed-style daemon or a helper module that logs
+with the plain ``loguru.logger`` (or a failed ``pvget``) is still telling that task's story, so such
+lines are credited to the task whose thread logged them.
 """
 from __future__ import annotations
 
 import logging
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 from loguru import logger
 
 from .registry import ConfigError, Task
 
-__all__ = ["LogConfig", "configure"]
+__all__ = ["LogConfig", "configure", "LEVELS", "NO_TASK", "PROCESS_LOG", "task_log"]
 
 FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {extra[task]} | {message}"
+#: ``extra["task"]`` of a line about no task in particular.
 NO_TASK = "-"
 PROCESS_LOG = "epics-bridge.log"
+#: The levels a user may choose (CLI, keyword arguments and the LogLevel PV).
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: ``cycle.Loop`` names its thread so; lines logged there without a task are that task's.
+_LOOP_THREAD = "task:"
 
 
 @dataclass
@@ -30,51 +37,85 @@ class LogConfig:
 
     directory: Optional[Path] = Path("logs")
     level: str = "INFO"
+    #: When a file starts anew: a size ("10 MB"), an interval ("1 day") or a time ("00:00").
     rotation: Union[str, int] = "10 MB"
+    #: How many rotated files to keep (an int), or for how long ("14 days").
     retention: Union[str, int] = 5
     console: bool = True
-    #: Level for p4p's own (stdlib logging) messages.
+    #: Level for p4p's own (stdlib logging) messages; raise it to see more of p4p's chatter.
     p4p_level: str = "WARNING"
 
 
+def task_log(directory: Union[str, Path], task_name: str) -> Path:
+    """The file a task's lines go to."""
+    return Path(directory) / f"{task_name}.log"
+
+
 class _ToLoguru(logging.Handler):
-    """Routes stdlib logging (p4p uses it) into loguru."""
+    """Routes stdlib logging (p4p uses it) into loguru, attributed to the caller of ``logging``."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             level: Union[str, int] = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
-        logger.opt(depth=6, exception=record.exc_info).log(level, "{}: {}", record.name, record.getMessage())
+        frame, depth = sys._getframe(1), 1  # past this method and logging's own frames
+        while frame is not None and frame.f_code.co_filename == logging.__file__:
+            frame, depth = frame.f_back, depth + 1
+        logger.opt(depth=depth, exception=record.exc_info).log(level, "{}: {}", record.name,
+                                                               record.getMessage())
+
+
+def _credit_loop_thread(record: Dict[str, Any]) -> None:
+    """Patcher: a line bound to no task, logged on a task's loop thread, belongs to that task."""
+    extra = record["extra"]
+    if extra.get("task", NO_TASK) == NO_TASK:
+        thread = record["thread"].name
+        if thread.startswith(_LOOP_THREAD):
+            extra["task"] = thread[len(_LOOP_THREAD):]
 
 
 def _only(task_name: str):
-    return lambda record: record["extra"].get("task") == task_name
+    return lambda record: record["extra"]["task"] == task_name
 
 
-def _untasked(record) -> bool:
-    return record["extra"].get("task", NO_TASK) == NO_TASK
+def _untasked(record: Dict[str, Any]) -> bool:
+    return record["extra"]["task"] == NO_TASK
 
 
 def configure(tasks: Iterable[Task], config: LogConfig) -> None:
-    """Replace loguru's handlers; ConfigError if the log directory cannot be written."""
+    """Replace loguru's handlers. Every setting is checked before anything changes, so a bad one
+    raises ConfigError (naming the option) and leaves the current logging as it was."""
+    tasks = list(tasks)
+    level = _level("--log-level", config.level)
+    p4p_level = _level("--p4p-log-level", config.p4p_level)
     directory = Path(config.directory) if config.directory is not None else None
+    options = dict(level=level, format=FORMAT, backtrace=False, diagnose=False)
+    file_options = dict(options, rotation=config.rotation, retention=config.retention, encoding="utf-8")
     if directory is not None:
         _check_writable(directory)
+        _check_names(tasks)
+        _check_file_options(directory, file_options)
     logger.remove()
-    logger.configure(extra={"task": NO_TASK})
+    logger.configure(extra={"task": NO_TASK}, patcher=_credit_loop_thread)
     if config.console:
-        logger.add(sys.stderr, level=config.level, format=FORMAT, backtrace=False)
+        logger.add(sys.stderr, **options)
     if directory is not None:
-        options = dict(level=config.level, format=FORMAT, rotation=config.rotation,
-                       retention=config.retention, encoding="utf-8", backtrace=False)
-        logger.add(directory / PROCESS_LOG, filter=_untasked, **options)
+        logger.add(directory / PROCESS_LOG, filter=_untasked, **file_options)
         for task in tasks:
-            logger.add(directory / f"{task.name}.log", filter=_only(task.name), **options)
+            logger.add(task_log(directory, task.name), filter=_only(task.name), **file_options)
+        logger.info("logging at {} to {}/ (a file per task and {}; rotation {}, retention {})", level,
+                    directory, PROCESS_LOG, config.rotation, config.retention)
     logging.basicConfig(handlers=[_ToLoguru()], level=logging.WARNING, force=True)
-    logging.getLogger("p4p").setLevel(config.p4p_level)
+    logging.getLogger("p4p").setLevel(p4p_level)
     logging.captureWarnings(True)
-    warnings.simplefilter("default")
+
+
+def _level(option: str, name: str) -> str:
+    level = str(name).upper()
+    if level not in LEVELS:
+        raise ConfigError(f"{option} {name!r}: choose one of {', '.join(LEVELS)}")
+    return level
 
 
 def _check_writable(directory: Path) -> None:
@@ -85,3 +126,28 @@ def _check_writable(directory: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"--log-dir {str(directory)!r} is not writable: {exc.strerror or exc}") from None
+
+
+def _check_names(tasks: List[Task]) -> None:
+    """Refuse log files that collide, also through retention: it deletes old ``a.*.log`` files of
+    ``a.log``, which would include the file of a task named ``a.b``."""
+    names = {t.name for t in tasks}
+    process = Path(PROCESS_LOG).stem
+    for name in sorted(names):
+        parts = name.split(".")
+        stems = [".".join(parts[:n]) for n in range(1, len(parts) + 1)]
+        owner = "the process log" if process in stems else next(
+            (f"task '{stem}'" for stem in stems[:-1] if stem in names), None)
+        if owner:
+            raise ConfigError(f"task '{name}': its log file {name}.log would collide with the files of "
+                              f"{owner} (X.log rotates to X.*.log, and retention deletes old X.*.log); "
+                              "rename the task")
+
+
+def _check_file_options(directory: Path, file_options: Dict[str, Any]) -> None:
+    """Let loguru parse rotation and retention now (``delay``: no file is created)."""
+    try:
+        logger.remove(logger.add(directory / PROCESS_LOG, delay=True, **file_options))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"--log-rotation {file_options['rotation']!r} / --log-retention "
+                          f"{file_options['retention']!r}: {exc}") from None

@@ -8,16 +8,19 @@ from __future__ import annotations
 import inspect
 import keyword
 import math
+import os
 import re
+import sys
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 from .base_pv_interface import STANDARD_FIELDS, BasePVInterface
 
 __all__ = ["ConfigError", "Registry", "Task", "bridge"]
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_PACKAGE = os.path.join(os.path.dirname(__file__), "")  # as co_filename spells this package
 PVs = Union[Mapping[str, str], Type[BasePVInterface], BasePVInterface, None]
 #: A task's own database for the embedded IOC: a path, or (path, {macro: value}).
 DbSpec = Union[str, Path, Tuple[Union[str, Path], Mapping[str, str]]]
@@ -64,9 +67,18 @@ class Task:
         )
 
 
-def _where(func: Callable) -> str:
+def _where(func: object) -> str:
     code = getattr(func, "__code__", None)
-    return f"{code.co_filename}:{code.co_firstlineno}" if code else getattr(func, "__module__", "?")
+    return f"{code.co_filename}:{code.co_firstlineno}" if code else _caller()
+
+
+def _caller() -> str:
+    """file:line of the first caller outside this package: where an object without code (say a
+    number decorated by mistake) was handed to ``bridge.task``, so the error still names the file."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "?"
 
 
 def _check_func(func: object) -> None:
@@ -143,8 +155,10 @@ def _databases(db: Union[DbSpec, Sequence[DbSpec], None], func: Callable) -> Tup
 class Registry:
     """A set of tasks that run together. ``bridge`` is the default one."""
 
-    def __init__(self) -> None:
+    def __init__(self, tasks: Iterable[Task] = ()) -> None:
         self._tasks: Dict[str, Task] = {}
+        for task in tasks:
+            self.add(task)
 
     @property
     def tasks(self) -> List[Task]:
@@ -180,7 +194,7 @@ class Registry:
     def make(func: Callable, *, unknown: Mapping[str, object] = (), **options: Any) -> Task:
         """Validate everything about one task and build it; raise ConfigError naming the task."""
         label = getattr(func, "__name__", repr(func))
-        where = _where(func) if callable(func) else "?"
+        where = _where(func)
         try:
             if unknown:
                 raise ConfigError(f"unknown argument(s) to bridge.task: {', '.join(sorted(unknown))}")
@@ -196,7 +210,8 @@ class Registry:
         _check_func(func)
         name = name if name is not None else func.__name__
         if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise ConfigError(f"field 'name' must be letters, digits, '_', '-' or '.' (it names log files), not {name!r}")
+            raise ConfigError(
+                f"field 'name' must be letters, digits, '_', '-' or '.' (it names log files), not {name!r}")
         if period is not None:
             _positive("period", period)
         for option, value in (("heartbeat_period", heartbeat_period), ("stall_timeout", stall_timeout),

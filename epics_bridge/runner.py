@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
+import traceback
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union
 
 from loguru import logger
 from p4p.client.thread import Context
@@ -24,7 +26,7 @@ from .logs import LogConfig, configure
 from .registry import ConfigError, Task
 from .status import TaskStatus
 
-__all__ = ["Runner", "run", "EXIT_OK", "EXIT_CONFIG", "EXIT_STUCK"]
+__all__ = ["Runner", "prepare", "run", "EXIT_OK", "EXIT_CONFIG", "EXIT_STUCK"]
 
 EXIT_OK = 0
 #: Bad configuration: nothing was started.
@@ -88,6 +90,7 @@ class Runner:
             heartbeat.thread.join(timeout=2.0)
         for context in self._contexts:
             context.close()
+        self.hooks.close()
         logger.info("stopped")
 
     def run(self) -> int:
@@ -104,13 +107,30 @@ class Runner:
     def _stuck_limit(self, task: Task, reason: str) -> None:
         """Called from a heartbeat thread; never returns."""
         with self._exit_lock:
+            stack = _stalled_stack(next(loop for loop in self.loops if loop.task is task))
+            trace = "; its loop thread is at:\n" + "".join(stack.format()).rstrip() if stack else ""
+            where = f"; its loop is at {_hang_point(stack, task)}" if stack else ""
             logger.bind(task=task.name).critical(
-                "watchdog: stuck for {} heartbeat periods in a row; ending the process", task.max_stuck_cycles)
-            logger.critical("watchdog: task '{}' stuck for {} heartbeat periods in a row ({}); exiting with "
-                            "status {} so that the supervisor restarts the process",
-                            task.name, task.max_stuck_cycles, reason, EXIT_STUCK)
+                "watchdog: stuck for {} heartbeat periods in a row; ending the process{}",
+                task.max_stuck_cycles, trace)
+            logger.critical("watchdog: task '{}' stuck for {} heartbeat periods in a row ({}){}; exiting "
+                            "with status {} so that the supervisor restarts the process",
+                            task.name, task.max_stuck_cycles, reason, where, EXIT_STUCK)
             self.hooks.fatal(task, reason)
             os._exit(EXIT_STUCK)
+
+
+def _stalled_stack(loop: Loop) -> Optional[traceback.StackSummary]:
+    """The loop thread's stack if it is stalled (not when it waits and only the IOC is gone)."""
+    frame = sys._current_frames().get(loop.thread.ident) if loop.stalled(time.monotonic()) else None
+    return traceback.extract_stack(frame) if frame is not None else None
+
+
+def _hang_point(stack: traceback.StackSummary, task: Task) -> str:
+    """The innermost line of the task's own file in ``stack`` (else the innermost line): where it hangs."""
+    source = getattr(getattr(task.func, "__code__", None), "co_filename", None)
+    frame = next((f for f in reversed(stack) if f.filename == source), stack[-1])
+    return f"{frame.filename}:{frame.lineno} in {frame.name}: {frame.line}"
 
 
 def _abandon(loop: Loop) -> None:
@@ -140,17 +160,46 @@ def _log_summary(task: Task) -> None:
         log.info("  {:<16} -> {}", logical, pv)
 
 
-def run(
+def prepare(
     tasks: Sequence[Task],
     *,
     log_dir: Union[str, Path, None] = "logs",
     log_level: str = "INFO",
     log_rotation: Union[str, int] = "10 MB",
     log_retention: Union[str, int] = 5,
+    p4p_log_level: str = "WARNING",
+    log_pvs: bool = True,
+    metrics_port: Optional[int] = None,
+    metrics_addr: str = "127.0.0.1",
     hooks: Sequence[Hooks] = (),
     stop_grace: float = 5.0,
-) -> int:
-    """Configure logging and run ``tasks`` until stopped; returns the process exit status."""
+) -> Runner:
+    """Everything that can refuse to start, done before anything starts: logging configured, the
+    metrics port bound (ConfigError if either is impossible), the systemd notifier and the log PV
+    publisher attached. Returns a runner ready to :meth:`~Runner.run`.
+
+    ``log_pvs``: publish each task's lines to its log PVs where its IOC serves them (db/bridge-logs.db).
+    ``metrics_port``: serve Prometheus metrics on ``metrics_addr``.
+    """
     configure(tasks, LogConfig(directory=Path(log_dir) if log_dir is not None else None, level=log_level,
-                               rotation=log_rotation, retention=log_retention))
-    return Runner(tasks, hooks=hooks, stop_grace=stop_grace).run()
+                               rotation=log_rotation, retention=log_retention, p4p_level=p4p_log_level))
+    from .logpvs import LogPVs
+    from .metrics import Metrics
+    from .systemd import from_environment
+
+    observers: List[Hooks] = []
+    if metrics_port is not None:
+        metrics = Metrics(tasks)
+        metrics.serve(metrics_port, metrics_addr)
+        observers.append(metrics)
+    notifier = from_environment()  # READY/STATUS/WATCHDOG, only when systemd set NOTIFY_SOCKET
+    if notifier is not None:
+        observers.append(notifier)
+    if log_pvs:  # collecting lines from now on, so the start-up summary reaches the PVs
+        observers.append(LogPVs(tasks))
+    return Runner(tasks, hooks=[*hooks, *observers], stop_grace=stop_grace)
+
+
+def run(tasks: Sequence[Task], **options: Any) -> int:
+    """Run ``tasks`` until SIGTERM/SIGINT; returns the exit status. ``options``: see :func:`prepare`."""
+    return prepare(tasks, **options).run()

@@ -211,17 +211,6 @@ def _ask_to_exit(proc: subprocess.Popen) -> None:
 
 
 # -- the child ------------------------------------------------------------------------------
-def _die_with_parent() -> None:
-    """Linux: have the kernel SIGKILL us if the parent dies, even without closing our stdin."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 class _LoadDb(argparse.Action):
     """``-d DB`` loads DB with the macros of the latest ``-m``, as softIoc does."""
 
@@ -257,8 +246,6 @@ def main(argv: Optional[List[str]] = None) -> None:
     os.environ.setdefault("PVXS_QSRV_ENABLE", "YES")
     os.environ.setdefault("EPICS_IOC_IGNORE_SERVERS", "rsrv")  # PV Access only
     os.environ.setdefault("EPICS_PVAS_INTF_ADDR_LIST", "127.0.0.1")
-    if args.lifeline:
-        _die_with_parent()
 
     warnings.filterwarnings("ignore", message="Module epics_bridge was already imported")
     import pvxslibs.path
@@ -273,6 +260,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     if args.lifeline:
+        # A terminal's Ctrl-C reaches the whole process group: the parent stops us after its tasks.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         threading.Thread(target=_wait_for_eof, args=(stop,), daemon=True).start()
     if args.ready_fd is not None:
         os.write(args.ready_fd, b"READY\n")

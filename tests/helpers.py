@@ -10,7 +10,7 @@ import textwrap
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence
 
 from p4p.client.thread import Context
 
@@ -41,41 +41,58 @@ def read(ctx: Context, pv: str, timeout: float = 5.0) -> Any:
     return v["value.index"] if "value.index" in v else v["value"]
 
 
+class MonitorQueue:
+    """A PV's monitor updates, queued for the test thread (the p4p callback only enqueues)."""
+
+    def __init__(self, ctx: Context, pv: str, notify_disconnect: bool = False) -> None:
+        self.pv = pv
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.sub = ctx.monitor(pv, self.queue.put, notify_disconnect=notify_disconnect)
+
+    def next(self, predicate: Callable[[Any], bool], timeout: float, what: str = "the update") -> Any:
+        """The next update (disconnects skipped) for which ``predicate`` holds; fail after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                v = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"{self.pv}: {what} did not come within {timeout:g} s") from None
+            if not isinstance(v, Exception) and predicate(v):
+                return v
+
+    def drain(self) -> List[Any]:
+        """Every update queued so far."""
+        out = []
+        while True:
+            try:
+                out.append(self.queue.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        self.sub.close()
+
+
 class Trigger:
     """A client doing the closed-loop handshake: put Trigger=1, wait for Trigger=0, read the status."""
 
     def __init__(self, ctx: Context, prefix: str) -> None:
         self.ctx, self.prefix = ctx, prefix
-        self.updates: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
-        self.sub = ctx.monitor(prefix + "Trigger", self.updates.put, notify_disconnect=True)
+        self.updates = MonitorQueue(ctx, prefix + "Trigger", notify_disconnect=True)
 
     def wait_value(self, wanted: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                v = self.updates.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"{self.prefix}Trigger did not become {wanted} within {timeout:g} s") from None
-            if not isinstance(v, Exception) and v["value.index"] == wanted:
-                return
+        self.updates.next(lambda v: v["value.index"] == wanted, timeout, what=f"Trigger = {wanted}")
 
     def cycle(self, timeout: float = 10.0) -> int:
         """Trigger one cycle and return the TaskStatus read right after the acknowledge."""
-        self.drain()
+        self.updates.drain()
         self.ctx.put(self.prefix + "Trigger", 1)
         self.wait_value(1, timeout)
         self.wait_value(0, timeout)
         return read(self.ctx, self.prefix + "TaskStatus")
 
-    def drain(self) -> None:
-        while True:
-            try:
-                self.updates.get_nowait()
-            except queue.Empty:
-                return
-
     def close(self) -> None:
-        self.sub.close()
+        self.updates.close()
 
 
 def write_tasks(folder: Path, source: str, name: str = "tasks_under_test.py") -> Path:
@@ -144,16 +161,72 @@ def running(tasks: List[Task], **kwargs: Any) -> Iterator[Runner]:
 
 def wait_heartbeat(ctx: Context, prefix: str, pulses: int = 2, timeout: float = 10.0) -> None:
     """Wait until the Heartbeat PV has changed ``pulses`` times (a live daemon)."""
-    seen: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
-    sub = ctx.monitor(prefix + "Heartbeat", seen.put)
+    updates = MonitorQueue(ctx, prefix + "Heartbeat")
+    deadline = time.monotonic() + timeout
     try:
-        deadline = time.monotonic() + timeout
-        values: List[Dict] = []
-        while len(values) < pulses + 1:
-            try:
-                v = seen.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"{prefix}Heartbeat: {len(values)} updates in {timeout:g} s") from None
-            values.append(v)
+        for _ in range(pulses + 1):  # the first update is the current value
+            updates.next(lambda v: True, max(0.0, deadline - time.monotonic()), what="a heartbeat")
     finally:
-        sub.close()
+        updates.close()
+
+
+class HeartbeatRecorder:
+    """Monitors the Heartbeat PV of each prefix and keeps the arrival time of every pulse.
+
+    A pulse is a change of the value (the first update after connecting only sets the baseline).
+    The callback only appends to a list, so it never blocks p4p's workers.
+    """
+
+    def __init__(self, ctx: Context, prefixes: Sequence[str]) -> None:
+        self.pulses: Dict[str, List[float]] = {p: [] for p in prefixes}
+        self._subs = [ctx.monitor(p + "Heartbeat", self._recorder(p), notify_disconnect=True)
+                      for p in prefixes]
+
+    def _recorder(self, prefix: str) -> Callable[[Any], None]:
+        times = self.pulses[prefix]
+        last: List[Any] = [None]
+
+        def record(value: Any) -> None:
+            if isinstance(value, Exception):
+                return
+            now, value = time.monotonic(), value["value.index"]
+            if last[0] is not None and value != last[0]:
+                times.append(now)
+            last[0] = value
+
+        return record
+
+    def wait_pulses(self, prefix: str, count: int = 2, timeout: float = 10.0) -> None:
+        """Wait until ``count`` more pulses of ``prefix`` have arrived."""
+        target = len(self.pulses[prefix]) + count
+        wait_for(lambda: len(self.pulses[prefix]) >= target, timeout,
+                 what=f"{count} pulses of {prefix}Heartbeat")
+
+    def close(self) -> None:
+        for sub in self._subs:
+            sub.close()
+
+
+def wait_value(ctx: Context, pv: str, wanted: Any, timeout: float = 10.0) -> None:
+    """Wait until ``pv`` reads ``wanted`` (an enum's index)."""
+    wait_for(lambda: read(ctx, pv) == wanted, timeout, what=f"{pv} == {wanted!r}")
+
+
+def reset_logging() -> None:
+    """Undo ``epics_bridge.logs.configure`` in this process: loguru's defaults, p4p's level unset."""
+    import logging
+
+    from loguru import logger
+
+    logger.remove()
+    logger.configure(extra={}, patcher=lambda record: None)  # patcher=None would keep the old one
+    logger.add(sys.stderr)
+    logging.getLogger("p4p").setLevel(logging.NOTSET)
+
+
+def ready_trigger(ctx: Context, prefix: str, timeout: float = 10.0) -> Trigger:
+    """A :class:`Trigger` whose monitor has delivered its first update, so that no acknowledge can
+    come before the subscription (its first value would then already be 0 and the wait for 1 hang)."""
+    trigger = Trigger(ctx, prefix)
+    wait_for(lambda: not trigger.updates.queue.empty(), timeout, what=f"a first update of {prefix}Trigger")
+    return trigger

@@ -1,0 +1,339 @@
+"""The benchmark's instruments: the processes it measures and their /proc figures, the client side of
+the Trigger handshake, a recorder of Heartbeat pulses, and the throw-away venv of epics-bridge 5.0.0.
+
+The client runs in the benchmark process on its own p4p context. Monitor callbacks only record
+(arrival time, IOC timestamp, value) and hand over through a queue or an append; waiting happens
+here, always under a deadline.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
+
+from p4p.client.thread import Context
+
+__all__ = ["BenchError", "Child", "Handshake", "HeartbeatWatch", "Monitors", "OrderCheck", "UPSTREAM",
+           "idle_usage", "upstream_python", "upstream_versions"]
+
+UPSTREAM = "epics-bridge==5.0.0"
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(RuntimeError):
+    """One measurement could not be made; the report says why and the run goes on."""
+
+
+# -- processes ----------------------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of every thread of ``pid`` so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # after "(comm)", which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime: fields 14 and 15
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    raise BenchError(f"no VmRSS for process {pid}")
+
+
+def thread_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel SIGKILLs it if the benchmark dies, however it dies."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Child:
+    """A measured process; its output goes to ``<workdir>/<name>.log``. Dies with the benchmark."""
+
+    def __init__(self, name: str, cmd: Sequence[str], env: Mapping[str, str], workdir: Path) -> None:
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        with open(self.log_path, "wb") as out:
+            self.proc = subprocess.Popen(list(cmd), env=dict(env), cwd=workdir, stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        self.started_wall = time.time()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def check(self) -> None:
+        """BenchError (with the end of its output) if the process has exited."""
+        code = self.proc.poll()
+        if code is not None:
+            tail = self.log_path.read_text(errors="replace")[-1500:]
+            raise BenchError(f"{self.name} exited with status {code}; its output ends:\n{tail}")
+
+    def stop(self, timeout: float = 5.0) -> Optional[float]:
+        """SIGTERM, then SIGKILL after ``timeout``; seconds it took to exit on SIGTERM (None: killed)."""
+        if self.proc.poll() is not None:
+            return None
+        started = time.monotonic()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+            return time.monotonic() - started
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+
+    def __enter__(self) -> Child:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def idle_usage(child: Child, seconds: float) -> Dict[str, Any]:
+    """% of one core over ``seconds`` of wall time, then RSS and thread count, of a process left alone."""
+    child.check()
+    cpu0, t0 = cpu_seconds(child.pid), time.monotonic()
+    time.sleep(seconds)
+    cpu1, t1 = cpu_seconds(child.pid), time.monotonic()
+    child.check()
+    return {"cpu_percent": round(100.0 * (cpu1 - cpu0) / (t1 - t0), 3), "rss_mb": round(rss_mb(child.pid), 1),
+            "threads": thread_count(child.pid), "seconds": round(t1 - t0, 2)}
+
+
+# -- the client side -----------------------------------------------------------------------------------
+class Monitors:
+    """The benchmark's subscriptions, their callbacks run in order on one thread of its own.
+
+    p4p drops a wakeup that comes before ``Context.monitor()`` has returned ("Lost Subscription
+    update") and then never wakes that subscription again; it happens under load, when the first
+    update is quick. One extra wakeup queued as soon as the subscription exists drains what waits.
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.push = self.push_wait = self._queue.put  # the work-queue interface p4p calls
+        self._subs: List[Any] = []
+        self._thread = threading.Thread(target=self._run, name="bench-monitors", daemon=True)
+        self._thread.start()
+
+    def subscribe(self, name: str, callback: Callable[[Any], None]) -> None:
+        sub = self.ctx.monitor(name, callback, queue=self)
+        self._subs.append(sub)
+        self._queue.put(sub._handle)
+
+    def _run(self) -> None:
+        while True:
+            work = self._queue.get()
+            if work is None:
+                return
+            work()
+
+    def close(self) -> None:
+        for sub in self._subs:
+            sub.close()
+        self._queue.put(None)
+        self._thread.join(timeout=5.0)
+
+
+def _stamp(value: Any) -> float:
+    return value["timeStamp.secondsPastEpoch"] + value["timeStamp.nanoseconds"] * 1e-9
+
+
+class _Update(NamedTuple):
+    name: str
+    value: int
+    stamp: float  # the IOC's timestamp (POSIX epoch, the same clock as time.time() on this host)
+    arrival: float  # time.perf_counter() when the client got it
+
+
+class Handshake:
+    """Triggers tasks like a client does: put Trigger=1, wait on a monitor for Trigger=0.
+
+    An update counts as the acknowledge only if its IOC timestamp is not older than the put, so a
+    late update from an earlier cycle (or the monitor's initial value) is never mistaken for one.
+    """
+
+    def __init__(self, monitors: Monitors, prefixes: Sequence[str]) -> None:
+        self.ctx = monitors.ctx
+        self.updates: queue.SimpleQueue = queue.SimpleQueue()
+        #: IOC timestamp of each Trigger's latest acknowledge seen by trigger()
+        self.ack_stamps: Dict[str, float] = {}
+        #: seconds the latest trigger() took to write Trigger=1 (all of them acknowledged by the IOC)
+        self.put_seconds: Optional[float] = None
+        for p in prefixes:
+            monitors.subscribe(p + "Trigger", self._recorder(p + "Trigger"))
+
+    def _recorder(self, name: str):
+        def record(value: Any) -> None:
+            if not isinstance(value, Exception):
+                self.updates.put(_Update(name, value["value.index"], _stamp(value), time.perf_counter()))
+
+        return record
+
+    def trigger(self, names: Sequence[str], timeout: float) -> Dict[str, float]:
+        """One batch put of Trigger=1 to ``names``; seconds until each was back to 0 (absent: not in time)."""
+        while not self.updates.empty():
+            self.updates.get_nowait()
+        self.put_seconds = None
+        wall, started = time.time(), time.perf_counter()
+        deadline = started + timeout
+        try:
+            if len(names) == 1:
+                self.ctx.put(names[0], 1, timeout=timeout)
+            else:
+                self.ctx.put(list(names), [1] * len(names), timeout=timeout)
+        except Exception:  # not even written in time: nothing to wait for
+            return {}
+        self.put_seconds = time.perf_counter() - started
+        waiting, acks = set(names), {}
+        while waiting:
+            try:
+                u = self.updates.get(timeout=max(0.0, deadline - time.perf_counter()))
+            except queue.Empty:
+                break
+            if u.name in waiting and u.value == 0 and u.stamp >= wall:
+                acks[u.name] = u.arrival - started
+                self.ack_stamps[u.name] = u.stamp
+                waiting.discard(u.name)
+        return acks
+
+    def cycle(self, prefix: str, timeout: float) -> Optional[float]:
+        """One closed-loop cycle: seconds from the put to the acknowledge, None if not in time."""
+        name = prefix + "Trigger"
+        return self.trigger([name], timeout).get(name)
+
+
+class OrderCheck:
+    """Did the IOC hold *this* cycle's TaskStatus when Trigger went back to 0?
+
+    That is the contract's order: a client that waits for the acknowledge and then reads the
+    status gets the status of its own cycle. A status written before this cycle's Busy=1 belongs
+    to an earlier cycle, one written after the acknowledge came too late (IOC timestamps).
+    """
+
+    def __init__(self, monitors: Monitors, handshake: Handshake, prefixes: Sequence[str]) -> None:
+        self.ctx, self.handshake = monitors.ctx, handshake
+        self.busy_starts: Dict[str, List[float]] = {p: [] for p in prefixes}
+        for p in prefixes:
+            monitors.subscribe(p + "Busy", self._recorder(self.busy_starts[p]))
+
+    @staticmethod
+    def _recorder(starts: List[float]):
+        def record(value: Any) -> None:
+            if not isinstance(value, Exception) and value["value.index"]:
+                starts.append(_stamp(value))
+
+        return record
+
+    def cycle(self, prefix: str, timeout: float) -> Optional[bool]:
+        """One cycle and its verdict; None if it was not acknowledged in time."""
+        name, wall = prefix + "Trigger", time.time()
+        if name not in self.handshake.trigger([name], timeout):
+            return None
+        ack = self.handshake.ack_stamps[name]
+        written = _stamp(self.ctx.get(prefix + "TaskStatus", timeout=timeout))
+        deadline = time.monotonic() + 1.0  # Busy's update may be dispatched just after Trigger's
+        while True:
+            started = [s for s in list(self.busy_starts[prefix]) if wall <= s <= ack]
+            if started or time.monotonic() > deadline:
+                return bool(started) and min(started) <= written <= ack
+            time.sleep(0.01)
+
+
+class HeartbeatWatch:
+    """The IOC timestamp of every update of some Heartbeat PVs, recorded for as long as it lives."""
+
+    def __init__(self, monitors: Monitors, prefixes: Sequence[str]) -> None:
+        self.stamps: Dict[str, List[float]] = {p + "Heartbeat": [] for p in prefixes}
+        for name in self.stamps:
+            monitors.subscribe(name, self._recorder(name))
+
+    def _recorder(self, name: str):
+        record = self.stamps[name].append
+
+        def on_update(value: Any) -> None:
+            if not isinstance(value, Exception):
+                record(_stamp(value))
+
+        return on_update
+
+    def first_since(self, names: Sequence[str], since: float) -> Dict[str, float]:
+        """The first pulse of each PV stamped at or after ``since`` (PVs without one are absent)."""
+        out = {}
+        for name in names:
+            later = [s for s in list(self.stamps[name]) if s >= since]
+            if later:
+                out[name] = min(later)
+        return out
+
+    def wait_all(self, names: Sequence[str], since: float, timeout: float,
+                 child: Optional[Child] = None) -> float:
+        """Wait until every PV pulsed after ``since``; return the IOC time of the last first pulse."""
+        deadline = time.monotonic() + timeout
+        while True:
+            firsts = self.first_since(names, since)
+            if len(firsts) == len(names):
+                return max(firsts.values())
+            if child is not None:
+                child.check()
+            if time.monotonic() > deadline:
+                raise BenchError(f"only {len(firsts)} of {len(names)} heartbeats pulsed within {timeout:g} s")
+            time.sleep(0.05)
+
+    def window(self, names: Sequence[str]) -> Dict[str, List[float]]:
+        """A snapshot of the stamps of ``names``."""
+        return {name: list(self.stamps[name]) for name in names}
+
+
+# -- epics-bridge 5.0.0 -------------------------------------------------------------------------------
+def upstream_versions(python: Path) -> Dict[str, str]:
+    """Versions of epics-bridge and p4p in the venv of ``python`` (empty if it cannot say)."""
+    probe = "import importlib.metadata as m; print(m.version('epics-bridge'), m.version('p4p'))"
+    try:
+        out = subprocess.run([str(python), "-I", "-c", probe], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    words = out.stdout.split()
+    return dict(zip(("epics-bridge", "p4p"), words)) if out.returncode == 0 and len(words) == 2 else {}
+
+
+def _has_upstream(python: Path) -> bool:
+    return upstream_versions(python).get("epics-bridge") == UPSTREAM.split("==")[1]
+
+
+def upstream_python(venv: Path, log: Path, timeout: float = 900.0) -> Path:
+    """The python of ``venv`` holding epics-bridge 5.0.0 from PyPI, made on first use.
+
+    It has the same import name as this package, so it lives in its own venv and only ever runs
+    there, in its own processes. BenchError if it cannot be installed (e.g. no network).
+    """
+    python = venv / "bin" / "python"
+    if _has_upstream(python):
+        return python
+    with open(log, "ab") as out:
+        try:
+            for cmd in ([sys.executable, "-m", "venv", "--clear", str(venv)],
+                        [str(python), "-m", "pip", "install", "--disable-pip-version-check", UPSTREAM]):
+                out.write(f"$ {' '.join(cmd)}\n".encode())
+                out.flush()
+                subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               timeout=timeout, check=True)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise BenchError(f"cannot install {UPSTREAM} into {venv} ({exc}); see {log}") from None
+    if not _has_upstream(python):
+        raise BenchError(f"{UPSTREAM} not importable in {venv} after installing; see {log}")
+    return python

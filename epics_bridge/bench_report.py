@@ -1,0 +1,274 @@
+"""The benchmark's arithmetic and its report: summaries of raw samples, the targets of issue 7 as
+ratios, and the markdown table for the README.
+
+Everything here is pure (plain numbers and dicts in, plain numbers, dicts and text out), so that it
+can be checked without an IOC and the JSON file holds exactly what the table shows.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["LIMITS", "RESPONDERS", "ack_summary", "evaluate", "heartbeat_summary", "latency_summary",
+           "render"]
+
+#: The targets of issue 7.
+LIMITS = {
+    "vs_floor": 1.25,  # our median cycle <= this x the hand-written floor
+    "vs_upstream": 0.75,  # ... and <= this x epics-bridge 5.0.0 polling flat out
+    "idle_cpu_percent": 1.0,  # idle CPU of one task, % of a core
+    "scale_tasks": 200,
+    "scale_rss_mb": 250.0,
+    "scale_cpu_ratio": 1.5,  # idle CPU of 200 tasks <= this x 200 plain puts a second
+    "scale_ack_s": 2.0,  # all 200 acknowledge one simultaneous trigger within this
+}
+
+#: The processes of the latency/idle part, in table order: key -> label.
+RESPONDERS = {
+    "floor": "floor: minimal hand-written p4p responder",
+    "ours": "epics-bridge (this tree), one no-op task",
+    "v5_default": "epics-bridge 5.0.0, default poll (1 s)",
+    "v5_flat": "epics-bridge 5.0.0, polling flat out",
+}
+
+
+def _ms(seconds: Optional[float]) -> Optional[float]:
+    return None if seconds is None else round(float(seconds) * 1000.0, 3)
+
+
+def latency_summary(samples_s: Sequence[float], timeouts: int = 0) -> Dict[str, Any]:
+    """Median/p90/p99 (ms) of closed-loop cycle times given in seconds."""
+    out: Dict[str, Any] = {"cycles": len(samples_s), "timeouts": timeouts}
+    if not samples_s:
+        return {**out, "median_ms": None, "p90_ms": None, "p99_ms": None, "min_ms": None, "max_ms": None}
+    a = np.asarray(samples_s, dtype=float)
+    median, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {**out, "median_ms": _ms(median), "p90_ms": _ms(p90), "p99_ms": _ms(p99),
+            "min_ms": _ms(a.min()), "max_ms": _ms(a.max())}
+
+
+def heartbeat_summary(stamps: Mapping[str, Sequence[float]], period: float,
+                      window: Tuple[float, float]) -> Dict[str, Any]:
+    """How regular the pulses were: IOC timestamps of each Heartbeat PV's updates inside ``window``.
+
+    The error of an interval is ``|interval - period|``. A heartbeat is *within its period* when no
+    pulse was skipped or a whole period late (every error < period) and each PV pulsed throughout
+    the window (less than two periods without a pulse at either end).
+    """
+    start, end = window
+    errors: List[float] = []
+    silent = stale = 0
+    longest = 0.0
+    for values in stamps.values():
+        inside = sorted(s for s in values if start <= s <= end)
+        if len(inside) < 2:
+            silent += 1
+            continue
+        intervals = np.diff(inside)
+        errors.extend(np.abs(intervals - period).tolist())
+        longest = max(longest, float(intervals.max()))
+        if inside[0] - start >= 2 * period or end - inside[-1] >= 2 * period:
+            stale += 1
+    p99 = float(np.percentile(errors, 99)) if errors else None
+    worst = max(errors) if errors else None
+    within = bool(stamps) and not silent and not stale and worst is not None and bool(worst < period)
+    return {"pvs": len(stamps), "intervals": len(errors), "silent_pvs": silent, "stale_pvs": stale,
+            "period_s": period, "p99_error_ms": _ms(p99), "max_error_ms": _ms(worst),
+            "longest_interval_ms": _ms(longest) if errors else None, "within_period": within}
+
+
+def ack_summary(rounds: Sequence[Mapping[str, float]], expected: int,
+                puts: Sequence[Optional[float]] = ()) -> Dict[str, Any]:
+    """Simultaneous-trigger rounds (seconds to each task's acknowledge): worst round, median task, misses.
+
+    ``puts``: how long the client's batch put of Trigger=1 took in each round (part of the time).
+    """
+    everyone = [s for r in rounds for s in r.values()]
+    missing = sum(expected - len(r) for r in rounds)
+    worst = max((max(r.values()) for r in rounds if r), default=None)
+    return {"rounds": len(rounds), "tasks": expected, "missing": missing,
+            "worst_ms": _ms(worst), "median_ms": _ms(float(np.median(everyone))) if everyone else None,
+            "per_round_ms": [_ms(max(r.values())) if r else None for r in rounds],
+            "put_ms": [_ms(p) for p in puts]}
+
+
+# -- targets -----------------------------------------------------------------------------------------
+def _get(d: Optional[Mapping[str, Any]], *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(d, Mapping):
+            return None
+        d = d.get(key)
+    return d
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return a / b if a is not None and b else None
+
+
+def _target(name: str, measured: Optional[float], limit: float, unit: str,
+            fmt: str = "{:.2f}") -> Dict[str, Any]:
+    shown = "not measured" if measured is None else fmt.format(measured) + unit
+    ok = None if measured is None else measured <= limit
+    return {"target": name, "measured": shown, "limit": f"<= {fmt.format(limit)}{unit}",
+            "value": measured, "pass": ok}
+
+
+def _scale_step(results: Mapping[str, Any], tasks: int) -> Optional[Mapping[str, Any]]:
+    steps = [s for s in results.get("scale") or [] if s.get("tasks") == tasks]
+    return steps[0] if steps else None
+
+
+def _heartbeat_target(tasks: int, hb: Any) -> Dict[str, Any]:
+    target = {"target": f"heartbeats of {tasks} tasks within period", "measured": "not measured",
+              "limit": "none skipped or a period late", "value": None, "pass": None}
+    if isinstance(hb, Mapping):
+        target.update({
+            "measured": f"max error {_num(hb.get('max_error_ms'), '{:.0f}')} ms of "
+                        f"{hb['period_s'] * 1000:.0f}; {hb['silent_pvs']} silent, {hb['stale_pvs']} stale",
+            "value": hb.get("max_error_ms"), "pass": bool(hb.get("within_period")),
+        })
+    return target
+
+
+def _ack_target(tasks: int, ack: Any) -> Dict[str, Any]:
+    worst = _get(ack, "worst_ms")
+    target = _target(f"all {tasks} acknowledge one trigger", None if worst is None else worst / 1000.0,
+                     LIMITS["scale_ack_s"], " s", "{:.3f}")
+    if isinstance(ack, Mapping) and ack.get("missing"):
+        target.update({"measured": f"{ack['missing']} acknowledges missing", "pass": False})
+    return target
+
+
+def evaluate(results: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """The targets of issue 7, each with the measured value, the limit and pass/fail/None."""
+    resp = results.get("responders") or {}
+    ours = _get(resp, "ours", "latency", "median_ms")
+    idle = _get(resp, "ours", "idle", "cpu_percent")
+    if idle is None:  # --only scale: one task in one process is the same thing
+        idle = _get(_scale_step(results, 1), "cpu_percent")
+    n = LIMITS["scale_tasks"]
+    step = _scale_step(results, n)
+    return [
+        _target("median cycle vs floor", _ratio(ours, _get(resp, "floor", "latency", "median_ms")),
+                LIMITS["vs_floor"], "x"),
+        _target("median cycle vs 5.0.0 flat out", _ratio(ours, _get(resp, "v5_flat", "latency", "median_ms")),
+                LIMITS["vs_upstream"], "x"),
+        _target("idle CPU, one task", idle, LIMITS["idle_cpu_percent"], " %"),
+        _target(f"RSS, {n} tasks", _get(step, "rss_mb"), LIMITS["scale_rss_mb"], " MB", "{:.0f}"),
+        _target(f"idle CPU, {n} tasks vs {n} plain puts/s",
+                _ratio(_get(step, "cpu_percent"), _get(step, "reference_cpu_percent")),
+                LIMITS["scale_cpu_ratio"], "x"),
+        _heartbeat_target(n, _get(step, "heartbeat")),
+        _ack_target(n, _get(step, "ack")),
+    ]
+
+
+# -- the table ---------------------------------------------------------------------------------------
+def _num(value: Any, fmt: str = "{:.2f}") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return fmt.format(value)
+
+
+def _verdict(ok: Optional[bool]) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "**FAIL**")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _responder_rows(results: Mapping[str, Any]) -> List[List[str]]:
+    rows = []
+    for key, label in RESPONDERS.items():
+        r = _get(results, "responders", key)
+        if not isinstance(r, Mapping):
+            continue
+        lat, idle = r.get("latency") or {}, r.get("idle") or {}
+        if r.get("error") and not lat and not idle:
+            rows.append([label, f"not measured: {r['error']}"] + [""] * 8)
+            continue
+        cycles = _num(lat.get("cycles"), "{}")
+        if lat.get("timeouts"):
+            cycles += f" ({lat['timeouts']} timed out)"
+        rows.append([label, cycles, _num(lat.get("median_ms")), _num(lat.get("p90_ms")),
+                     _num(lat.get("p99_ms")),
+                     _num(idle.get("cpu_percent")), _num(idle.get("rss_mb"), "{:.0f}"),
+                     _num(idle.get("threads"), "{}"), r.get("status_before_ack") or "–", r.get("note") or ""])
+    return rows
+
+
+def _scale_rows(results: Mapping[str, Any]) -> List[List[str]]:
+    rows = []
+    for s in results.get("scale") or []:
+        if s.get("error") and "rss_mb" not in s:
+            rows.append([str(s.get("tasks")), f"not measured: {s['error']}"] + [""] * 8)
+            continue
+        hb, ack = s.get("heartbeat") or {}, s.get("ack") or {}
+        rows.append([
+            str(s["tasks"]), _num(s.get("startup_s"), "{:.1f}"), _num(s.get("rss_mb"), "{:.0f}"),
+            _num(s.get("threads"), "{}"), _num(s.get("cpu_percent")), _num(s.get("reference_cpu_percent")),
+            _num(_ratio(s.get("cpu_percent"), s.get("reference_cpu_percent")), "{:.2f}x"),
+            _heartbeat_cell(hb), _ack_cell(ack), str(s.get("error") or ""),
+        ])
+    return rows
+
+
+def _heartbeat_cell(hb: Mapping[str, Any]) -> str:
+    cell = f"{_num(hb.get('p99_error_ms'), '{:.1f}')} / {_num(hb.get('max_error_ms'), '{:.1f}')}"
+    return cell if hb.get("within_period", True) else cell + " (missed)"
+
+
+def _ack_cell(ack: Mapping[str, Any]) -> str:
+    put = max((p for p in ack.get("put_ms") or [] if p is not None), default=None)
+    return (f"{_num(ack.get('worst_ms'), '{:.0f}')} ({_num(ack.get('median_ms'), '{:.0f}')}; "
+            f"{_num(put, '{:.0f}')})")
+
+
+def _machine(m: Mapping[str, Any], cfg: Mapping[str, Any]) -> str:
+    upstream = f" (p4p {m['p4p_upstream_venv']} in the venv of 5.0.0)" if m.get("p4p_upstream_venv") else ""
+    command = " ".join(["python -m epics_bridge.bench", cfg.get("argv") or ""]).strip()
+    return (f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, Linux {m.get('kernel', '?')}, "
+            f"Python {m.get('python', '?')}, p4p {m.get('p4p', '?')}{upstream}; load average at start "
+            f"{_num(m.get('load_average'))}. One loopback soft IOC (epicscorelibs + pvxslibs QSRV) serving "
+            f"{' + '.join(cfg.get('databases') or ['bridge.db'])} for our tasks, bridge.db for the others; "
+            f"every process measured alone against it. Command: `{command}`.")
+
+
+def render(results: Mapping[str, Any]) -> str:
+    """The markdown report: machine, the side-by-side tables, the targets with PASS/FAIL."""
+    m, cfg = results.get("machine") or {}, results.get("settings") or {}
+    lines = [
+        f"### Benchmark ({results.get('date', '?')})",
+        "",
+        _machine(m, cfg),
+        "",
+        "Closed-loop cycle: the client puts Trigger=1 and waits (monitor) for Trigger=0; "
+        f"{cfg.get('warmup', '?')} warm-up cycles are not counted. Status before ack: cycles in which the "
+        "IOC held that cycle's TaskStatus when Trigger returned to 0 (IOC timestamps), as the contract "
+        "requires. Idle: no triggers, "
+        f"{_num(cfg.get('idle_seconds'), '{:g}')} s, CPU from /proc utime+stime (% of one core), "
+        "RSS = VmRSS.",
+        "",
+    ]
+    lines += _table(["responder", "cycles", "median ms", "p90 ms", "p99 ms", "idle CPU %", "RSS MB",
+                     "threads", "status before ack", "note"], _responder_rows(results))
+    if results.get("scale"):
+        lines += ["", "No-op tasks in one process (`python -m epics_bridge FILE`): start-up until every "
+                  "heartbeat pulsed; idle CPU against a plain p4p client putting to the same N Heartbeat PVs "
+                  "once a second each; heartbeat error = |interval between pulses (IOC timestamps) - "
+                  "heartbeat_period|; ack = one batch put of Trigger=1 to all N until every Trigger is back "
+                  f"to 0, worst of {cfg.get('batches', '?')} (median over tasks; the longest time the "
+                  "client's batch put itself took).", ""]
+        lines += _table(["tasks", "start-up s", "RSS MB", "threads", "idle CPU %", "N puts/s CPU %", "ratio",
+                         "heartbeat error p99 / max ms", "ack all ms (median; put)", "note"],
+                        _scale_rows(results))
+    targets = results.get("targets") or evaluate(results)
+    lines += ["", "Targets of issue 7:", ""]
+    lines += _table(["target", "measured", "limit", "result"],
+                    [[t["target"], t["measured"], t["limit"], _verdict(t["pass"])] for t in targets])
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,91 @@
+"""Prometheus metrics per task, served over HTTP (``--metrics-port``; off by default).
+
+The engine's hooks update them from task threads, so each update is one O(1) operation on a child
+metric resolved once at start-up; the scrape (prometheus_client's own server thread) does the rest.
+The registry is private to the runner, so several runners in one process (tests) never meet.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from loguru import logger
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from .hooks import Hooks
+from .registry import ConfigError, Task
+from .status import TaskStatus
+
+__all__ = ["Metrics"]
+
+#: Cycles take milliseconds to minutes: finer than prometheus_client's default buckets at the low end.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, math.inf)
+
+
+class _TaskMetrics:
+    """One task's children of every metric, so a hook call does no label lookup."""
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        self.cycles = {status: metrics.cycles.labels(name, status.name) for status in TaskStatus}
+        self.duration = metrics.duration.labels(name)
+        self.last_cycle = metrics.last_cycle.labels(name)
+        self.stuck = metrics.stuck.labels(name)
+        self.heartbeat_ok = metrics.heartbeat_ok.labels(name)
+
+
+class Metrics(Hooks):
+    """The metrics of ``tasks``; :meth:`serve` publishes them, :meth:`close` stops serving."""
+
+    def __init__(self, tasks: Sequence[Task]) -> None:
+        self.registry = CollectorRegistry()
+        self.cycles = Counter("epics_bridge_cycles", "Cycles run, by final TaskStatus", ["task", "status"],
+                              registry=self.registry)
+        self.duration = self._per_task(Histogram, "epics_bridge_cycle_duration_seconds",
+                                       "Duration of the task function per cycle", buckets=BUCKETS)
+        self.last_cycle = self._per_task(Gauge, "epics_bridge_last_cycle_timestamp_seconds",
+                                         "Unix time at which the last cycle ended")
+        self.stuck = self._per_task(Gauge, "epics_bridge_stuck_periods",
+                                    "Consecutive stuck heartbeat periods now (0 when healthy)")
+        self.heartbeat_ok = self._per_task(Gauge, "epics_bridge_heartbeat_ok",
+                                           "1 if the last heartbeat period pulsed, else 0")
+        self._tasks: Dict[str, _TaskMetrics] = {task.name: _TaskMetrics(self, task.name) for task in tasks}
+        self._server = None
+        self.address: Optional[Tuple[str, int]] = None
+
+    def _per_task(self, kind: Any, name: str, documentation: str, **options: Any) -> Any:
+        return kind(name, documentation, ["task"], registry=self.registry, **options)
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        """Listen on ``addr:port`` (port 0: any free one, see :attr:`address`).
+
+        ConfigError if it cannot: a port that cannot be bound is a configuration mistake, and the
+        process should say so before it starts any task.
+        """
+        try:
+            self._server, _ = start_http_server(port, addr, registry=self.registry)
+        except (OSError, OverflowError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise ConfigError(f"--metrics-port {port} --metrics-addr {addr}: cannot listen there: "
+                              f"{reason}") from None
+        self.address = self._server.server_address[:2]
+        logger.info("Prometheus metrics on http://{}:{}/metrics", *self.address)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    # -- hooks (task threads) --------------------------------------------------------------------
+    def cycle_finished(self, task: Task, status: TaskStatus, duration: float) -> None:
+        metrics = self._tasks[task.name]
+        metrics.cycles[status].inc()
+        if math.isfinite(duration):
+            metrics.duration.observe(duration)
+        metrics.last_cycle.set(time.time())
+
+    def heartbeat(self, task: Task, stuck: int, reason: Optional[str]) -> None:
+        metrics = self._tasks[task.name]
+        metrics.stuck.set(stuck)
+        metrics.heartbeat_ok.set(0 if reason else 1)

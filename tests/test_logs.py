@@ -1,0 +1,85 @@
+"""Unit tests of pure logic in the logging setup: option checks, file-name collisions, fitting lines
+into a log PV. (Logging on a real IOC is in test_observability.py.)"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from helpers import reset_logging
+from loguru import logger
+
+from epics_bridge import ConfigError, Registry
+from epics_bridge.logpvs import fit
+from epics_bridge.logs import PROCESS_LOG, LogConfig, configure
+
+
+def tasks(*names: str):
+    reg = Registry()
+    for n, name in enumerate(names):
+        reg.task(lambda t: None, prefix=f"UNIT:{n}:", name=name)
+    return reg.tasks
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    yield
+    reset_logging()
+
+
+@pytest.mark.parametrize("option, config", [
+    ("--log-level 'LOUD'", LogConfig(level="LOUD")),
+    ("--p4p-log-level 'chatty'", LogConfig(p4p_level="chatty")),
+    ("--log-rotation 'often'", LogConfig(rotation="often")),
+    ("--log-retention 'forever-ish'", LogConfig(retention="forever-ish")),
+])
+def test_a_bad_option_is_a_config_error_and_changes_nothing(option, config, tmp_path, restore_logging):
+    seen = []
+    logger.remove()
+    logger.add(seen.append, format="{message}")
+    config.directory = tmp_path / "logs"
+    with pytest.raises(ConfigError, match=re.escape(option)):
+        configure(tasks("pump"), config)
+    logger.info("still the old handler")
+    assert seen == ["still the old handler\n"]
+    assert not (tmp_path / "logs" / PROCESS_LOG).exists()
+
+
+@pytest.mark.parametrize("names, culprit", [
+    (("epics-bridge",), "epics-bridge"),
+    (("epics-bridge.pump",), "epics-bridge.pump"),
+    (("pump", "pump.backup"), "pump.backup"),
+])
+def test_task_names_whose_files_collide_are_refused(names, culprit, tmp_path, restore_logging):
+    with pytest.raises(ConfigError, match=rf"task '{culprit}': its log file"):
+        configure(tasks(*names), LogConfig(directory=tmp_path))
+
+
+def test_dotted_names_that_do_not_collide_are_fine(tmp_path, restore_logging):
+    configure(tasks("pump.a", "pump.b", "pumps"), LogConfig(directory=tmp_path, console=False))
+    assert {p.name for p in tmp_path.iterdir()} >= {"pump.a.log", "pump.b.log", "pumps.log", PROCESS_LOG}
+
+
+def test_levels_are_case_insensitive_and_p4p_stays_at_warning_unless_asked(tmp_path: Path, restore_logging):
+    configure(tasks("pump"), LogConfig(directory=tmp_path, console=False, level="debug"))
+    assert logging.getLogger("p4p").level == logging.WARNING
+    configure(tasks("pump"), LogConfig(directory=tmp_path, console=False, p4p_level="info"))
+    assert logging.getLogger("p4p").level == logging.INFO
+
+
+def test_fit_keeps_the_newest_whole_lines_that_fit_oldest_first():
+    lines = ["aaaa", "bbbb", "cccc"]
+    assert fit(lines, None) == "aaaa\nbbbb\ncccc"
+    assert fit(lines, 14) == "aaaa\nbbbb\ncccc"
+    assert fit(lines, 13) == "bbbb\ncccc"
+    assert fit(lines, 9) == "bbbb\ncccc"
+    assert fit(lines, 8) == "cccc"
+    assert fit([], 10) == ""
+
+
+def test_fit_counts_utf8_bytes_and_cuts_a_lone_long_line_at_its_end():
+    assert fit(["x", "µµ"], 5) == "µµ"  # 4 bytes: the older line and its newline do not fit too
+    assert fit(["µµµ"], 3) == "µ"  # never half a character
+    assert fit(["0123456789"], 4) == "0123"
