@@ -196,7 +196,9 @@ def _run(args: argparse.Namespace, tasks: List[Task]) -> int:
     log_dir = None if args.no_log_files else Path(args.log_dir)
     ioc = None
     try:
-        ioc = embedded_ioc(tasks, output=log_dir / "ioc.log" if log_dir else None) if args.ioc else None
+        # in a folder of its own: a task may be named "ioc"
+        ioc_log = log_dir / "embedded-ioc" / "softioc.log" if log_dir else None
+        ioc = embedded_ioc(tasks, output=ioc_log) if args.ioc else None
         runner = prepare(tasks, hooks=[Announce(ioc)] if ioc else [], log_dir=log_dir, log_level=args.log_level,
                          log_rotation=args.log_rotation, log_retention=_retention(args.log_retention),
                          p4p_log_level=args.p4p_log_level, log_pvs=not args.no_log_pvs,

@@ -38,7 +38,7 @@ LEVEL_NOS = tuple(logger.level(name).no for name in LEVELS)
 DEFAULT_LINES = 20
 #: A line longer than this is cut: one stack dump should not push every other line out of view.
 MAX_LINE = 300
-#: Records waiting for the publisher; beyond this the oldest are dropped (and counted).
+#: Records waiting for the publisher, at least; beyond the bound the oldest are dropped (and counted).
 QUEUE_SIZE = 1000
 PROBE_TIMEOUT = 2.0
 PUT_TIMEOUT = 2.0
@@ -125,12 +125,14 @@ class LogPVs(Hooks):
     """Publishes each task's log lines to its log PVs. Build it before the runner starts (lines from
     then on are kept until the IOC has been asked), and :meth:`close` it after the runner stopped."""
 
-    def __init__(self, tasks: Sequence[Task], queue_size: int = QUEUE_SIZE) -> None:
+    def __init__(self, tasks: Sequence[Task], queue_size: Optional[int] = None) -> None:
         self._logs = {task.name: _TaskLogs(task) for task in tasks}
         #: Threshold per task whose lines are wanted; replaced, never mutated (read by any thread).
         self._levels: Dict[str, int] = {name: LEVEL_NOS[1] for name in self._logs}
         self._queue: Deque[Tuple[str, Dict[str, Any]]] = collections.deque()
-        self._queue_size = queue_size
+        # Room for every task to fill its three PVs: the start-up summaries of hundreds of tasks are
+        # logged before the publisher thread even starts.
+        self._queue_size = queue_size or max(QUEUE_SIZE, len(KINDS) * DEFAULT_LINES * len(self._logs))
         self._dropped: Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self._wake = threading.Event()

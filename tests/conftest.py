@@ -61,6 +61,16 @@ def client(ioc: SoftIOC):
 
 
 @pytest.fixture
+def io(ioc: SoftIOC):
+    """A BridgeIO with its own p4p context on the session IOC."""
+    from epics_bridge.io import BridgeIO
+
+    bridge_io = BridgeIO()
+    yield bridge_io
+    bridge_io.close()
+
+
+@pytest.fixture
 def make_ioc(tmp_path: Path) -> Iterator[Callable[..., SoftIOC]]:
     """Start private IOCs (for fault tests that kill or freeze them); all stopped at teardown."""
     started: List[SoftIOC] = []

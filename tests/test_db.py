@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import time
-from typing import Iterator, Tuple
+from typing import Tuple
 
-import pytest
 from conftest import ROOT
 from helpers import MonitorQueue, client_for, read
 from p4p.client.thread import Context
@@ -28,13 +27,6 @@ CYCLE_END_ORDER = ["TaskStatus", "TaskDuration", "Busy", "Trigger"]
 def stamp(ctx: Context, pv: str) -> Tuple[int, int]:
     v = ctx.get(pv)
     return v["timeStamp.secondsPastEpoch"], v["timeStamp.nanoseconds"]
-
-
-@pytest.fixture
-def io(ioc) -> Iterator[BridgeIO]:
-    bridge_io = BridgeIO()
-    yield bridge_io
-    bridge_io.close()
 
 
 # -- TaskStatus --------------------------------------------------------------------------------

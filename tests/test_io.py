@@ -22,13 +22,6 @@ MARGIN = 3.0
 
 
 @pytest.fixture
-def io(ioc) -> Iterator[BridgeIO]:
-    bridge_io = BridgeIO()
-    yield bridge_io
-    bridge_io.close()
-
-
-@pytest.fixture
 def log_lines() -> Iterator[List[str]]:
     lines: List[str] = []
     sink = logger.add(lambda message: lines.append(str(message)), level="WARNING", format="{level} {message}")
