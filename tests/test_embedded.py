@@ -95,7 +95,7 @@ def test_examples_run_on_the_embedded_ioc(tmp_path):
         d.signal(signal.SIGTERM)
         assert d.wait_exit(30) == 0
         wait_for(lambda: not _alive(ioc_pid), timeout=15, what="the embedded IOC to exit")
-        assert (tmp_path / "logs" / "ioc.log").read_text().count("iocRun") >= 1
+        assert (tmp_path / "logs" / "embedded-ioc" / "softioc.log").read_text().count("iocRun") >= 1
 
 
 def test_the_ioc_dies_when_the_launcher_is_killed(tmp_path):
