@@ -23,6 +23,7 @@ from .hooks import Hooks
 from .io import BridgeIO, Monitor, PVError, PVRejectedError
 from .registry import Task
 from .status import TaskStatus, status_of
+from .utils import to_python
 
 __all__ = ["Loop"]
 
@@ -61,6 +62,15 @@ class Loop:
         """Finish the current cycle, if any, then return from the thread."""
         self._stopping = True
         self.queue.put(_STOP)
+
+    def abandon(self) -> None:
+        """End a cycle that did not finish in the stop grace: like one found at start-up, it was
+        interrupted (EXCEPTION, duration unknown), Busy and Trigger are cleared."""
+        self.log.error("cycle still running at shutdown: abandoned, reported as EXCEPTION with Busy=0")
+        try:
+            self._end.write(TaskStatus.EXCEPTION, float("nan"))
+        except PVError as exc:
+            self.log.error("could not clear Busy for the abandoned cycle: {}", exc)
 
     def stalled(self, now: float) -> Optional[str]:
         """Why the loop counts as stalled now, or None while it is alive."""
@@ -289,7 +299,7 @@ class TriggerMonitor(_Source):
         if not self.connected:
             self.loop.log.debug("Trigger PV {} connected", self.pv)
         self.connected = True
-        self.value = value["value.index"] if "value.index" in value else value["value"]
+        self.value = to_python(value)
         if not self.value:
             self.unconfirmed = False
 

@@ -27,6 +27,7 @@ from .hooks import Hooks
 from .io import BridgeIO, Monitor, PVError
 from .logs import LEVELS
 from .registry import Task
+from .utils import to_python
 
 __all__ = ["LogPVs", "fit"]
 
@@ -259,7 +260,7 @@ class LogPVs(Hooks):
         if logs.reconnecting:  # the IOC may have rebooted with empty log PVs: show our lines again
             logs.reconnecting = False
             logs.dirty.update(kind for kind in KINDS if logs.lines[kind])
-        index = value["value.index"] if "value.index" in value else value["value"]
+        index = to_python(value)
         if not 0 <= index < len(LEVEL_NOS):
             logs.log.warning("{} = {} is not one of {}: ignored", logs.level_pv, index, "/".join(LEVELS))
             return

@@ -21,10 +21,9 @@ from p4p.client.thread import Context
 from .cycle import Loop
 from .heartbeat import Heartbeat
 from .hooks import HookList, Hooks
-from .io import BridgeIO, PVError
+from .io import BridgeIO
 from .logs import LogConfig, configure
 from .registry import ConfigError, Task
-from .status import TaskStatus
 
 __all__ = ["Runner", "prepare", "run", "EXIT_OK", "EXIT_CONFIG", "EXIT_STUCK"]
 
@@ -83,7 +82,7 @@ class Runner:
             loop.thread.join(max(0.0, deadline - time.monotonic()))
         for loop in self.loops:
             if loop.thread.is_alive() and loop.in_cycle:
-                _abandon(loop)
+                loop.abandon()
         for heartbeat in self.heartbeats:
             heartbeat.stop()
         for heartbeat in self.heartbeats:
@@ -131,17 +130,6 @@ def _hang_point(stack: traceback.StackSummary, task: Task) -> str:
     source = getattr(getattr(task.func, "__code__", None), "co_filename", None)
     frame = next((f for f in reversed(stack) if f.filename == source), stack[-1])
     return f"{frame.filename}:{frame.lineno} in {frame.name}: {frame.line}"
-
-
-def _abandon(loop: Loop) -> None:
-    """End a cycle that did not finish in the grace time: it counts as interrupted."""
-    loop.log.error("cycle still running at shutdown: abandoned, reported as EXCEPTION with Busy=0")
-    pvs = loop.task.pvs
-    try:
-        loop.io.put({pvs.task_status: int(TaskStatus.EXCEPTION)}, timeout=2.0)
-        loop.io.put({pvs.busy: 0, **({pvs.trigger: 0} if loop.task.period is None else {})}, timeout=2.0)
-    except PVError as exc:
-        loop.log.error("could not clear Busy for the abandoned cycle: {}", exc)
 
 
 def _install_signal_handlers(handler):
