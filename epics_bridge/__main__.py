@@ -1,3 +1,3 @@
-from .launcher import main
+from .service.launcher import main
 
 main()

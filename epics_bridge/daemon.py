@@ -11,7 +11,7 @@ from typing import Any, Optional
 from .base_pv_interface import BasePVInterface
 from .io import BridgeIO
 from .registry import ConfigError, Registry, Task
-from .runner import Runner, prepare
+from .engine.runner import Runner, prepare
 from .status import TaskStatus
 
 __all__ = ["BridgeDaemon", "TaskStatus"]

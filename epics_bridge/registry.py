@@ -253,7 +253,7 @@ class Registry:
 
         ``options`` are those of :func:`epics_bridge.runner.run` (log_dir, metrics_port, ...).
         """
-        from .runner import run
+        from .engine.runner import run
 
         return run(self.tasks, **options)
 

@@ -9,7 +9,7 @@ from typing import Callable, Iterator, List
 
 import pytest
 
-from epics_bridge.softioc import Database, SoftIOC
+from epics_bridge.ioc.softioc import Database, SoftIOC
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/helpers.py

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence
 from p4p.client.thread import Context
 
 from epics_bridge.registry import Task
-from epics_bridge.runner import Runner
+from epics_bridge.engine.runner import Runner
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
@@ -213,7 +213,7 @@ def wait_value(ctx: Context, pv: str, wanted: Any, timeout: float = 10.0) -> Non
 
 
 def reset_logging() -> None:
-    """Undo ``epics_bridge.logs.configure`` in this process: loguru's defaults, p4p's level unset."""
+    """Undo ``epics_bridge.observe.logs.configure`` in this process: loguru's defaults, p4p's level unset."""
     import logging
 
     from loguru import logger

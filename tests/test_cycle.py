@@ -19,7 +19,7 @@ from helpers import Trigger, client_for, read, running, wait_for, wait_heartbeat
 from loguru import logger
 
 from epics_bridge import BridgeIO, PVError, Registry, TaskStatus
-from epics_bridge.softioc import Database
+from epics_bridge.ioc.softioc import Database
 
 S = TaskStatus
 #: A PV no IOC serves.

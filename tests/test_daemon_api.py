@@ -20,7 +20,7 @@ from helpers import Trigger, client_for, read, running, wait_for, wait_heartbeat
 
 from epics_bridge import BasePVInterface, ConfigError, Task, TaskStatus
 from epics_bridge.daemon import BridgeDaemon
-from epics_bridge.softioc import Database
+from epics_bridge.ioc.softioc import Database
 
 #: The Python blocks of the seed README's Quick Start (sections 2, 3 and 4), verbatim.
 QUICK_START = '''\

@@ -9,7 +9,7 @@ from helpers import MonitorQueue, client_for, read
 from p4p.client.thread import Context
 
 from epics_bridge.io import BridgeIO
-from epics_bridge.softioc import Database
+from epics_bridge.ioc.softioc import Database
 from epics_bridge.status import TaskStatus
 
 NO_ALARM, MINOR, MAJOR = 0, 1, 2

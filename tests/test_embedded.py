@@ -17,8 +17,8 @@ import pytest
 from helpers import Daemon, Trigger, client_for, daemon, read, wait_for
 
 from epics_bridge import Registry, TaskStatus
-from epics_bridge.embedded import databases
-from epics_bridge.softioc import free_port
+from epics_bridge.ioc.embedded import databases
+from epics_bridge.ioc.softioc import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MOTOR = "IOC:MOTOR:01:"

@@ -13,7 +13,7 @@ from helpers import client_for, read, wait_for
 from loguru import logger
 
 from epics_bridge.io import BridgeIO, PVDisconnectedError, PVError, PVRejectedError, PVTimeoutError
-from epics_bridge.softioc import Database
+from epics_bridge.ioc.softioc import Database
 from epics_bridge.utils import EnumValue
 
 MISSING = VALUES + "NoSuchRecord"

@@ -15,7 +15,7 @@ from typing import Dict, List, Sequence
 
 import pytest
 
-from epics_bridge.softioc import free_port
+from epics_bridge.ioc.softioc import free_port
 
 #: Client settings that reach no IOC.
 NO_IOC = {

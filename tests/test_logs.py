@@ -12,8 +12,8 @@ from helpers import reset_logging
 from loguru import logger
 
 from epics_bridge import ConfigError, Registry
-from epics_bridge.logpvs import fit
-from epics_bridge.logs import PROCESS_LOG, LogConfig, configure
+from epics_bridge.observe.logpvs import fit
+from epics_bridge.observe.logs import PROCESS_LOG, LogConfig, configure
 
 
 def tasks(*names: str):

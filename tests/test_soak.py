@@ -24,9 +24,9 @@ from typing import Any, Dict, List
 
 import pytest
 
-from epics_bridge.bench_measure import rss_mb, thread_count
-from epics_bridge.bench_report import heartbeat_summary
-from epics_bridge.stress import Load, Rig, drive, tally
+from epics_bridge.bench.measure import rss_mb, thread_count
+from epics_bridge.bench.report import heartbeat_summary
+from epics_bridge.bench.stress import Load, Rig, drive, tally
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "600"))
 TASKS = 200

@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT
 from helpers import client_for, read, wait_for
 
-from epics_bridge.softioc import Database, IOCError, SoftIOC
+from epics_bridge.ioc.softioc import Database, IOCError, SoftIOC
 
 VALUES_DB = ROOT / "tests" / "db" / "values.db"
 CA_PORTS = {5064, 5065}
@@ -119,7 +119,7 @@ def test_stop_ends_a_frozen_ioc(values_ioc):
 
 PARENT = """
 import sys, time
-from epics_bridge.softioc import Database, SoftIOC
+from epics_bridge.ioc.softioc import Database, SoftIOC
 ioc = SoftIOC([Database(sys.argv[1], {"P": "ORPHAN:"})], output=sys.argv[2]).start()
 print(ioc.pid, flush=True)
 time.sleep(120)

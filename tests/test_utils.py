@@ -13,7 +13,7 @@ from p4p.nt import NTNDArray, NTScalar, NTTable
 from p4p.server import Server
 from p4p.server.thread import SharedPV
 
-from epics_bridge.softioc import free_port
+from epics_bridge.ioc.softioc import free_port
 from epics_bridge.utils import EnumValue, to_python, unwrap_p4p_structure
 
 IMAGE = np.arange(6, dtype=np.uint16).reshape(2, 3) * 1000

@@ -12,7 +12,7 @@ import time
 import pytest
 from helpers import HeartbeatRecorder, client_for, daemon, wait_value, write_tasks
 
-from epics_bridge.runner import EXIT_STUCK
+from epics_bridge.engine.runner import EXIT_STUCK
 
 STUCK, HEALTHY = "WD:STUCK:", "WD:OK:"
 PERIOD, STALL, MAX_STUCK = 0.5, 3.0, 6

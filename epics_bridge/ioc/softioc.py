@@ -8,11 +8,12 @@ parent goes away (its stdin closes), so a crashed test run leaves no IOC behind.
 
 Run one by hand::
 
-    python -m epics_bridge.softioc -m P=IOC:MOTOR:01: -d db/bridge.db
+    python -m epics_bridge.ioc.softioc -m P=IOC:MOTOR:01: -d db/bridge.db
 """
 from __future__ import annotations
 
 import argparse
+from importlib import resources
 import os
 import select
 import signal
@@ -50,11 +51,12 @@ class Database:
 
 
 def db_dir() -> Path:
-    """The project's ``db/`` folder: beside the package in a checkout, under share/ when installed."""
-    for candidate in (Path(__file__).resolve().parents[1] / "db", Path(sys.prefix) / "share" / "epics-bridge" / "db"):
-        if (candidate / "bridge.db").is_file():
-            return candidate
-    raise IOCError("cannot find db/bridge.db (neither in the source tree nor under sys.prefix/share)")
+    """The standard databases shipped inside the package (``epics_bridge/db``, package data), so a
+    checkout, a wheel and a container find them the same way."""
+    folder = Path(str(resources.files("epics_bridge").joinpath("db")))
+    if not (folder / "bridge.db").is_file():
+        raise IOCError(f"cannot find bridge.db in {folder}: the package was installed without its data")
+    return folder
 
 
 def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
@@ -121,7 +123,7 @@ class SoftIOC:
         if self.process is not None and self.process.poll() is None:
             raise IOCError("IOC already running")
         ready_r, ready_w = os.pipe()
-        cmd = [sys.executable, "-m", "epics_bridge.softioc", "--ready-fd", str(ready_w), "--lifeline"]
+        cmd = [sys.executable, "-m", "epics_bridge.ioc.softioc", "--ready-fd", str(ready_w), "--lifeline"]
         for db in self.databases:
             cmd += ["-m", db.macro_string, "-d", str(db.path)]
         # client_env too: QSRV's own PVA client (for pva links) then also stays on our ports.
@@ -220,7 +222,7 @@ class _LoadDb(argparse.Action):
 
 def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m epics_bridge.softioc",
+        prog="python -m epics_bridge.ioc.softioc",
         description="Run a soft IOC (EPICS base + pvxs QSRV) serving PV Access only.",
     )
     parser.add_argument("-m", "--macros", default="", help="macros for the following -d, e.g. P=IOC:A:,N=2")

@@ -12,9 +12,9 @@ import traceback
 from pathlib import Path
 from typing import List, NoReturn, Optional, Sequence, Tuple
 
-from .registry import ConfigError, Registry, Task, bridge
-from .runner import EXIT_CONFIG, EXIT_OK
-from .softioc import IOCError
+from ..registry import ConfigError, Registry, Task, bridge
+from ..engine.runner import EXIT_CONFIG, EXIT_OK
+from ..ioc.softioc import IOCError
 
 __all__ = ["load", "main", "check"]
 
@@ -95,7 +95,7 @@ def check(tasks: Sequence[Task], timeout: float) -> bool:
     True when every PV answered. A read, not just a search: it proves the PV is served and
     readable by this user, which is what the daemon will need.
     """
-    from .io import BridgeIO
+    from ..io import BridgeIO
 
     rows = [(t.name, logical, pv) for t in tasks for logical, pv in t.pvs.as_dict.items()]
     io = BridgeIO(timeout=timeout)
@@ -190,8 +190,8 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
 
 def _run(args: argparse.Namespace, tasks: List[Task]) -> int:
     """Refuse bad options before anything starts (the embedded IOC included), then run."""
-    from .embedded import Announce, embedded_ioc, start
-    from .runner import prepare
+    from ..ioc.embedded import Announce, embedded_ioc, start
+    from ..engine.runner import prepare
 
     log_dir = None if args.no_log_files else Path(args.log_dir)
     ioc = None

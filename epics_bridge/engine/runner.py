@@ -20,10 +20,10 @@ from p4p.client.thread import Context
 
 from .cycle import Loop
 from .heartbeat import Heartbeat
-from .hooks import HookList, Hooks
-from .io import BridgeIO
-from .logs import LogConfig, configure
-from .registry import ConfigError, Task
+from ..observe.hooks import HookList, Hooks
+from ..io import BridgeIO
+from ..observe.logs import LogConfig, configure
+from ..registry import ConfigError, Task
 
 __all__ = ["Runner", "prepare", "run", "EXIT_OK", "EXIT_CONFIG", "EXIT_STUCK"]
 
@@ -171,9 +171,9 @@ def prepare(
     """
     configure(tasks, LogConfig(directory=Path(log_dir) if log_dir is not None else None, level=log_level,
                                rotation=log_rotation, retention=log_retention, p4p_level=p4p_log_level))
-    from .logpvs import LogPVs
-    from .metrics import Metrics
-    from .systemd import from_environment
+    from ..observe.logpvs import LogPVs
+    from ..observe.metrics import Metrics
+    from ..observe.systemd import from_environment
 
     observers: List[Hooks] = []
     if metrics_port is not None:

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Iterable, List, Optional
 
 from loguru import logger
 
-from .status import TaskStatus
+from ..status import TaskStatus
 
 if TYPE_CHECKING:
-    from .registry import Task
+    from ..registry import Task
 
 
 class Hooks:

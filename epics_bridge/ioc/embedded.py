@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .hooks import Hooks
-from .registry import ConfigError, Task
+from ..observe.hooks import Hooks
+from ..registry import ConfigError, Task
 from .softioc import Database, IOCError, SoftIOC, db_dir, free_port
 
 __all__ = ["Announce", "databases", "embedded_ioc", "start"]

@@ -14,8 +14,8 @@ from loguru import logger
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from .hooks import Hooks
-from .registry import ConfigError, Task
-from .status import TaskStatus
+from ..registry import ConfigError, Task
+from ..status import TaskStatus
 
 __all__ = ["Metrics"]
 

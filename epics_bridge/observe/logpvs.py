@@ -24,10 +24,10 @@ from loguru import logger
 from p4p.client.thread import Context
 
 from .hooks import Hooks
-from .io import BridgeIO, Monitor, PVError
+from ..io import BridgeIO, Monitor, PVError
 from .logs import LEVELS
-from .registry import Task
-from .utils import to_python
+from ..registry import Task
+from ..utils import to_python
 
 __all__ = ["LogPVs", "fit"]
 

@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from p4p.client.thread import Context
 
-from .bench_measure import (
+from .measure import (
     BenchError,
     Child,
     Handshake,
@@ -46,9 +46,9 @@ from .bench_measure import (
     upstream_python,
     upstream_versions,
 )
-from .bench_report import RESPONDERS, ack_summary, evaluate, heartbeat_summary, latency_summary, render
-from .embedded import STANDARD_DBS
-from .softioc import Database, SoftIOC, db_dir
+from .report import RESPONDERS, ack_summary, evaluate, heartbeat_summary, latency_summary, render
+from ..ioc.embedded import STANDARD_DBS
+from ..ioc.softioc import Database, SoftIOC, db_dir
 
 PARTS = ("latency", "idle", "scale")
 #: The heartbeat_period of every benchmark task (the engine's default).
@@ -59,7 +59,7 @@ CYCLE_TIMEOUT = 5.0
 MAX_TIMEOUTS_IN_A_ROW = 5
 #: Cycles (after the warm-up, not timed) checking that the status is written before the acknowledge.
 ORDER_CHECKS = 5
-PEERS = Path(__file__).resolve().with_name("bench_peers.py")
+PEERS = Path(__file__).resolve().with_name("peers.py")
 #: Each responder of the latency part gets its own prefix.
 PREFIXES = {"floor": "BENCH:FLOOR:", "ours": "BENCH:OURS:", "v5_default": "BENCH:V5:",
             "v5_flat": "BENCH:V5F:"}

@@ -18,8 +18,8 @@ from typing import Dict, List, Mapping, Optional
 from loguru import logger
 
 from .hooks import Hooks
-from .registry import Task
-from .runner import EXIT_STUCK
+from ..registry import Task
+from ..engine.runner import EXIT_STUCK
 
 __all__ = ["SystemdNotifier", "from_environment"]
 

@@ -18,12 +18,12 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from loguru import logger
 from p4p.client.thread import Disconnected, RemoteError
 
-from .context import TaskContext
-from .hooks import Hooks
-from .io import BridgeIO, Monitor, PVError, PVRejectedError
-from .registry import Task
-from .status import TaskStatus, status_of
-from .utils import to_python
+from ..context import TaskContext
+from ..observe.hooks import Hooks
+from ..io import BridgeIO, Monitor, PVError, PVRejectedError
+from ..registry import Task
+from ..status import TaskStatus, status_of
+from ..utils import to_python
 
 __all__ = ["Loop"]
 

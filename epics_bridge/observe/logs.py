@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, List, Optional, Union
 
 from loguru import logger
 
-from .registry import ConfigError, Task
+from ..registry import ConfigError, Task
 
 __all__ = ["LogConfig", "configure", "LEVELS", "NO_TASK", "PROCESS_LOG", "task_log"]
 

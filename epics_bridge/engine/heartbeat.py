@@ -15,9 +15,9 @@ from typing import Callable, Optional
 from loguru import logger
 
 from .cycle import Loop
-from .hooks import Hooks
-from .io import BridgeIO, PVError
-from .registry import Task
+from ..observe.hooks import Hooks
+from ..io import BridgeIO, PVError
+from ..registry import Task
 
 __all__ = ["Heartbeat"]
 

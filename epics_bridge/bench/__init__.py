@@ -1,0 +1,1 @@
+"""The benchmark and the stress run; imported by nothing else in the package."""

@@ -1,0 +1,1 @@
+"""Cross-cutting concerns, each a Hooks subclass fed by the engine: logs, log PVs, metrics, systemd."""
