@@ -9,9 +9,9 @@ from abc import ABC, abstractmethod
 from typing import Any, Optional
 
 from .base_pv_interface import BasePVInterface
+from .engine.runner import Runner, prepare
 from .io import BridgeIO
 from .registry import ConfigError, Registry, Task
-from .engine.runner import Runner, prepare
 from .status import TaskStatus
 
 __all__ = ["BridgeDaemon", "TaskStatus"]

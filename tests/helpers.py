@@ -14,8 +14,8 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence
 
 from p4p.client.thread import Context
 
-from epics_bridge.registry import Task
 from epics_bridge.engine.runner import Runner
+from epics_bridge.registry import Task
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:

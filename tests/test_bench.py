@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from epics_bridge.bench.suite import write_task_file
 from epics_bridge.bench.report import ack_summary, evaluate, heartbeat_summary, latency_summary, render
+from epics_bridge.bench.suite import write_task_file
 
 
 def test_latency_summary_gives_percentiles_in_milliseconds():

@@ -14,8 +14,8 @@ from p4p.client.thread import Context
 import epics_bridge
 from epics_bridge import TaskStatus
 from epics_bridge.ioc.embedded import databases
-from epics_bridge.service.launcher import load
 from epics_bridge.ioc.softioc import SoftIOC
+from epics_bridge.service.launcher import load
 
 TASKS = ROOT / "tasks"
 MOTOR, VACUUM, BPM = "IOC:MOTOR:01:", "VAC:PUMP:01:", "DIAG:BPM:01:"

@@ -20,8 +20,8 @@ from typing import List, Optional
 import pytest
 from helpers import daemon, write_tasks
 
-from epics_bridge.registry import Registry
 from epics_bridge.observe.systemd import SystemdNotifier, from_environment, notify_address, watchdog_interval
+from epics_bridge.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "epics-bridge@.service"

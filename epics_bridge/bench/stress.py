@@ -29,9 +29,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from p4p.client.thread import Context
 
+from ..ioc.softioc import Database, SoftIOC, db_dir
 from .measure import Child, Handshake, HeartbeatWatch, Monitors
 from .report import latency_summary
-from ..ioc.softioc import Database, SoftIOC, db_dir
 
 __all__ = ["Rig", "Load", "drive", "tally", "main"]
 

@@ -35,6 +35,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from p4p.client.thread import Context
 
+from ..ioc.embedded import STANDARD_DBS
+from ..ioc.softioc import Database, SoftIOC, db_dir
 from .measure import (
     BenchError,
     Child,
@@ -47,8 +49,6 @@ from .measure import (
     upstream_versions,
 )
 from .report import RESPONDERS, ack_summary, evaluate, heartbeat_summary, latency_summary, render
-from ..ioc.embedded import STANDARD_DBS
-from ..ioc.softioc import Database, SoftIOC, db_dir
 
 PARTS = ("latency", "idle", "scale")
 #: The heartbeat_period of every benchmark task (the engine's default).

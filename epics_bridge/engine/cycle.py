@@ -19,8 +19,8 @@ from loguru import logger
 from p4p.client.thread import Disconnected, RemoteError
 
 from ..context import TaskContext
-from ..observe.hooks import Hooks
 from ..io import BridgeIO, Monitor, PVError, PVRejectedError
+from ..observe.hooks import Hooks
 from ..registry import Task
 from ..status import TaskStatus, status_of
 from ..utils import to_python

@@ -14,10 +14,10 @@ from typing import Callable, Optional
 
 from loguru import logger
 
-from .cycle import Loop
-from ..observe.hooks import Hooks
 from ..io import BridgeIO, PVError
+from ..observe.hooks import Hooks
 from ..registry import Task
+from .cycle import Loop
 
 __all__ = ["Heartbeat"]
 

@@ -18,12 +18,12 @@ from typing import Any, List, Optional, Sequence, Union
 from loguru import logger
 from p4p.client.thread import Context
 
-from .cycle import Loop
-from .heartbeat import Heartbeat
-from ..observe.hooks import HookList, Hooks
 from ..io import BridgeIO
+from ..observe.hooks import HookList, Hooks
 from ..observe.logs import LogConfig, configure
 from ..registry import ConfigError, Task
+from .cycle import Loop
+from .heartbeat import Heartbeat
 
 __all__ = ["Runner", "prepare", "run", "EXIT_OK", "EXIT_CONFIG", "EXIT_STUCK"]
 

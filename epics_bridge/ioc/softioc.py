@@ -13,7 +13,6 @@ Run one by hand::
 from __future__ import annotations
 
 import argparse
-from importlib import resources
 import os
 import select
 import signal
@@ -24,6 +23,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import IO, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 

@@ -23,11 +23,11 @@ from typing import Any, Counter, Deque, Dict, List, Optional, Sequence, Set, Tup
 from loguru import logger
 from p4p.client.thread import Context
 
-from .hooks import Hooks
 from ..io import BridgeIO, Monitor, PVError
-from .logs import LEVELS
 from ..registry import Task
 from ..utils import to_python
+from .hooks import Hooks
+from .logs import LEVELS
 
 __all__ = ["LogPVs", "fit"]
 

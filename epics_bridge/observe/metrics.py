@@ -13,9 +13,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 from loguru import logger
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from .hooks import Hooks
 from ..registry import ConfigError, Task
 from ..status import TaskStatus
+from .hooks import Hooks
 
 __all__ = ["Metrics"]
 

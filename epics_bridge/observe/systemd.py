@@ -17,9 +17,9 @@ from typing import Dict, List, Mapping, Optional
 
 from loguru import logger
 
-from .hooks import Hooks
-from ..registry import Task
 from ..engine.runner import EXIT_STUCK
+from ..registry import Task
+from .hooks import Hooks
 
 __all__ = ["SystemdNotifier", "from_environment"]
 

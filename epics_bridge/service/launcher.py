@@ -6,20 +6,24 @@ the file, task and field, and the process exits 2 without touching a PV. Only a 
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import sys
 import traceback
 from pathlib import Path
 from typing import List, NoReturn, Optional, Sequence, Tuple
 
-from ..registry import ConfigError, Registry, Task, bridge
 from ..engine.runner import EXIT_CONFIG, EXIT_OK
 from ..ioc.softioc import IOCError
+from ..registry import ConfigError, Registry, Task, bridge
 
-__all__ = ["load", "main", "check"]
+__all__ = ["load", "main", "fail", "COMMANDS"]
 
-#: ``check``: some PV did not answer.
-EXIT_UNREACHABLE = 1
+#: ``epics-bridge COMMAND ...``: module (relative to this package) whose ``main(argv)`` runs it,
+#: imported only when that command is used. Anything else is a path to run.
+COMMANDS = {
+    "check": ".check",
+}
 
 
 def _task_files(paths: Sequence[str]) -> Tuple[List[Path], List[str]]:
@@ -89,57 +93,11 @@ def _print_list(tasks: Sequence[Task]) -> None:
             print(f"    {logical:<16} {pv}")
 
 
-def check(tasks: Sequence[Task], timeout: float) -> bool:
-    """Read every PV of every task in one parallel round; print task / PV / ok-or-reason.
-
-    True when every PV answered. A read, not just a search: it proves the PV is served and
-    readable by this user, which is what the daemon will need.
-    """
-    from ..io import BridgeIO
-
-    rows = [(t.name, logical, pv) for t in tasks for logical, pv in t.pvs.as_dict.items()]
-    io = BridgeIO(timeout=timeout)
-    try:
-        failures = io.unreachable(list(dict.fromkeys(pv for _, _, pv in rows)))
-    finally:
-        io.close()
-    header = ("TASK", "LOGICAL", "PV", "RESULT")
-    table = [(name, logical, pv, f"FAIL: {failures[pv]}" if pv in failures else "ok")
-             for name, logical, pv in rows]
-    widths = [max(len(row[i]) for row in [header, *table]) for i in range(3)]
-    for row in [header, *table]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
-    total = len({pv for _, _, pv in rows})
-    if failures:
-        print(f"{len(failures)} of {total} PVs unreachable: {', '.join(failures)}")
-    else:
-        print(f"all {total} PVs of {len(tasks)} task(s) answered")
-    return not failures
-
-
-def _check_main(argv: Sequence[str]) -> NoReturn:
-    parser = argparse.ArgumentParser(
-        prog="python -m epics_bridge check",
-        description="Load the tasks like the launcher, read every PV of every task (the standard five "
-                    "included) and print task / PV / ok-or-reason. Run it before enabling a service.",
-        epilog="Exit status: 0 every PV answered, 1 some did not, 2 the task files are invalid.",
-    )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="task file, or folder of task files")
-    parser.add_argument("--only", nargs="+", default=[], metavar="NAME", help="check only these tasks")
-    parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for all PVs (default 2)")
-    args = parser.parse_args(argv)
-    try:
-        tasks = load(args.paths, only=args.only)
-    except ConfigError as exc:
-        _fail(str(exc))
-    sys.exit(EXIT_OK if check(tasks, args.timeout) else EXIT_UNREACHABLE)
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m epics_bridge",
         description="Run @bridge.task functions as supervised EPICS daemons.",
-        epilog="Also: 'python -m epics_bridge check PATH...' connects to every PV of every task and reports.",
+        epilog="Other commands: " + ", ".join(f"'epics-bridge {name} --help'" for name in COMMANDS),
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="task file, or folder of task files")
     parser.add_argument("--only", nargs="+", default=[], metavar="NAME", help="run only these tasks")
@@ -168,20 +126,21 @@ def _retention(value: str):
     return int(value) if value.isdigit() else value
 
 
-def _fail(message: str) -> NoReturn:
+def fail(message: str) -> NoReturn:
+    """Every command's refusal: the problems, one per line, and exit status 2; nothing was started."""
     print(f"epics-bridge: nothing started:\n  {message.replace(chr(10), chr(10) + '  ')}", file=sys.stderr)
     sys.exit(EXIT_CONFIG)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["check"]:
-        _check_main(argv[1:])
+    if argv[:1] and argv[0] in COMMANDS:
+        importlib.import_module(COMMANDS[argv[0]], __package__).main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         tasks = load(args.paths, only=args.only)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if args.list:
         _print_list(tasks)
         sys.exit(EXIT_OK)
@@ -190,8 +149,8 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
 
 def _run(args: argparse.Namespace, tasks: List[Task]) -> int:
     """Refuse bad options before anything starts (the embedded IOC included), then run."""
-    from ..ioc.embedded import Announce, embedded_ioc, start
     from ..engine.runner import prepare
+    from ..ioc.embedded import Announce, embedded_ioc, start
 
     log_dir = None if args.no_log_files else Path(args.log_dir)
     ioc = None
@@ -208,7 +167,7 @@ def _run(args: argparse.Namespace, tasks: List[Task]) -> int:
             start(ioc)
         return runner.run()
     except (ConfigError, IOCError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         if ioc is not None:
             ioc.stop()
