@@ -28,6 +28,9 @@ class Hooks:
     def heartbeat(self, task: Task, stuck: int, reason: Optional[str]) -> None:
         """One heartbeat period: ``stuck`` consecutive stuck periods so far (0 when healthy)."""
 
+    def ready(self, task: Task, ready: bool, reason: Optional[str]) -> None:
+        """Whether the task can serve now (its IOC answers every handshake PV), and if not, why."""
+
     def stopping(self) -> None:
         """A graceful stop began (SIGTERM/SIGINT)."""
 
@@ -59,6 +62,9 @@ class HookList(Hooks):
 
     def heartbeat(self, task: Task, stuck: int, reason: Optional[str]) -> None:
         self._each("heartbeat", task, stuck, reason)
+
+    def ready(self, task: Task, ready: bool, reason: Optional[str]) -> None:
+        self._each("ready", task, ready, reason)
 
     def stopping(self) -> None:
         self._each("stopping")
