@@ -1,14 +1,33 @@
 """The ``t`` a task function receives: its PV names, strict IO by logical name, and its logger."""
 from __future__ import annotations
 
+import difflib
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 from loguru import logger
 
 from .base_pv_interface import BasePVInterface
 from .io import BridgeIO
+from .registry import ConfigError
 
-__all__ = ["TaskContext"]
+__all__ = ["TaskContext", "UnknownNameError"]
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """``t.get``/``t.put`` got a bare name that is no logical name of the task.
+
+    A full PV name has a ``:`` (or is a template); a bare identifier is a logical name, so one the
+    task does not declare is a typo, reported now rather than as a PV timeout seconds later.
+    """
+
+    def __init__(self, task: str, name: str, known: Sequence[str]) -> None:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        super().__init__(f"task '{task}': {name!r} is not one of its logical names "
+                         f"({', '.join(sorted(known))}){hint}")
+
+    def __str__(self) -> str:  # KeyError would show the message quoted
+        return str(self.args[0])
 
 
 class TaskContext:
@@ -16,7 +35,8 @@ class TaskContext:
 
     ``get`` and ``put`` take logical names from ``pvs`` (or full PV names) and are strict: a
     timeout, a disconnect or a refused write raises :class:`~epics_bridge.io.PVError`, which ends
-    the cycle as IO_FAILURE unless the task catches it.
+    the cycle as IO_FAILURE unless the task catches it. A bare identifier that is not a logical
+    name raises :class:`UnknownNameError` at once.
     """
 
     def __init__(self, name: str, pvs: BasePVInterface, io: BridgeIO) -> None:
@@ -27,8 +47,14 @@ class TaskContext:
         self._names = pvs.as_dict
 
     def pv(self, logical_or_pv: str) -> str:
-        """The full PV name for a logical name; anything else is taken as a PV name already."""
-        return self._names.get(logical_or_pv, logical_or_pv)
+        """The full PV name for a logical name; a name with ``:`` (or any non-identifier) is taken as
+        a PV name already."""
+        pv = self._names.get(logical_or_pv)
+        if pv is not None:
+            return pv
+        if logical_or_pv.isidentifier():
+            raise UnknownNameError(self.name, logical_or_pv, list(self._names))
+        return logical_or_pv
 
     def get(self, names: Union[str, Sequence[str]], timeout: Optional[float] = None) -> Any:
         """Read one PV (its value) or several in one batch (``{name as given: value}``)."""

@@ -219,6 +219,10 @@ class BridgeIO:
         _, _, _, failures = self._get(list(names), timeout, convert=False)
         return {pv: _describe(exc) for pv, exc in failures.items()}
 
+    def monitor(self, pv: str, wake: Callable[[], None]) -> Monitor:
+        """Subscribe to ``pv``; ``wake`` is called (on p4p's network thread) when updates wait."""
+        return Monitor(self.ctx, pv, wake)
+
     def close(self) -> None:
         self.ctx.close()
 

@@ -166,8 +166,14 @@ class Loop:
 
     # -- waiting ----------------------------------------------------------------------------------
     def _wait(self) -> bool:
-        """Block until a cycle is due. False when asked to stop."""
+        """Block until a cycle is due. False when asked to stop.
+
+        Asks :meth:`due` before sleeping: a Trigger update handled while the loop waited for the
+        IOC at start-up is a request already, and no further update may come to wake the loop.
+        """
         while True:
+            if self._unacked is None and not self._stopping and self.source.due():
+                return True
             timeout = self.source.timeout()
             if self._unacked is not None:
                 timeout = RETRY_PERIOD if timeout is None else min(timeout, RETRY_PERIOD)
@@ -175,8 +181,6 @@ class Loop:
                 return False
             if self._unacked is not None:
                 self._finish(*self._unacked)
-            elif self.source.due():
-                return True
 
     def _idle(self, timeout: Optional[float]) -> bool:
         """Sleep until something is queued or ``timeout``; run what was queued. False on stop."""
@@ -280,13 +284,14 @@ class TriggerMonitor(_Source):
 
     def open(self) -> None:
         # p4p's network thread only queues a drain; the loop thread pops the updates in order.
-        self._monitor = Monitor(self.loop.io.ctx, self.pv, lambda: self.loop.queue.put(self._drain))
+        self._monitor = self.loop.io.monitor(self.pv, lambda: self.loop.queue.put(self._drain))
 
     def close(self) -> None:
         if self._monitor is not None:
             self._monitor.close()
 
     def _drain(self) -> None:
+        assert self._monitor is not None, "drains are only queued by the open monitor"
         for value in self._monitor.pop():
             self.update(value)
 

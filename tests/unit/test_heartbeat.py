@@ -1,0 +1,93 @@
+"""The heartbeat's pulse and its count of stuck periods, on the in-memory IO."""
+from __future__ import annotations
+
+import threading
+from typing import List, Optional, Tuple
+
+from helpers import wait_for
+
+from epics_bridge.engine.heartbeat import Heartbeat
+from epics_bridge.memory_io import MemoryIO
+from epics_bridge.observe.hooks import Hooks
+from epics_bridge.registry import Registry, Task
+
+P = "HB:"
+PULSE = P + "Heartbeat"
+
+
+class FakeLoop:
+    """Only what the heartbeat asks of a loop: why it is stalled, if it is."""
+
+    def __init__(self) -> None:
+        self.reason: Optional[str] = None
+
+    def stalled(self, now: float) -> Optional[str]:
+        return self.reason
+
+
+class Counts(Hooks):
+    def __init__(self) -> None:
+        self.stuck: List[Tuple[int, Optional[str]]] = []
+
+    def heartbeat(self, task: Task, stuck: int, reason: Optional[str]) -> None:
+        self.stuck.append((stuck, reason))
+
+
+class Beat:
+    """A heartbeat thread at 10 ms periods, on a fake loop; records the watchdog's verdict."""
+
+    def __init__(self, max_stuck_cycles: int = 3) -> None:
+        self.task = Registry.make(lambda t: None, prefix=P, name="hb", heartbeat_period=0.01,
+                                  max_stuck_cycles=max_stuck_cycles)
+        self.io, self.loop, self.counts = MemoryIO({PULSE: 0}), FakeLoop(), Counts()
+        self.limit = threading.Event()
+        self.verdict: List[str] = []
+        self.heartbeat = Heartbeat(self.task, self.loop, self.io, self.counts, self._on_limit)  # type: ignore[arg-type]
+
+    def _on_limit(self, task: Task, reason: str) -> None:
+        self.verdict.append(reason)
+        self.limit.set()
+        self.heartbeat.stop()  # the runner's handler never returns: it ends the process
+
+    def __enter__(self) -> "Beat":
+        self.heartbeat.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.heartbeat.stop()
+        self.heartbeat.thread.join(2.0)
+        assert not self.heartbeat.thread.is_alive()
+
+
+def test_a_live_loop_pulses_zero_one_zero():
+    with Beat() as beat:
+        wait_for(lambda: len(beat.io.writes) >= 4, 2.0, what="four pulses")
+    pulses = [batch[PULSE] for batch in beat.io.writes]
+    assert pulses[:4] == [1, 0, 1, 0]
+    assert all(stuck == 0 for stuck, _ in beat.counts.stuck)
+
+
+def test_a_stalled_loop_stops_the_pulse_and_ends_at_max_stuck_cycles():
+    with Beat(max_stuck_cycles=3) as beat:
+        beat.loop.reason = "a cycle has been running for 12.0 s"
+        assert beat.limit.wait(2.0)
+    assert beat.verdict == ["a cycle has been running for 12.0 s"]
+    stuck = [n for n, reason in beat.counts.stuck if reason]
+    assert stuck[:3] == [1, 2, 3]
+
+
+def test_a_pulse_that_cannot_be_written_counts_as_stuck():
+    with Beat(max_stuck_cycles=2) as beat:
+        beat.io.fail[PULSE] = TimeoutError("IOC frozen")
+        assert beat.limit.wait(2.0)
+    assert beat.verdict[0].startswith("the heartbeat could not be written")
+
+
+def test_the_count_restarts_after_a_healthy_period():
+    beat = Beat(max_stuck_cycles=3)
+    for reason in ("stalled", "stalled", None, "stalled", "stalled"):
+        beat.heartbeat._count(reason)
+    assert [n for n, _ in beat.counts.stuck] == [1, 2, 0, 1, 2]
+    assert not beat.limit.is_set()
+    beat.heartbeat._count("stalled")
+    assert beat.verdict == ["stalled"]
