@@ -16,6 +16,7 @@ from loguru import logger
 from p4p.client import raw
 from p4p.client.thread import Cancelled, Context, Disconnected, RemoteError
 
+from .defaults import DEFAULTS
 from .utils import to_python
 
 __all__ = ["BridgeIO", "Monitor", "PVError", "PVTimeoutError", "PVDisconnectedError", "PVRejectedError"]
@@ -178,7 +179,7 @@ class BridgeIO:
     private ``Context("pva")`` is made, configured from the EPICS_PVA_* environment.
     """
 
-    def __init__(self, context: Optional[Context] = None, timeout: float = 5.0) -> None:
+    def __init__(self, context: Optional[Context] = None, timeout: float = DEFAULTS.timeout) -> None:
         self.ctx = context if context is not None else Context("pva", nt=False)
         self.timeout = timeout
 
@@ -197,7 +198,7 @@ class BridgeIO:
             _raise("put", failures)
 
     # -- seed-compatible ------------------------------------------------------------------
-    def pvget(self, pv_names: Names, timeout: float = 5.0, raw: bool = False) -> Any:
+    def pvget(self, pv_names: Names, timeout: float = DEFAULTS.timeout, raw: bool = False) -> Any:
         """Like :meth:`get`, but a failed PV reads as ``None`` (logged) instead of raising."""
         single, names, values, failures = self._get(pv_names, timeout, convert=not raw)
         if failures:
@@ -205,7 +206,7 @@ class BridgeIO:
         values = [None if isinstance(v, BaseException) else v for v in values]
         return values[0] if single else dict(zip(names, values))
 
-    def pvput(self, data: Mapping[str, Any], timeout: float = 5.0) -> bool:
+    def pvput(self, data: Mapping[str, Any], timeout: float = DEFAULTS.timeout) -> bool:
         """Like :meth:`put`, but returns ``False`` (logged) instead of raising."""
         if not data:
             return False

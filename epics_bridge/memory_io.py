@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from p4p.client.thread import Disconnected
 
+from .defaults import DEFAULTS
 from .io import BridgeIO, Names
 from .utils import to_python
 
@@ -63,7 +64,7 @@ class MemoryIO(BridgeIO):
     so a test can assert what was written and in which order.
     """
 
-    def __init__(self, values: Optional[Mapping[str, Any]] = None, timeout: float = 5.0) -> None:
+    def __init__(self, values: Optional[Mapping[str, Any]] = None, timeout: float = DEFAULTS.timeout) -> None:
         self.ctx = None
         self.timeout = timeout
         self.values: Dict[str, Any] = dict(values or {})

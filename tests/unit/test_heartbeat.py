@@ -49,7 +49,7 @@ class Beat:
         self.limit.set()
         self.heartbeat.stop()  # the runner's handler never returns: it ends the process
 
-    def __enter__(self) -> "Beat":
+    def __enter__(self) -> Beat:
         self.heartbeat.start()
         return self
 
