@@ -13,9 +13,12 @@ import traceback
 from pathlib import Path
 from typing import List, NoReturn, Optional, Sequence, Tuple
 
+from loguru import logger
+
 from ..engine.runner import EXIT_CONFIG, EXIT_OK
 from ..ioc.softioc import IOCError
 from ..registry import ConfigError, Registry, Task, bridge
+from .shard import Shard, parse
 
 __all__ = ["load", "main", "fail", "COMMANDS"]
 
@@ -86,7 +89,14 @@ def load(paths: Sequence[str], only: Sequence[str] = ()) -> List[Task]:
     return loaded.tasks
 
 
-def _print_list(tasks: Sequence[Task]) -> None:
+def _share(shard: Shard, share: Sequence[Task], tasks: Sequence[Task]) -> str:
+    names = ", ".join(task.name for task in share) or "none; this instance stays up idle, ready"
+    return f"shard {shard}: {len(share)} of {len(tasks)} task(s): {names}"
+
+
+def _print_list(tasks: Sequence[Task], heading: str = "") -> None:
+    if heading:
+        print(heading)
     for task in tasks:
         print(f"{task.name}  [{task.mode}]  prefix {task.prefix}  ({task.source})")
         for logical, pv in task.pvs.as_dict.items():
@@ -117,9 +127,19 @@ def _parser() -> argparse.ArgumentParser:
                         help="address the metrics server listens on (default 127.0.0.1)")
     parser.add_argument("--stop-grace", type=float, default=5.0,
                         help="seconds a running cycle may take to finish on SIGTERM (default 5)")
+    parser.add_argument("--shard", type=_shard, metavar="I/N",
+                        help="run only this instance's share of the tasks (I = 0..N-1), chosen by task name; "
+                             "auto/N takes I from the host name's trailing -<ordinal> (a StatefulSet pod)")
     parser.add_argument("--ioc", action="store_true",
                         help="start a soft IOC serving the tasks' PVs (db/bridge.db per prefix + each task's db=)")
     return parser
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _retention(value: str):
@@ -141,13 +161,15 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
         tasks = load(args.paths, only=args.only)
     except ConfigError as exc:
         fail(str(exc))
+    share = args.shard.select(tasks) if args.shard else tasks
+    heading = _share(args.shard, share, tasks) if args.shard else ""
     if args.list:
-        _print_list(tasks)
+        _print_list(share, heading)
         sys.exit(EXIT_OK)
-    sys.exit(_run(args, tasks))
+    sys.exit(_run(args, share, heading))
 
 
-def _run(args: argparse.Namespace, tasks: List[Task]) -> int:
+def _run(args: argparse.Namespace, tasks: List[Task], heading: str = "") -> int:
     """Refuse bad options before anything starts (the embedded IOC included), then run."""
     from ..engine.runner import prepare
     from ..ioc.embedded import Announce, embedded_ioc, start
@@ -163,6 +185,8 @@ def _run(args: argparse.Namespace, tasks: List[Task]) -> int:
                          p4p_log_level=args.p4p_log_level, log_pvs=not args.no_log_pvs,
                          metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
                          stop_grace=args.stop_grace)
+        if heading:
+            logger.info(heading)
         if ioc is not None:
             start(ioc)
         return runner.run()
