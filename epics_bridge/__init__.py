@@ -17,7 +17,8 @@ from .io import BridgeIO, PVDisconnectedError, PVError, PVRejectedError, PVTimeo
 from .registry import ConfigError, Registry, Task, bridge
 from .status import TaskStatus
 
-__version__ = "2.0.0.dev0"
+#: The one definition of the version: pyproject.toml reads it (setuptools' dynamic version).
+__version__ = "6.0.0.dev0"
 
 __all__ = [
     "bridge", "TaskStatus", "TaskContext", "Task", "Registry", "ConfigError",

@@ -15,6 +15,7 @@ from typing import List, NoReturn, Optional, Sequence, Tuple
 
 from loguru import logger
 
+from .. import __version__
 from ..engine.runner import EXIT_CONFIG, EXIT_OK
 from ..ioc.softioc import IOCError
 from ..registry import ConfigError, Registry, Task, bridge
@@ -109,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run @bridge.task functions as supervised EPICS daemons.",
         epilog="Other commands: " + ", ".join(f"'epics-bridge {name} --help'" for name in COMMANDS),
     )
+    parser.add_argument("--version", action="version", version=f"epics-bridge {__version__}")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="task file, or folder of task files")
     parser.add_argument("--only", nargs="+", default=[], metavar="NAME", help="run only these tasks")
     parser.add_argument("--list", action="store_true", help="print the tasks and their PVs, then exit")
