@@ -27,6 +27,8 @@ __all__ = ["load", "main", "fail", "COMMANDS"]
 #: imported only when that command is used. Anything else is a path to run.
 COMMANDS = {
     "check": ".check",
+    "display": "..phoebus.display",
+    "alarms": "..phoebus.alarms",
 }
 
 
