@@ -1,4 +1,6 @@
-"""Test helpers: condition waits, a closed-loop trigger client, daemons in subprocesses or in-process."""
+"""Test helpers: condition waits, monitors, daemons in subprocesses or in-process.
+
+The closed-loop trigger client is the benchmark's (:class:`epics_bridge.bench.client.Trigger`)."""
 from __future__ import annotations
 
 import os
@@ -14,6 +16,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence
 
 from p4p.client.thread import Context
 
+from epics_bridge.bench.client import Trigger
 from epics_bridge.engine.runner import Runner
 from epics_bridge.registry import Task
 
@@ -71,28 +74,6 @@ class MonitorQueue:
 
     def close(self) -> None:
         self.sub.close()
-
-
-class Trigger:
-    """A client doing the closed-loop handshake: put Trigger=1, wait for Trigger=0, read the status."""
-
-    def __init__(self, ctx: Context, prefix: str) -> None:
-        self.ctx, self.prefix = ctx, prefix
-        self.updates = MonitorQueue(ctx, prefix + "Trigger", notify_disconnect=True)
-
-    def wait_value(self, wanted: int, timeout: float) -> None:
-        self.updates.next(lambda v: v["value.index"] == wanted, timeout, what=f"Trigger = {wanted}")
-
-    def cycle(self, timeout: float = 10.0) -> int:
-        """Trigger one cycle and return the TaskStatus read right after the acknowledge."""
-        self.updates.drain()
-        self.ctx.put(self.prefix + "Trigger", 1)
-        self.wait_value(1, timeout)
-        self.wait_value(0, timeout)
-        return read(self.ctx, self.prefix + "TaskStatus")
-
-    def close(self) -> None:
-        self.updates.close()
 
 
 def write_tasks(folder: Path, source: str, name: str = "tasks_under_test.py") -> Path:
@@ -225,8 +206,7 @@ def reset_logging() -> None:
 
 
 def ready_trigger(ctx: Context, prefix: str, timeout: float = 10.0) -> Trigger:
-    """A :class:`Trigger` whose monitor has delivered its first update, so that no acknowledge can
-    come before the subscription (its first value would then already be 0 and the wait for 1 hang)."""
+    """A :class:`Trigger` whose monitor has delivered its first update: the IOC serves the task's PVs."""
     trigger = Trigger(ctx, prefix)
-    wait_for(lambda: not trigger.updates.queue.empty(), timeout, what=f"a first update of {prefix}Trigger")
+    wait_for(lambda: not trigger.handshake.updates.empty(), timeout, what=f"a first update of {prefix}Trigger")
     return trigger

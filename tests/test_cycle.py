@@ -19,6 +19,7 @@ from helpers import Trigger, client_for, read, running, wait_for, wait_heartbeat
 from loguru import logger
 
 from epics_bridge import BridgeIO, PVError, Registry, TaskStatus
+from epics_bridge.bench.client import Recorder
 from epics_bridge.ioc.softioc import Database
 
 S = TaskStatus
@@ -42,26 +43,11 @@ def stamp(value: Any) -> Tuple[int, int]:
     return value["timeStamp.secondsPastEpoch"], value["timeStamp.nanoseconds"]
 
 
-class Updates:
-    """Every monitor update of some PVs, per PV in arrival order: (value, IOC timeStamp).
-
-    The callback only appends, so it never blocks p4p's workers.
-    """
-
-    def __init__(self, ctx: Any, pvs: List[str]) -> None:
-        self.of: Dict[str, List[Tuple[Any, Tuple[int, int]]]] = {pv: [] for pv in pvs}
-        self._subs = [ctx.monitor(pv, self._append_to(self.of[pv])) for pv in pvs]
-        wait_for(lambda: all(self.of.values()), what="the first update of each monitored PV")
-
-    @staticmethod
-    def _append_to(updates: List) -> Callable[[Any], None]:
-        def append(v: Any) -> None:
-            updates.append((v["value.index"] if "value.index" in v else v["value"], stamp(v)))
-        return append
-
-    def close(self) -> None:
-        for sub in self._subs:
-            sub.close()
+def recorder(ctx: Any, pvs: List[str]) -> Recorder:
+    """Every update of ``pvs`` from the first (the value before the test) on."""
+    updates = Recorder(ctx, pvs)
+    wait_for(lambda: all(updates.of.values()), what="the first update of each monitored PV")
+    return updates
 
 
 # -- the task context ----------------------------------------------------------------------------
@@ -203,7 +189,7 @@ def test_status_and_duration_are_written_before_the_acknowledge(handshake):
         return statuses[len(busy_inside) - 1]
 
     names = {n: prefix + n for n in ("Trigger", "Busy", "TaskStatus", "TaskDuration")}
-    updates = Updates(ctx, list(names.values()))
+    updates = recorder(ctx, list(names.values()))
     read_after_ack = []
     with task_log("ordered") as lines, running(reg.tasks):
         trig = Trigger(ctx, prefix)
@@ -217,7 +203,8 @@ def test_status_and_duration_are_written_before_the_acknowledge(handshake):
     updates.close()
 
     assert busy_inside == [1] * len(statuses)
-    of = {k: updates.of[pv][1:] for k, pv in names.items()}  # [0] is the value before the first cycle
+    # [0] is the value before the first cycle
+    of = {k: [(u.value, u.stamp) for u in updates.of[pv][1:]] for k, pv in names.items()}
     for i, expected in enumerate(statuses):
         (trig1, t1), (trig0, t0) = of["Trigger"][2 * i: 2 * i + 2]
         (busy1, b1), (busy0, b0) = of["Busy"][2 * i: 2 * i + 2]
@@ -270,14 +257,14 @@ def test_triggers_during_a_cycle_coalesce_into_it(prefix, client):
 
     with running(reg.tasks):
         trig = Trigger(client, prefix)
+        since = time.time()
         client.put(prefix + "Trigger", 1)
-        trig.wait_value(1, 10)
         assert entered.wait(10)
         for _ in range(5):
             client.put(prefix + "Trigger", 1)
         assert read(client, prefix + "Busy") == 1
         release.set()
-        trig.wait_value(0, 10)
+        trig.wait_acknowledge(since, 10)
         assert len(runs) == 1
         assert read(client, prefix + "Trigger") == 0
         assert trig.cycle() == S.SUCCESS
@@ -367,12 +354,12 @@ def test_timer_mode_runs_on_its_grid_and_never_touches_trigger(prefix, client):
 
     client.put(prefix + "Trigger", 1)
     trigger_stamp = stamp(client.get(prefix + "Trigger"))
-    updates = Updates(client, [prefix + "Busy"])
+    updates = recorder(client, [prefix + "Busy"])
     origin = time.monotonic()
     with running(reg.tasks):
         wait_for(lambda: len(calls) >= 6, what="6 timer cycles")
-        wait_for(lambda: sum(v == 1 for v, _ in updates.of[prefix + "Busy"]) >= 5
-                 and updates.of[prefix + "Busy"][-1][0] == 0, what="Busy 1 then 0 for each cycle")
+        wait_for(lambda: sum(u.value == 1 for u in updates.of[prefix + "Busy"]) >= 5
+                 and updates.of[prefix + "Busy"][-1].value == 0, what="Busy 1 then 0 for each cycle")
         assert read(client, prefix + "TaskStatus") == S.LOGIC_FAILURE
         assert read(client, prefix + "TaskDuration") >= 0.01
     updates.close()
@@ -407,13 +394,14 @@ def test_two_tasks_in_one_process_run_independently(make_ioc, monkeypatch):
     try:
         with running(reg.tasks):
             trig_a, trig_b = Trigger(ctx, "TWO:A:"), Trigger(ctx, "TWO:B:")
+            since = time.time()
             ctx.put("TWO:A:Trigger", 1)
             assert entered.wait(10)
             assert trig_b.cycle() == S.SKIPPED  # served while a is still in its cycle
             assert trig_b.cycle() == S.SKIPPED
             assert read(ctx, "TWO:A:Busy") == 1 and runs == {"a": 1, "b": 2}
             release.set()
-            trig_a.wait_value(0, 10)
+            trig_a.wait_acknowledge(since, 10)
             assert read(ctx, "TWO:A:TaskStatus") == S.LOGIC_FAILURE
             assert read(ctx, "TWO:B:TaskStatus") == S.SKIPPED
             assert runs == {"a": 1, "b": 2}

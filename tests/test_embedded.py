@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -69,9 +70,9 @@ def test_examples_run_on_the_embedded_ioc(tmp_path):
             # motor, triggered by the printed command from a separate process
             ctx.put(MOTOR + "Vel:SP", 3.0)
             motor = Trigger(ctx, MOTOR)
+            since = time.time()
             _run_printed(trigger_command, env)
-            motor.wait_value(1, 30)
-            motor.wait_value(0, 30)
+            motor.wait_acknowledge(since, 30)
             assert read(ctx, MOTOR + "TaskStatus") == TaskStatus.SUCCESS
             assert read(ctx, MOTOR + "Pos:RBV") == pytest.approx(1.5)
             motor.close()

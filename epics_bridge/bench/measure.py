@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import ctypes
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from p4p.client.thread import Context
+from .client import Handshake, Monitors, stamp
 
 __all__ = ["BenchError", "Child", "Handshake", "HeartbeatWatch", "Monitors", "OrderCheck", "UPSTREAM",
            "idle_usage", "upstream_python", "upstream_versions"]
@@ -113,110 +111,7 @@ def idle_usage(child: Child, seconds: float) -> Dict[str, Any]:
             "threads": thread_count(child.pid), "seconds": round(t1 - t0, 2)}
 
 
-# -- the client side -----------------------------------------------------------------------------------
-class Monitors:
-    """The benchmark's subscriptions, their callbacks run in order on one thread of its own.
-
-    p4p drops a wakeup that comes before ``Context.monitor()`` has returned ("Lost Subscription
-    update") and then never wakes that subscription again; it happens under load, when the first
-    update is quick. One extra wakeup queued as soon as the subscription exists drains what waits.
-    """
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.push = self.push_wait = self._queue.put  # the work-queue interface p4p calls
-        self._subs: List[Any] = []
-        self._thread = threading.Thread(target=self._run, name="bench-monitors", daemon=True)
-        self._thread.start()
-
-    def subscribe(self, name: str, callback: Callable[[Any], None]) -> None:
-        sub = self.ctx.monitor(name, callback, queue=self)
-        self._subs.append(sub)
-        self._queue.put(sub._handle)
-
-    def _run(self) -> None:
-        while True:
-            work = self._queue.get()
-            if work is None:
-                return
-            work()
-
-    def close(self) -> None:
-        for sub in self._subs:
-            sub.close()
-        self._queue.put(None)
-        self._thread.join(timeout=5.0)
-
-
-def _stamp(value: Any) -> float:
-    return value["timeStamp.secondsPastEpoch"] + value["timeStamp.nanoseconds"] * 1e-9
-
-
-class _Update(NamedTuple):
-    name: str
-    value: int
-    stamp: float  # the IOC's timestamp (POSIX epoch, the same clock as time.time() on this host)
-    arrival: float  # time.perf_counter() when the client got it
-
-
-class Handshake:
-    """Triggers tasks like a client does: put Trigger=1, wait on a monitor for Trigger=0.
-
-    An update counts as the acknowledge only if its IOC timestamp is not older than the put, so a
-    late update from an earlier cycle (or the monitor's initial value) is never mistaken for one.
-    """
-
-    def __init__(self, monitors: Monitors, prefixes: Sequence[str]) -> None:
-        self.ctx = monitors.ctx
-        self.updates: queue.SimpleQueue = queue.SimpleQueue()
-        #: IOC timestamp of each Trigger's latest acknowledge seen by trigger()
-        self.ack_stamps: Dict[str, float] = {}
-        #: seconds the latest trigger() took to write Trigger=1 (all of them acknowledged by the IOC)
-        self.put_seconds: Optional[float] = None
-        for p in prefixes:
-            monitors.subscribe(p + "Trigger", self._recorder(p + "Trigger"))
-
-    def _recorder(self, name: str):
-        def record(value: Any) -> None:
-            if not isinstance(value, Exception):
-                self.updates.put(_Update(name, value["value.index"], _stamp(value), time.perf_counter()))
-
-        return record
-
-    def trigger(self, names: Sequence[str], timeout: float) -> Dict[str, float]:
-        """One batch put of Trigger=1 to ``names``; seconds until each was back to 0 (absent: not in time)."""
-        while not self.updates.empty():
-            self.updates.get_nowait()
-        self.put_seconds = None
-        wall, started = time.time(), time.perf_counter()
-        deadline = started + timeout
-        try:
-            if len(names) == 1:
-                self.ctx.put(names[0], 1, timeout=timeout)
-            else:
-                self.ctx.put(list(names), [1] * len(names), timeout=timeout)
-        except Exception:  # not even written in time: nothing to wait for
-            return {}
-        self.put_seconds = time.perf_counter() - started
-        waiting, acks = set(names), {}
-        while waiting:
-            try:
-                u = self.updates.get(timeout=max(0.0, deadline - time.perf_counter()))
-            except queue.Empty:
-                break
-            if u.name in waiting and u.value == 0 and u.stamp >= wall:
-                acks[u.name] = u.arrival - started
-                self.ack_stamps[u.name] = u.stamp
-                waiting.discard(u.name)
-        return acks
-
-    def cycle(self, prefix: str, timeout: float) -> Optional[float]:
-        """One closed-loop cycle: seconds from the put to the acknowledge, None if not in time."""
-        name = prefix + "Trigger"
-        return self.trigger([name], timeout).get(name)
-
-
+# -- the client side (the handshake itself is in .client) -------------------------------------------
 class OrderCheck:
     """Did the IOC hold *this* cycle's TaskStatus when Trigger went back to 0?
 
@@ -235,7 +130,7 @@ class OrderCheck:
     def _recorder(starts: List[float]):
         def record(value: Any) -> None:
             if not isinstance(value, Exception) and value["value.index"]:
-                starts.append(_stamp(value))
+                starts.append(stamp(value))
 
         return record
 
@@ -245,7 +140,7 @@ class OrderCheck:
         if name not in self.handshake.trigger([name], timeout):
             return None
         ack = self.handshake.ack_stamps[name]
-        written = _stamp(self.ctx.get(prefix + "TaskStatus", timeout=timeout))
+        written = stamp(self.ctx.get(prefix + "TaskStatus", timeout=timeout))
         deadline = time.monotonic() + 1.0  # Busy's update may be dispatched just after Trigger's
         while True:
             started = [s for s in list(self.busy_starts[prefix]) if wall <= s <= ack]
@@ -267,7 +162,7 @@ class HeartbeatWatch:
 
         def on_update(value: Any) -> None:
             if not isinstance(value, Exception):
-                record(_stamp(value))
+                record(stamp(value))
 
         return on_update
 

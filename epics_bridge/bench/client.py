@@ -1,0 +1,176 @@
+"""The client side of the Trigger handshake, as an operator's client does it: put Trigger=1, wait
+on a monitor for this cycle's Trigger=0, then read TaskStatus.
+
+One implementation for the benchmark and the tests. Monitor callbacks only record (PV, value, IOC
+timestamp, arrival time) and hand over through a queue or an append; waiting happens in the
+caller's thread, always under a deadline. An acknowledge counts only if its IOC timestamp is not
+older than the put, so a late update of an earlier cycle, or a monitor's initial value, is never
+taken for one (the IOC runs on this host: its timestamps and ``time.time()`` share a clock).
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
+
+from p4p.client.thread import Context
+
+__all__ = ["Handshake", "Monitors", "Recorder", "Trigger", "Update", "plain", "stamp"]
+
+
+def stamp(value: Any) -> float:
+    """The IOC timestamp of a raw (``nt=False``) value, as POSIX seconds."""
+    return value["timeStamp.secondsPastEpoch"] + value["timeStamp.nanoseconds"] * 1e-9
+
+
+def plain(value: Any) -> Any:
+    """The value of a raw value (an enum's index)."""
+    return value["value.index"] if "value.index" in value else value["value"]
+
+
+class Update(NamedTuple):
+    name: str
+    value: Any
+    stamp: float  # the IOC's timestamp (POSIX epoch, the same clock as time.time() on this host)
+    arrival: float  # time.perf_counter() when the client got it
+
+
+class Monitors:
+    """A client's subscriptions, their callbacks run in order on one thread of its own.
+
+    p4p drops a wakeup that comes before ``Context.monitor()`` has returned ("Lost Subscription
+    update") and then never wakes that subscription again; it happens under load, when the first
+    update is quick. One extra wakeup queued as soon as the subscription exists drains what waits.
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.push = self.push_wait = self._queue.put  # the work-queue interface p4p calls
+        self._subs: List[Any] = []
+        self._thread = threading.Thread(target=self._run, name="client-monitors", daemon=True)
+        self._thread.start()
+
+    def subscribe(self, name: str, callback: Callable[[Any], None]) -> None:
+        sub = self.ctx.monitor(name, callback, queue=self)
+        self._subs.append(sub)
+        self._queue.put(sub._handle)
+
+    def _run(self) -> None:
+        while True:
+            work = self._queue.get()
+            if work is None:
+                return
+            work()
+
+    def close(self) -> None:
+        for sub in self._subs:
+            sub.close()
+        self._queue.put(None)
+        self._thread.join(timeout=5.0)
+
+
+class Handshake:
+    """Triggers tasks like a client does: put Trigger=1, wait on a monitor for Trigger=0."""
+
+    def __init__(self, monitors: Monitors, prefixes: Sequence[str]) -> None:
+        self.ctx = monitors.ctx
+        self.updates: queue.SimpleQueue = queue.SimpleQueue()
+        #: IOC timestamp of each Trigger's latest acknowledge seen by trigger()
+        self.ack_stamps: Dict[str, float] = {}
+        #: seconds the latest trigger() took to write Trigger=1 (all of them acknowledged by the IOC)
+        self.put_seconds: Optional[float] = None
+        for p in prefixes:
+            monitors.subscribe(p + "Trigger", self._recorder(p + "Trigger"))
+
+    def _recorder(self, name: str):
+        def record(value: Any) -> None:
+            if not isinstance(value, Exception):
+                self.updates.put(Update(name, plain(value), stamp(value), time.perf_counter()))
+
+        return record
+
+    def trigger(self, names: Sequence[str], timeout: float) -> Dict[str, float]:
+        """One batch put of Trigger=1 to ``names``; seconds until each was back to 0 (absent: not in time)."""
+        while not self.updates.empty():
+            self.updates.get_nowait()
+        self.put_seconds = None
+        wall, started = time.time(), time.perf_counter()
+        try:
+            if len(names) == 1:
+                self.ctx.put(names[0], 1, timeout=timeout)
+            else:
+                self.ctx.put(list(names), [1] * len(names), timeout=timeout)
+        except Exception:  # not even written in time: nothing to wait for
+            return {}
+        self.put_seconds = time.perf_counter() - started
+        return self.acknowledges(names, wall, started, timeout)
+
+    def acknowledges(self, names: Sequence[str], since: float, started: Optional[float] = None,
+                     timeout: float = 10.0) -> Dict[str, float]:
+        """Wait for Trigger=0 stamped at or after ``since`` (``time.time()``) on each of ``names``;
+        seconds from ``started`` (``time.perf_counter()``, default now) to each (absent: not in time)."""
+        started = time.perf_counter() if started is None else started
+        deadline = started + timeout
+        waiting, acks = set(names), {}
+        while waiting:
+            try:
+                u = self.updates.get(timeout=max(0.0, deadline - time.perf_counter()))
+            except queue.Empty:
+                break
+            if u.name in waiting and u.value == 0 and u.stamp >= since:
+                acks[u.name] = u.arrival - started
+                self.ack_stamps[u.name] = u.stamp
+                waiting.discard(u.name)
+        return acks
+
+    def cycle(self, prefix: str, timeout: float) -> Optional[float]:
+        """One closed-loop cycle: seconds from the put to the acknowledge, None if not in time."""
+        name = prefix + "Trigger"
+        return self.trigger([name], timeout).get(name)
+
+
+class Trigger:
+    """One task's closed-loop client, for tests and scripts: :meth:`cycle` triggers one cycle and
+    returns the TaskStatus the IOC held when it was acknowledged."""
+
+    def __init__(self, ctx: Context, prefix: str) -> None:
+        self.ctx, self.prefix, self.pv = ctx, prefix, prefix + "Trigger"
+        self._monitors = Monitors(ctx)
+        self.handshake = Handshake(self._monitors, [prefix])
+
+    def cycle(self, timeout: float = 10.0) -> int:
+        if self.handshake.cycle(self.prefix, timeout) is None:
+            raise TimeoutError(f"{self.pv}: no acknowledge (Trigger=0) within {timeout:g} s")
+        return plain(self.ctx.get(self.prefix + "TaskStatus", timeout=timeout))
+
+    def wait_acknowledge(self, since: float, timeout: float = 10.0) -> None:
+        """Wait for the acknowledge of a cycle that someone else triggered after ``since`` (time.time())."""
+        if not self.handshake.acknowledges([self.pv], since, timeout=timeout):
+            raise TimeoutError(f"{self.pv}: no acknowledge (Trigger=0) within {timeout:g} s")
+
+    def close(self) -> None:
+        self._monitors.close()
+
+
+class Recorder:
+    """Every update of some PVs, per PV in arrival order, with IOC timestamps: what a client saw."""
+
+    def __init__(self, ctx: Context, names: Sequence[str]) -> None:
+        self.of: Dict[str, List[Update]] = {name: [] for name in names}
+        self._monitors = Monitors(ctx)
+        for name in names:
+            self._monitors.subscribe(name, self._recorder(name))
+
+    def _recorder(self, name: str) -> Callable[[Any], None]:
+        record = self.of[name].append
+
+        def on_update(value: Any) -> None:
+            if not isinstance(value, Exception):
+                record(Update(name, plain(value), stamp(value), time.perf_counter()))
+
+        return on_update
+
+    def close(self) -> None:
+        self._monitors.close()
