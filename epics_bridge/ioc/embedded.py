@@ -1,7 +1,9 @@
 """``--ioc``: serve the tasks' PVs from a soft IOC started by the launcher, for a first run or a demo.
 
 It loads ``db/bridge.db`` (and the log PVs of ``db/bridge-logs.db``) once per task prefix plus each
-task's own ``db=`` files, listens on loopback unless EPICS_PVAS_* says otherwise, and dies with the
+task's own ``db=`` files, serves them over PV Access and Channel Access (so ``caget`` and Phoebus's
+default protocol see the first run too), listens on loopback unless EPICS_PVAS_* says otherwise (the
+CA ports: EPICS_CAS_SERVER_PORT, EPICS_CAS_BEACON_PORT), and dies with the
 launcher (its stdin is a pipe from us: when we vanish it reads end-of-file and exits), so a crashed
 or killed launcher leaves no IOC behind.
 """
@@ -15,30 +17,35 @@ from typing import Dict, List, Optional, Sequence
 
 from ..observe.hooks import Hooks
 from ..registry import ConfigError, Task
-from .softioc import Database, IOCError, SoftIOC, db_dir, free_port
+from .softioc import Database, IOCError, SoftIOC, db_dir, free_ca_port, free_port
 
 __all__ = ["Announce", "databases", "embedded_ioc", "start"]
 
 #: The PVA defaults: used when free, so that a client with no settings at all finds the IOC.
 DEFAULT_SERVER_PORT = 5075
 DEFAULT_BROADCAST_PORT = 5076
+#: The CA defaults (server, repeater/beacons), on the same terms.
+DEFAULT_CA_SERVER_PORT = 5064
+DEFAULT_CA_REPEATER_PORT = 5065
 _WILDCARD = "0.0.0.0"
 #: Loaded per task prefix; bridge-logs.db (the log PVs) is optional, so only when installed.
 STANDARD_DBS = ("bridge.db", "bridge-logs.db")
 
 
-def _port(variable: str, default: int, kind: int, interface: str) -> int:
+def _port(variable: str, default: int, kinds: Sequence[int], interface: str) -> int:
+    """``variable`` if set, else ``default`` when it is free for every socket kind, else a free port."""
     value = os.environ.get(variable)
     if value:
         if not value.isdigit() or not 0 < int(value) < 65536:
             raise ConfigError(f"--ioc: {variable}={value!r} is not a port number")
         return int(value)
     try:
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.bind((interface, default))
+        for kind in kinds:
+            with socket.socket(socket.AF_INET, kind) as s:
+                s.bind((interface, default))
         return default
     except OSError:
-        return free_port(kind, interface)
+        return free_ca_port(interface) if len(kinds) > 1 else free_port(kinds[0], interface)
 
 
 def databases(tasks: Sequence[Task]) -> List[Database]:
@@ -54,22 +61,27 @@ def databases(tasks: Sequence[Task]) -> List[Database]:
 
 
 def client_env(ioc: SoftIOC) -> Dict[str, str]:
-    """The EPICS_PVA_* a client on this host needs; a wildcard listener is reached on loopback."""
+    """The EPICS_PVA_* and EPICS_CA_* a client on this host needs; a wildcard listener is reached on
+    loopback."""
     env = dict(ioc.client_env)
     if ioc.interface == _WILDCARD:
-        env["EPICS_PVA_ADDR_LIST"] = "127.0.0.1"
+        env.update({name: "127.0.0.1" for name in ("EPICS_PVA_ADDR_LIST", "EPICS_CA_ADDR_LIST") if name in env})
     return env
 
 
 def embedded_ioc(tasks: Sequence[Task], output: Optional[Path]) -> SoftIOC:
-    """The IOC for ``tasks``, its address chosen (ConfigError for a bad EPICS_PVAS_* port); not started."""
+    """The IOC for ``tasks``, its addresses chosen (ConfigError for a bad EPICS_PVAS_* or EPICS_CAS_*
+    port); not started."""
     interface = (os.environ.get("EPICS_PVAS_INTF_ADDR_LIST") or "127.0.0.1").split()[0]
+    tcp, udp = socket.SOCK_STREAM, socket.SOCK_DGRAM
     return SoftIOC(
         databases(tasks),
         interface=interface,
-        server_port=_port("EPICS_PVAS_SERVER_PORT", DEFAULT_SERVER_PORT, socket.SOCK_STREAM, interface),
-        broadcast_port=_port("EPICS_PVAS_BROADCAST_PORT", DEFAULT_BROADCAST_PORT, socket.SOCK_DGRAM,
-                             interface),
+        server_port=_port("EPICS_PVAS_SERVER_PORT", DEFAULT_SERVER_PORT, (tcp,), interface),
+        broadcast_port=_port("EPICS_PVAS_BROADCAST_PORT", DEFAULT_BROADCAST_PORT, (udp,), interface),
+        channel_access=True,
+        ca_server_port=_port("EPICS_CAS_SERVER_PORT", DEFAULT_CA_SERVER_PORT, (tcp, udp), interface),
+        ca_repeater_port=_port("EPICS_CAS_BEACON_PORT", DEFAULT_CA_REPEATER_PORT, (udp,), interface),
         output=output,
     )
 
@@ -91,11 +103,12 @@ def how_to_reach(ioc: SoftIOC, tasks: Sequence[Task]) -> str:
     """A ready-to-paste client setup, and commands that trigger one task and read its result."""
     lines = [
         f"embedded soft IOC (pid {ioc.pid}) serves {len(tasks)} task(s) on {ioc.interface}:{ioc.server_port} "
-        "(PV Access); it stops with this process. From another shell:",
+        f"(PV Access) and {ioc.interface}:{ioc.ca_server_port} (Channel Access); it stops with this process. "
+        "From another shell:",
         "  export " + " ".join(f"{k}={v}" for k, v in client_env(ioc).items()),
     ]
     if ioc.interface == _WILDCARD:
-        lines.append("  (from another host: EPICS_PVA_ADDR_LIST=<this host's address>)")
+        lines.append("  (from another host: EPICS_PVA_ADDR_LIST and EPICS_CA_ADDR_LIST=<this host's address>)")
     triggered = [t for t in tasks if t.mode == "trigger"]
     target = next((t for t in triggered if t.name == "motor"), triggered[0] if triggered else None)
     if target is not None:

@@ -3,8 +3,9 @@
 
 The test suite, the embedded ``--ioc`` mode and the benchmark all use it, so they talk to the same
 record processing, alarms and QSRV group puts that a facility IOC has. The child listens only on
-the given interface and ports, serves PV Access only (no Channel Access server), and exits when its
-parent goes away (its stdin closes), so a crashed test run leaves no IOC behind.
+the given interface and ports, serves PV Access only unless asked for Channel Access too (the
+``--ioc`` first run, for ``caget`` and Phoebus's default protocol), and exits when its parent goes
+away (its stdin closes), so a crashed test run leaves no IOC behind.
 
 Run one by hand::
 
@@ -27,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-__all__ = ["Database", "SoftIOC", "IOCError", "db_dir", "free_port"]
+__all__ = ["Database", "SoftIOC", "IOCError", "db_dir", "free_ca_port", "free_port"]
 
 Macros = Union[str, Mapping[str, object]]
 
@@ -66,6 +67,20 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def free_ca_port(host: str = "127.0.0.1", attempts: int = 20) -> int:
+    """A port free for both TCP and UDP on ``host``: a CA server takes the same number for its
+    circuits (TCP) and for name searches (UDP)."""
+    for _ in range(attempts):
+        port = free_port(socket.SOCK_STREAM, host)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise IOCError(f"no port free for both TCP and UDP on {host} after {attempts} tries")
+
+
 class SoftIOC:
     """Start with ``with SoftIOC([Database(path, "P=X:")]) as ioc:`` and give clients ``ioc.client_env``.
 
@@ -81,11 +96,21 @@ class SoftIOC:
         server_port: Optional[int] = None,
         broadcast_port: Optional[int] = None,
         output: Optional[Union[str, Path]] = None,
+        channel_access: bool = False,
+        ca_server_port: Optional[int] = None,
+        ca_repeater_port: Optional[int] = None,
     ) -> None:
         self.databases = [d if isinstance(d, Database) else Database(Path(d[0]), d[1]) for d in databases]
         self.interface = interface
         self.server_port = server_port or free_port(socket.SOCK_STREAM, interface)
         self.broadcast_port = broadcast_port or free_port(socket.SOCK_DGRAM, interface)
+        #: The Channel Access server (RSRV) beside QSRV; its ports only matter when it is on.
+        self.channel_access = channel_access
+        self.ca_server_port: Optional[int] = None
+        self.ca_repeater_port: Optional[int] = None
+        if channel_access:
+            self.ca_server_port = ca_server_port or free_ca_port(interface)
+            self.ca_repeater_port = ca_repeater_port or free_port(socket.SOCK_DGRAM, interface)
         self.output = Path(output) if output else None
         self.process: Optional[subprocess.Popen] = None
         self._output_file: Optional[IO[bytes]] = None
@@ -93,24 +118,42 @@ class SoftIOC:
     # -- addresses --------------------------------------------------------------------------
     @property
     def server_env(self) -> Dict[str, str]:
-        """The EPICS_PVAS_* settings the IOC runs with."""
-        return {
+        """The EPICS_PVAS_* (and, with Channel Access, EPICS_CAS_*) settings the IOC runs with."""
+        env = {
             "EPICS_PVAS_INTF_ADDR_LIST": self.interface,
             "EPICS_PVAS_SERVER_PORT": str(self.server_port),
             "EPICS_PVAS_BROADCAST_PORT": str(self.broadcast_port),
             "EPICS_PVAS_AUTO_BEACON_ADDR_LIST": "NO",
             "EPICS_PVAS_BEACON_ADDR_LIST": self.interface,
+            "EPICS_IOC_IGNORE_SERVERS": "" if self.channel_access else "rsrv",
         }
+        if self.channel_access:
+            env.update({
+                "EPICS_CAS_INTF_ADDR_LIST": self.interface,
+                "EPICS_CAS_SERVER_PORT": str(self.ca_server_port),
+                "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+                "EPICS_CAS_BEACON_ADDR_LIST": self.interface,
+                "EPICS_CAS_BEACON_PORT": str(self.ca_repeater_port),
+            })
+        return env
 
     @property
     def client_env(self) -> Dict[str, str]:
-        """The EPICS_PVA_* settings a client needs to find this IOC (and nothing else)."""
-        return {
+        """The EPICS_PVA_* (and EPICS_CA_*) settings a client needs to find this IOC and nothing else."""
+        env = {
             "EPICS_PVA_ADDR_LIST": self.interface,
             "EPICS_PVA_AUTO_ADDR_LIST": "NO",
             "EPICS_PVA_SERVER_PORT": str(self.server_port),
             "EPICS_PVA_BROADCAST_PORT": str(self.broadcast_port),
         }
+        if self.channel_access:
+            env.update({
+                "EPICS_CA_ADDR_LIST": self.interface,
+                "EPICS_CA_AUTO_ADDR_LIST": "NO",
+                "EPICS_CA_SERVER_PORT": str(self.ca_server_port),
+                "EPICS_CA_REPEATER_PORT": str(self.ca_repeater_port),
+            })
+        return env
 
     @property
     def pid(self) -> int:
@@ -223,7 +266,8 @@ class _LoadDb(argparse.Action):
 def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m epics_bridge.ioc.softioc",
-        description="Run a soft IOC (EPICS base + pvxs QSRV) serving PV Access only.",
+        description="Run a soft IOC (EPICS base + pvxs QSRV) serving PV Access only "
+                    "(Channel Access too when EPICS_IOC_IGNORE_SERVERS is set empty).",
     )
     parser.add_argument("-m", "--macros", default="", help="macros for the following -d, e.g. P=IOC:A:,N=2")
     parser.add_argument("-d", "--database", dest="databases", action=_LoadDb, default=[], metavar="DB",
@@ -246,7 +290,7 @@ def _wait_for_eof(stop: threading.Event) -> None:
 def main(argv: Optional[List[str]] = None) -> None:
     args = _parse(argv)
     os.environ.setdefault("PVXS_QSRV_ENABLE", "YES")
-    os.environ.setdefault("EPICS_IOC_IGNORE_SERVERS", "rsrv")  # PV Access only
+    os.environ.setdefault("EPICS_IOC_IGNORE_SERVERS", "rsrv")  # PV Access only unless the parent says
     os.environ.setdefault("EPICS_PVAS_INTF_ADDR_LIST", "127.0.0.1")
 
     warnings.filterwarnings("ignore", message="Module epics_bridge was already imported")
