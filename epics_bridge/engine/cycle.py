@@ -84,16 +84,19 @@ class Loop:
 
     # -- the loop thread -------------------------------------------------------------------------
     def _run(self) -> None:
-        try:
-            self.source.open()
-            if self._recover():
-                while self._wait():
-                    self._cycle()
-        except Exception:
-            self.log.opt(exception=True).critical("task loop crashed; the watchdog will end the process")
-            raise
-        finally:
-            self.source.close()
+        # Every line logged on this thread is the task's, also those of code that logs with the
+        # plain loguru logger (a helper module, a failed pvget) rather than through t.log.
+        with logger.contextualize(task=self.task.name):
+            try:
+                self.source.open()
+                if self._recover():
+                    while self._wait():
+                        self._cycle()
+            except Exception:
+                self.log.opt(exception=True).critical("task loop crashed; the watchdog will end the process")
+                raise
+            finally:
+                self.source.close()
 
     def _cycle(self) -> None:
         self.in_cycle = True

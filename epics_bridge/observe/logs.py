@@ -2,10 +2,10 @@
 process-wide file for start-up, shutdown and the watchdog's exit.
 
 Task code logs through ``t.log`` (bound to its task); framework lines about a task are bound the
-same way, so a task's file tells its whole story. Lines bound to no task go to the process file,
-except those logged on a task's own loop thread: a seed-style daemon or a helper module that logs
-with the plain ``loguru.logger`` (or a failed ``pvget``) is still telling that task's story, so such
-lines are credited to the task whose thread logged them.
+same way, so a task's file tells its whole story. A task's loop thread runs inside
+``logger.contextualize(task=...)``, so a class-API daemon or a helper module that logs with the
+plain ``loguru.logger`` (or a failed ``pvget``) there is credited to that task too. Lines about no
+task go to the process file.
 """
 from __future__ import annotations
 
@@ -27,8 +27,6 @@ NO_TASK = "-"
 PROCESS_LOG = "epics-bridge.log"
 #: The levels a user may choose (CLI, keyword arguments and the LogLevel PV).
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-#: ``cycle.Loop`` names its thread so; lines logged there without a task are that task's.
-_LOOP_THREAD = "task:"
 
 
 @dataclass
@@ -66,15 +64,6 @@ class _ToLoguru(logging.Handler):
                                                                record.getMessage())
 
 
-def _credit_loop_thread(record: Dict[str, Any]) -> None:
-    """Patcher: a line bound to no task, logged on a task's loop thread, belongs to that task."""
-    extra = record["extra"]
-    if extra.get("task", NO_TASK) == NO_TASK:
-        thread = record["thread"].name
-        if thread.startswith(_LOOP_THREAD):
-            extra["task"] = thread[len(_LOOP_THREAD):]
-
-
 def _only(task_name: str):
     return lambda record: record["extra"]["task"] == task_name
 
@@ -97,7 +86,7 @@ def configure(tasks: Iterable[Task], config: LogConfig) -> None:
         _check_names(tasks)
         _check_file_options(directory, file_options)
     logger.remove()
-    logger.configure(extra={"task": NO_TASK}, patcher=_credit_loop_thread)
+    logger.configure(extra={"task": NO_TASK})
     if config.console:
         logger.add(sys.stderr, **options)
     if directory is not None:

@@ -262,3 +262,17 @@ def test_stalled_names_a_cycle_running_past_stall_timeout():
     assert loop.stalled(time.monotonic()).startswith("a cycle has been running for 3.")
     loop.busy_since = None  # waiting for a trigger is never a stall
     assert loop.stalled(time.monotonic()) is None
+
+
+# -- logging --------------------------------------------------------------------------------------------
+def test_plain_loguru_lines_on_the_loop_thread_are_credited_to_the_task(caplog_loguru):
+    from loguru import logger
+
+    io = _io()
+    with looping(_task(lambda t: logger.info("plain line from a helper")), io) as (_, finished):
+        io.set(TRIGGER, 1)
+        assert finished.next() == TaskStatus.SUCCESS
+    logger.info("plain line from the test")
+    lines = caplog_loguru.lines
+    assert "INFO | {'task': 'unit'} | plain line from a helper" in lines
+    assert "INFO | {} | plain line from the test" in lines
