@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from typing import Any, Optional
 
 from .base_pv_interface import BasePVInterface
+from .defaults import DEFAULTS
 from .engine.runner import Runner, prepare
 from .io import BridgeIO
 from .registry import ConfigError, Registry, Task
@@ -29,15 +30,15 @@ class BridgeDaemon(ABC):
         self.interface = interface
         self.io = BridgeIO()
         self.name = name or type(self).__name__
-        self.max_stall_limit = 10.0
-        self.max_stuck_cycles = 15
-        self.heartbeat_period = 1.0
-        self.timeout = 5.0
+        self.max_stall_limit = DEFAULTS.stall_timeout
+        self.max_stuck_cycles = DEFAULTS.max_stuck_cycles
+        self.heartbeat_period = DEFAULTS.heartbeat_period
+        self.timeout = DEFAULTS.timeout
         self._runner: Optional[Runner] = None
 
     def get_poll_rate(self) -> float:
         """Seconds between two calls of an overridden :meth:`trigger`."""
-        return 1.0
+        return DEFAULTS.poll_period
 
     def trigger(self) -> Any:
         """Truthy when a cycle should run (only called if a subclass overrides it)."""

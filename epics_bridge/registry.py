@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 from .base_pv_interface import STANDARD_FIELDS, BasePVInterface
+from .defaults import DEFAULTS
 
 __all__ = ["ConfigError", "Registry", "Task", "bridge"]
 
@@ -39,15 +40,15 @@ class Task:
     prefix: str
     pvs: BasePVInterface
     period: Optional[float] = None
-    heartbeat_period: float = 1.0
-    stall_timeout: float = 10.0
-    max_stuck_cycles: int = 15
-    timeout: float = 5.0
+    heartbeat_period: float = DEFAULTS.heartbeat_period
+    stall_timeout: float = DEFAULTS.stall_timeout
+    max_stuck_cycles: int = DEFAULTS.max_stuck_cycles
+    timeout: float = DEFAULTS.timeout
     #: Databases for ``--ioc``, resolved to absolute paths with their macros.
     db: Tuple[Tuple[Path, Dict[str, str]], ...] = ()
     #: Called every ``poll_period`` s instead of watching Trigger (the seed's overridden trigger()).
     poll: Optional[Callable[[], object]] = None
-    poll_period: float = 1.0
+    poll_period: float = DEFAULTS.poll_period
     source: str = field(default="", compare=False)
 
     @property
@@ -173,10 +174,10 @@ class Registry:
         prefixes: Optional[Mapping[str, str]] = None,
         name: Optional[str] = None,
         period: Optional[float] = None,
-        heartbeat_period: float = 1.0,
-        stall_timeout: float = 10.0,
-        max_stuck_cycles: int = 15,
-        timeout: float = 5.0,
+        heartbeat_period: float = DEFAULTS.heartbeat_period,
+        stall_timeout: float = DEFAULTS.stall_timeout,
+        max_stuck_cycles: int = DEFAULTS.max_stuck_cycles,
+        timeout: float = DEFAULTS.timeout,
         db: Union[DbSpec, Sequence[DbSpec], None] = None,
         **unknown: object,
     ) -> Callable:
@@ -204,9 +205,10 @@ class Registry:
 
     @staticmethod
     def _build(func: Callable, *, prefix: str, pvs: PVs = None, prefixes: Optional[Mapping[str, str]] = None,
-               name: Optional[str] = None, period: Optional[float] = None, heartbeat_period: float = 1.0,
-               stall_timeout: float = 10.0, max_stuck_cycles: int = 15, timeout: float = 5.0, db: Any = None,
-               poll: Optional[Callable] = None, poll_period: float = 1.0) -> Task:
+               name: Optional[str] = None, period: Optional[float] = None,
+               heartbeat_period: float = DEFAULTS.heartbeat_period, stall_timeout: float = DEFAULTS.stall_timeout,
+               max_stuck_cycles: int = DEFAULTS.max_stuck_cycles, timeout: float = DEFAULTS.timeout, db: Any = None,
+               poll: Optional[Callable] = None, poll_period: float = DEFAULTS.poll_period) -> Task:
         _check_func(func)
         name = name if name is not None else func.__name__
         if not isinstance(name, str) or not _NAME.fullmatch(name):
@@ -251,11 +253,17 @@ class Registry:
     def run(self, **options: Any) -> int:
         """Run every registered task in this process until SIGTERM/SIGINT; returns the exit status.
 
-        ``options`` are those of :func:`epics_bridge.runner.run` (log_dir, metrics_port, ...).
+        ``options`` are those of :func:`epics_bridge.engine.runner.run` (log_dir, metrics_port, ...).
+        A configuration it refuses ends the process as the launcher does: the problems on stderr,
+        exit status 2, nothing started.
         """
         from .engine.runner import run
+        from .service.launcher import fail
 
-        return run(self.tasks, **options)
+        try:
+            return run(self.tasks, **options)
+        except ConfigError as exc:
+            fail(str(exc))
 
 
 #: The default registry: ``from epics_bridge import bridge``.
