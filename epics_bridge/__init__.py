@@ -10,12 +10,33 @@
 
 Run with ``python -m epics_bridge tasks/`` (see ``--help``).
 """
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from .base_pv_interface import BasePVInterface
-from .context import TaskContext
-from .daemon import BridgeDaemon
-from .io import BridgeIO, PVDisconnectedError, PVError, PVRejectedError, PVTimeoutError
 from .registry import ConfigError, Registry, Task, bridge
 from .status import TaskStatus
+
+if TYPE_CHECKING:
+    from .context import TaskContext
+    from .daemon import BridgeDaemon
+    from .io import BridgeIO, PVDisconnectedError, PVError, PVRejectedError, PVTimeoutError
+
+#: Names whose modules import p4p, loaded on first use: a task file (and pytest, which loads the
+#: bridge_ioc plugin in every project of the environment) imports only what it touches.
+_LAZY = {
+    "TaskContext": ".context", "BridgeDaemon": ".daemon", "BridgeIO": ".io", "PVError": ".io",
+    "PVTimeoutError": ".io", "PVDisconnectedError": ".io", "PVRejectedError": ".io",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'epics_bridge' has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
 
 #: The one definition of the version: pyproject.toml reads it (setuptools' dynamic version).
 __version__ = "6.0.0.dev0"

@@ -138,7 +138,11 @@ def _interface_class(pvs: Mapping[str, object]) -> Type[BasePVInterface]:
     return make_dataclass("PVs", fields_, bases=(BasePVInterface,))
 
 
-def _databases(db: Union[DbSpec, Sequence[DbSpec], None], func: Callable) -> Tuple[Tuple[Path, Dict[str, str]], ...]:
+def _databases(db: Union[DbSpec, Sequence[DbSpec], None], func: Callable, prefix: str,
+               prefixes: Optional[Mapping[str, str]]) -> Tuple[Tuple[Path, Dict[str, str]], ...]:
+    """Each file with its macros; ``P`` (the task's prefix) and every ``prefixes`` key are defaults, so
+    a db written for the task loads without spelling them out."""
+    defaults = {"P": prefix, **{str(k): str(v) for k, v in (prefixes or {}).items()}}
     if db is None:
         return ()
     specs = [db] if isinstance(db, (str, Path, tuple)) else list(db)
@@ -149,7 +153,7 @@ def _databases(db: Union[DbSpec, Sequence[DbSpec], None], func: Callable) -> Tup
         path = Path(path) if Path(path).is_absolute() else base / path
         if not path.is_file():
             raise ConfigError(f"field 'db': database file {str(path)!r} does not exist")
-        out.append((path, {str(k): str(v) for k, v in dict(macros).items()}))
+        out.append((path, {**defaults, **{str(k): str(v) for k, v in dict(macros).items()}}))
     return tuple(out)
 
 
@@ -223,7 +227,7 @@ class Registry:
         return Task(
             func=func, name=name, prefix=prefix, pvs=_interface(prefix, pvs, prefixes), period=period,
             heartbeat_period=float(heartbeat_period), stall_timeout=float(stall_timeout),
-            max_stuck_cycles=max_stuck_cycles, timeout=float(timeout), db=_databases(db, func),
+            max_stuck_cycles=max_stuck_cycles, timeout=float(timeout), db=_databases(db, func, prefix, prefixes),
             poll=poll, poll_period=float(poll_period), source=_where(func),
         )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import select
 import signal
 import socket
@@ -31,6 +32,11 @@ from typing import IO, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 __all__ = ["Database", "SoftIOC", "IOCError", "db_dir", "free_ca_port", "free_port"]
 
 Macros = Union[str, Mapping[str, object]]
+
+
+#: Lines of the IOC's own output quoted when it dies during start-up.
+OUTPUT_TAIL = 12
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class IOCError(RuntimeError):
@@ -114,6 +120,7 @@ class SoftIOC:
         self.output = Path(output) if output else None
         self.process: Optional[subprocess.Popen] = None
         self._output_file: Optional[IO[bytes]] = None
+        self._output_start = 0
 
     # -- addresses --------------------------------------------------------------------------
     @property
@@ -174,6 +181,7 @@ class SoftIOC:
         if self.output is not None:
             self.output.parent.mkdir(parents=True, exist_ok=True)
             self._output_file = open(self.output, "ab")
+            self._output_start = self._output_file.tell()  # this run's output starts here
         try:
             self.process = subprocess.Popen(
                 cmd, env=env, stdin=subprocess.PIPE, stdout=self._output_file,
@@ -202,8 +210,18 @@ class SoftIOC:
                 chunk = os.read(fd, 64)
                 if not chunk:  # the child closed the pipe without saying READY: it died
                     code = self.process.wait(timeout=5) if self.process else None
-                    raise IOCError(f"soft IOC exited during start-up (status {code}); see its output")
+                    raise IOCError(f"soft IOC exited during start-up (status {code}); {self._last_words()}")
                 data += chunk
+
+    def _last_words(self) -> str:
+        """What the IOC said before it died (dbLoadRecords names the file, line and undefined macro),
+        without its colour codes and the Python traceback that follows."""
+        if self._output_file is None:
+            return "see its output above"
+        self._output_file.flush()
+        text = _ANSI.sub("", Path(self._output_file.name).read_bytes()[self._output_start:].decode(errors="replace"))
+        lines = [line for line in text.split("Traceback (most recent call last)")[0].splitlines() if line.strip()]
+        return "its last output lines:\n  " + "\n  ".join(lines[-OUTPUT_TAIL:])
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the IOC to exit (close its stdin, then SIGTERM), SIGKILL if it does not."""
