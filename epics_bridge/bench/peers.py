@@ -68,14 +68,14 @@ def upstream(prefix: str, flat_out: bool, log_dir: str) -> None:
     from importlib.metadata import version
 
     import epics_bridge
-    from epics_bridge import BasePVInterface, BridgeDaemon, LoggingManager, TaskStatus
+    from epics_bridge import BasePVInterface, BridgeDaemon, LoggingManager, TaskStatus  # 5.0.0's, in its venv
 
     where = os.path.realpath(epics_bridge.__file__)
     if version("epics-bridge") != "5.0.0" or not where.startswith(os.path.realpath(sys.prefix)):
         raise SystemExit(f"expected epics-bridge 5.0.0 from {sys.prefix}, got {where}")
 
     class NoOp(BridgeDaemon):
-        def run_task(self) -> TaskStatus:
+        def run_task(self) -> TaskStatus:  # type: ignore[override]  # 5.0.0's signature
             return TaskStatus.SUCCESS
 
     class FlatOut(NoOp):

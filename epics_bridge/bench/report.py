@@ -15,7 +15,7 @@ __all__ = ["LIMITS", "RESPONDERS", "ack_summary", "evaluate", "heartbeat_summary
            "render"]
 
 #: The targets of issue 7.
-LIMITS = {
+LIMITS: Dict[str, float] = {
     "vs_floor": 1.25,  # our median cycle <= this x the hand-written floor
     "vs_upstream": 0.75,  # ... and <= this x epics-bridge 5.0.0 polling flat out
     "idle_cpu_percent": 1.0,  # idle CPU of one task, % of a core
@@ -121,7 +121,7 @@ def _scale_step(results: Mapping[str, Any], tasks: int) -> Optional[Mapping[str,
 
 
 def _heartbeat_target(tasks: int, hb: Any) -> Dict[str, Any]:
-    target = {"target": f"heartbeats of {tasks} tasks within period", "measured": "not measured",
+    target: Dict[str, Any] = {"target": f"heartbeats of {tasks} tasks within period", "measured": "not measured",
               "limit": "none skipped or a period late", "value": None, "pass": None}
     if isinstance(hb, Mapping):
         target.update({
@@ -148,7 +148,7 @@ def evaluate(results: Mapping[str, Any]) -> List[Dict[str, Any]]:
     idle = _get(resp, "ours", "idle", "cpu_percent")
     if idle is None:  # --only scale: one task in one process is the same thing
         idle = _get(_scale_step(results, 1), "cpu_percent")
-    n = LIMITS["scale_tasks"]
+    n = int(LIMITS["scale_tasks"])
     step = _scale_step(results, n)
     return [
         _target("median cycle vs floor", _ratio(ours, _get(resp, "floor", "latency", "median_ms")),

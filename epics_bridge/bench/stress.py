@@ -249,6 +249,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Dict[str, Any]:
     _log(f"starting a soft IOC and a daemon with {args.tasks} counting task(s) in {workdir}")
     with Rig(args.tasks, workdir) as rig:
         _log(f"driving {args.triggers} triggers over {lanes} lane(s), at most {args.max_seconds:g} s")
+        assert rig.monitors is not None  # set by entering the rig
         load = drive(rig.monitors, rig.prefixes, triggers=args.triggers, max_seconds=args.max_seconds,
                      lanes=lanes, seed=args.seed, progress=10.0)
         report = tally(load, rig.counts())

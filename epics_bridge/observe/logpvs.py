@@ -18,7 +18,7 @@ import collections
 import contextlib
 import threading
 import time
-from typing import Any, Counter, Deque, Dict, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Counter, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from loguru import logger
 from p4p.client.thread import Context
@@ -28,6 +28,9 @@ from ..registry import Task
 from ..utils import to_python
 from .hooks import Hooks
 from .logs import LEVELS
+
+if TYPE_CHECKING:
+    from loguru import Record
 
 __all__ = ["LogPVs", "fit"]
 
@@ -100,7 +103,7 @@ class _TaskLogs:
         self.retry_at = 0.0
         self.failing = False
         self.reconnecting = False
-        self.subscription: Any = None
+        self.subscription: Optional[Monitor] = None
         self.log = logger.bind(task=task.name)
 
     @property
@@ -160,8 +163,8 @@ class LogPVs(Hooks):
                 logger.remove(handler)
 
     # -- the loguru side (any thread, must not block) -----------------------------------------------
-    def _wanted(self, record: Dict[str, Any]) -> bool:
-        return record["level"].no >= self._levels.get(record["extra"].get("task"), _NEVER)
+    def _wanted(self, record: Record) -> bool:
+        return record["level"].no >= self._levels.get(record["extra"].get("task", ""), _NEVER)
 
     def _sink(self, message: Any) -> None:
         record = message.record
@@ -184,6 +187,12 @@ class LogPVs(Hooks):
             logger.remove(old)
 
     # -- the publisher thread -----------------------------------------------------------------------
+    @property
+    def io(self) -> BridgeIO:
+        """The publisher thread's own IO, made when that thread starts."""
+        assert self._io is not None, "used on the publisher thread only"
+        return self._io
+
     def _run(self) -> None:
         self._io = BridgeIO(Context("pva", nt=False), timeout=PUT_TIMEOUT)
         try:
@@ -218,7 +227,7 @@ class LogPVs(Hooks):
         if not due:
             return
         names = [pv for logs in due for pv in (logs.task.pvs.busy, *logs.required, *logs.optional)]
-        missing = self._io.unreachable(names, timeout=PROBE_TIMEOUT)
+        missing = self.io.unreachable(names, timeout=PROBE_TIMEOUT)
         found = [logs for logs in due if logs.task.pvs.busy not in missing]
         for logs in due:
             logs.retry_at = now + RETRY  # the IOC does not answer yet: ask again later
@@ -229,7 +238,7 @@ class LogPVs(Hooks):
         served = [logs for logs in found if logs.served is None]
         optional = [pv for logs in served for pv in logs.optional if pv not in missing]
         try:
-            values = self._io.get(optional) if optional else {}
+            values = self.io.get(optional) if optional else {}
         except PVError:
             return  # the IOC went away between the two reads: ask again later
         for logs in served:
@@ -237,7 +246,7 @@ class LogPVs(Hooks):
             logs.served = True
             logs.retry_at = 0.0
             # p4p's network thread only wakes this thread, which pops the LogLevel updates itself.
-            logs.subscription = Monitor(self._io.ctx, logs.level_pv, self._wake.set)
+            logs.subscription = self.io.monitor(logs.level_pv, self._wake.set)
 
     def _unserved(self, logs: _TaskLogs, absent: List[str]) -> None:
         logs.served = False
@@ -294,7 +303,7 @@ class LogPVs(Hooks):
         if not batch:
             return
         try:
-            self._io.put(batch)
+            self.io.put(batch)
             failures: Dict[str, BaseException] = {}
         except PVError as exc:
             failures = exc.failures

@@ -13,11 +13,15 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Union
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Union
 
 from loguru import logger
 
 from ..registry import ConfigError, Task
+
+if TYPE_CHECKING:
+    from loguru import Record
 
 __all__ = ["LogConfig", "configure", "LEVELS", "NO_TASK", "PROCESS_LOG", "task_log"]
 
@@ -57,18 +61,19 @@ class _ToLoguru(logging.Handler):
             level: Union[str, int] = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
-        frame, depth = sys._getframe(1), 1  # past this method and logging's own frames
+        frame: Optional[FrameType] = sys._getframe(1)
+        depth = 1  # past this method and logging's own frames
         while frame is not None and frame.f_code.co_filename == logging.__file__:
             frame, depth = frame.f_back, depth + 1
         logger.opt(depth=depth, exception=record.exc_info).log(level, "{}: {}", record.name,
                                                                record.getMessage())
 
 
-def _only(task_name: str):
+def _only(task_name: str) -> Callable[[Record], bool]:
     return lambda record: record["extra"]["task"] == task_name
 
 
-def _untasked(record: Dict[str, Any]) -> bool:
+def _untasked(record: Record) -> bool:
     return record["extra"]["task"] == NO_TASK
 
 
@@ -79,7 +84,7 @@ def configure(tasks: Iterable[Task], config: LogConfig) -> None:
     level = _level("--log-level", config.level)
     p4p_level = _level("--p4p-log-level", config.p4p_level)
     directory = Path(config.directory) if config.directory is not None else None
-    options = dict(level=level, format=FORMAT, backtrace=False, diagnose=False)
+    options: Dict[str, Any] = dict(level=level, format=FORMAT, backtrace=False, diagnose=False)
     file_options = dict(options, rotation=config.rotation, retention=config.retention, encoding="utf-8")
     if directory is not None:
         _check_writable(directory)
