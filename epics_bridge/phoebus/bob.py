@@ -12,8 +12,8 @@ from xml.etree import ElementTree as ET
 
 __all__ = ["Display", "color", "font", "open_display", "severity_rule", "write_pv", "write_xml"]
 
-#: Widget type -> the model version this module writes its properties for.
-VERSIONS = {"label": "2.0.0", "textupdate": "2.0.0", "textentry": "3.0.0", "led": "2.0.0",
+#: Widget type -> the model version this module writes its properties for (Phoebus 4.7).
+VERSIONS = {"label": "2.0.0", "textupdate": "2.0.0", "textentry": "2.0.0", "led": "2.0.0",
             "action_button": "3.0.0", "combo": "2.0.0", "group": "3.0.0", "xyplot": "3.0.0"}
 
 #: Phoebus's predefined named colours (its ``color.def``): named, so a site's palette applies.
@@ -79,11 +79,14 @@ def open_display(file: str, description: str, macros: Mapping[str, str] = (), ta
 
 
 def severity_rule(pv: str, prop: str = "background_color") -> ET.Element:
-    """A rule colouring ``prop`` by the PV's alarm severity (Phoebus's ``pvSev0``: 0 OK, 1 MAJOR,
-    2 MINOR, -1 INVALID or disconnected), the text's own colour staying black."""
+    """A rule colouring ``prop`` by the PV's alarm severity, the text's own colour staying black.
+
+    In a version 2 display ``pvSev0`` is ``PVUtil.getSeverity``: the severity's ordinal (0 NONE,
+    1 MINOR, 2 MAJOR, 3 INVALID, 4 UNDEFINED); the legacy numbering (1 MAJOR, 2 MINOR) is
+    ``pvLegacySev0``. Disconnected, the widget shows Phoebus's own disconnected border instead."""
     rule = ET.Element("rule", name="severity", prop_id=prop, out_exp="false")
-    for expression, name in (("pvSev0==0", "OK"), ("pvSev0==2", "MINOR"), ("pvSev0==1", "MAJOR"),
-                             ("pvSev0==-1", "INVALID")):
+    for expression, name in (("pvSev0==0", "OK"), ("pvSev0==1", "MINOR"), ("pvSev0==2", "MAJOR"),
+                             ("pvSev0>=3", "INVALID")):
         exp = ET.SubElement(rule, "exp", bool_exp=expression)
         _set(exp, "value", color(name))
     ET.SubElement(rule, "pv", trig="true").text = pv

@@ -21,7 +21,7 @@ from ..registry import Task
 from ..service.launcher import fail
 from .bob import Display, color, font, open_display, severity_rule, write_pv
 from .records import Record, records_of
-from .source import HEARTBEAT_AGE, LOG_LEVEL, LOG_PVS, load_or_fail, shown_path, source_file
+from .source import HEARTBEAT_AGE, INFO_LOG, LOG_LEVEL, LOG_PVS, load_or_fail, shown_path, source_file
 
 __all__ = ["OVERVIEW", "main", "write_screens"]
 
@@ -33,7 +33,7 @@ HEIGHT = 24  # a widget's height inside its row
 TITLE_HEIGHT = 50
 #: Overview columns: (heading, x, width).
 COLUMNS = (("Task", 10, 170), ("Alive", 185, 45), ("Age", 235, 60), ("Busy", 300, 45),
-           ("Last cycle", 350, 110), ("Duration", 465, 95), ("Run", 565, 110), ("", 680, 90),
+           ("Last cycle", 350, 110), ("Duration", 465, 95), ("Run", 565, 110), ("Screen", 680, 90),
            ("Newest log line", 775, 495))
 VALUE_WIDTH = 220  # a value's widget on a task screen
 LOG_HEIGHT = 310  # 20 lines (LogLines' default) of 12 px monospace
@@ -68,7 +68,7 @@ def _led(screen: Display, name: str, pv: str, box: Sequence[int], parent: Option
 
 
 def _status(screen: Display, name: str, pv: str, box: Sequence[int], parent: Optional[ET.Element] = None) -> None:
-    """TaskStatus as its state string on the colour of its severity (green, yellow, red)."""
+    """TaskStatus as its state string on the colour of its severity."""
     screen.widget("textupdate", name, box, parent, rules=[severity_rule(pv)], pv_name=pv,
                   transparent=False, horizontal_alignment=1, border_alarm_sensitive=True)
 
@@ -94,7 +94,7 @@ def _run_button(screen: Display, task: Task, box: Sequence[int], prefix: Optiona
 
 def _overview_row(screen: Display, task: Task, y: int) -> None:
     prefix, pvs = task.prefix, task.pvs
-    x = {heading or "open": (left, width) for heading, left, width in COLUMNS}
+    x = {heading: (left, width) for heading, left, width in COLUMNS}
 
     def box(column: str) -> tuple:
         return (x[column][0], y, x[column][1], HEIGHT)
@@ -107,11 +107,11 @@ def _overview_row(screen: Display, task: Task, y: int) -> None:
     _status(screen, f"{task.name} status", pv_name(pvs.task_status), box("Last cycle"))
     _value(screen, f"{task.name} duration", pv_name(pvs.task_duration), box("Duration"), format=1, precision=3)
     _run_button(screen, task, box("Run"))
-    screen.widget("action_button", f"{task.name} open", box("open"),
+    screen.widget("action_button", f"{task.name} open", box("Screen"),
                   actions=[open_display(f"{task.name}.bob", f"Open {task.name}", {"P": prefix})],
                   text="Details")
     # newest last: aligned to the bottom, a one-line cell shows the newest line; hover for all of them
-    screen.widget("textupdate", f"{task.name} log", box("Newest log line"), pv_name=pv_name(prefix + "InfoLog"),
+    screen.widget("textupdate", f"{task.name} log", box("Newest log line"), pv_name=pv_name(prefix + INFO_LOG),
                   format=6, vertical_alignment=2, font=font("Fine Print"), tooltip="$(pv_value)")
 
 
@@ -121,7 +121,7 @@ def overview(tasks: Sequence[Task]) -> Display:
     _title(screen, "  epics-bridge tasks", f"{len(tasks)} task(s) from {', '.join(files)}")
     top = TITLE_HEIGHT + 10 + ROW
     for heading, x, width in COLUMNS:
-        screen.widget("label", f"heading {heading or 'open'}", (x, top, width, HEIGHT), text=heading,
+        screen.widget("label", f"heading {heading}", (x, top, width, HEIGHT), text=heading,
                       font=font("Default Bold"), horizontal_alignment=0 if x < 100 or width > 400 else 1)
     for row, task in enumerate(tasks, start=1):
         _overview_row(screen, task, top + row * ROW)

@@ -6,14 +6,16 @@ import re
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+from ..observe.logpvs import KINDS, LEVEL_PV
 from ..registry import ConfigError, Task
 from ..service.launcher import fail, load
 
-__all__ = ["HEARTBEAT_AGE", "LOG_LEVEL", "LOG_PVS", "by_file", "load_or_fail", "shown_path", "source_file"]
+__all__ = ["HEARTBEAT_AGE", "INFO_LOG", "LOG_LEVEL", "LOG_PVS", "by_file", "load_or_fail", "shown_path", "source_file"]
 
 #: The log PVs of ``db/bridge-logs.db``, most urgent first, and the level filter beside them.
-LOG_PVS = ("ErrorLog", "WarningLog", "InfoLog")
-LOG_LEVEL = "LogLevel"
+LOG_PVS = tuple(reversed(KINDS))
+LOG_LEVEL = LEVEL_PV
+INFO_LOG = KINDS[0]
 #: Standard records of ``db/bridge.db`` that are not handshake fields of a task's interface.
 HEARTBEAT_AGE = "HeartbeatAge"
 
