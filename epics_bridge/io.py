@@ -232,7 +232,7 @@ class BridgeIO:
         self, names: Names, timeout: Optional[float], convert: bool = True
     ) -> Tuple[bool, List[str], List[Any], Dict[str, BaseException]]:
         single = isinstance(names, str)
-        name_list = [names] if single else list(names)
+        name_list: List[str] = [names] if isinstance(names, str) else list(names)
         results = _batch(name_list, self._timeout(timeout), lambda n, cb: raw.Context.get(self.ctx, n, cb))
         failures = {n: r for n, r in zip(name_list, results) if isinstance(r, BaseException)}
         if convert:

@@ -13,6 +13,7 @@ import re
 import sys
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 from .base_pv_interface import STANDARD_FIELDS, BasePVInterface
@@ -76,7 +77,7 @@ def _where(func: object) -> str:
 def _caller() -> str:
     """file:line of the first caller outside this package: where an object without code (say a
     number decorated by mistake) was handed to ``bridge.task``, so the error still names the file."""
-    frame = sys._getframe(1)
+    frame: Optional[FrameType] = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         frame = frame.f_back
     return f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "?"
@@ -196,7 +197,7 @@ class Registry:
         return register if func is None else register(func)
 
     @staticmethod
-    def make(func: Callable, *, unknown: Mapping[str, object] = (), **options: Any) -> Task:
+    def make(func: Callable, *, unknown: Optional[Mapping[str, object]] = None, **options: Any) -> Task:
         """Validate everything about one task and build it; raise ConfigError naming the task."""
         label = getattr(func, "__name__", repr(func))
         where = _where(func)

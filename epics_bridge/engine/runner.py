@@ -58,7 +58,8 @@ class Runner:
             self.loops.append(loop)
             self.heartbeats.append(Heartbeat(task, loop, BridgeIO(pulse_context, task.timeout), self.hooks,
                                              self._stuck_limit))
-        for part in [*self.loops, *self.heartbeats]:
+        parts: List[Union[Loop, Heartbeat]] = [*self.loops, *self.heartbeats]
+        for part in parts:
             part.start()
         logger.info("running {} task(s) in process {}", len(self.tasks), os.getpid())
         self.hooks.started(self.tasks)
@@ -121,7 +122,8 @@ class Runner:
 
 def _stalled_stack(loop: Loop) -> Optional[traceback.StackSummary]:
     """The loop thread's stack if it is stalled (not when it waits and only the IOC is gone)."""
-    frame = sys._current_frames().get(loop.thread.ident) if loop.stalled(time.monotonic()) else None
+    ident = loop.thread.ident
+    frame = sys._current_frames().get(ident) if ident is not None and loop.stalled(time.monotonic()) else None
     return traceback.extract_stack(frame) if frame is not None else None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
+from wsgiref.simple_server import WSGIServer
 
 from loguru import logger
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -50,7 +51,7 @@ class Metrics(Hooks):
         self.heartbeat_ok = self._per_task(Gauge, "epics_bridge_heartbeat_ok",
                                            "1 if the last heartbeat period pulsed, else 0")
         self._tasks: Dict[str, _TaskMetrics] = {task.name: _TaskMetrics(self, task.name) for task in tasks}
-        self._server = None
+        self._server: Optional[WSGIServer] = None
         self.address: Optional[Tuple[str, int]] = None
 
     def _per_task(self, kind: Any, name: str, documentation: str, **options: Any) -> Any:
@@ -63,12 +64,13 @@ class Metrics(Hooks):
         process should say so before it starts any task.
         """
         try:
-            self._server, _ = start_http_server(port, addr, registry=self.registry)
+            server, _ = start_http_server(port, addr, registry=self.registry)
         except (OSError, OverflowError) as exc:
             reason = getattr(exc, "strerror", None) or exc
             raise ConfigError(f"--metrics-port {port} --metrics-addr {addr}: cannot listen there: "
                               f"{reason}") from None
-        self.address = self._server.server_address[:2]
+        self._server = server
+        self.address = (str(server.server_address[0]), server.server_address[1])
         logger.info("Prometheus metrics on http://{}:{}/metrics", *self.address)
 
     def close(self) -> None:
