@@ -8,6 +8,7 @@ requests sharing one timeout, so ten PVs cost one round trip, not ten.
 from __future__ import annotations
 
 import threading
+import time
 from numbers import Number
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
@@ -98,13 +99,17 @@ _PENDING = object()
 class _Pending:
     """Collects the completions of one batch; called from p4p's network thread, so never blocks."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, first: int = 0) -> None:
         self.results: List[Any] = [_PENDING] * count
         self._left = count
+        self._first, self._first_left = first, first
         self._lock = threading.Lock()
         self.done = threading.Event()
+        self.first_done = threading.Event()  # the first ``first`` operations have completed
         if not count:
             self.done.set()
+        if not first:
+            self.first_done.set()
 
     def callback(self, index: int) -> Callable[[Any], None]:
         def complete(value: Any) -> None:
@@ -117,18 +122,25 @@ class _Pending:
                 self._left -= 1
                 if not self._left:
                     self.done.set()
+                if index < self._first:
+                    self._first_left -= 1
+                    if not self._first_left:
+                        self.first_done.set()
 
         return complete
 
 
-def _batch(names: List[str], timeout: float, start: Callable[[str, Callable], Any]) -> List[Any]:
+def _batch(names: List[str], timeout: float, start: Callable[[str, Callable], Any],
+           settle: Optional[Tuple[int, float]] = None) -> List[Any]:
     """Start one operation per name at once and wait for all of them, under one deadline.
 
     Each name gets its own outcome: its result, its own exception, or a TimeoutError if it had
     not answered when the deadline passed (p4p's batch helpers mark every PV of a batch as timed
-    out when one does, and restart the timeout for each answer).
+    out when one does, and restart the timeout for each answer). ``settle=(n, grace)``: once the
+    first ``n`` names have answered, the others get at most ``grace`` s more, so optional PVs that
+    are not served cost a short grace rather than the whole timeout.
     """
-    pending = _Pending(len(names))
+    pending = _Pending(len(names), settle[0] if settle else 0)
     ops = []
     try:
         for i, name in enumerate(names):
@@ -136,7 +148,10 @@ def _batch(names: List[str], timeout: float, start: Callable[[str, Callable], An
                 ops.append(start(name, pending.callback(i)))
             except Exception as exc:  # could not even be issued (bad name, closed context)
                 pending.callback(i)(exc)
-        pending.done.wait(timeout)
+        deadline = time.monotonic() + timeout
+        if settle is not None and pending.first_done.wait(timeout):
+            deadline = min(deadline, time.monotonic() + settle[1])
+        pending.done.wait(max(0.0, deadline - time.monotonic()))
     finally:
         for op in ops:
             op.close()
@@ -217,8 +232,15 @@ class BridgeIO:
 
     def unreachable(self, names: Sequence[str], timeout: Optional[float] = None) -> Dict[str, str]:
         """Read all ``names`` at once; map each PV that did not answer to the reason."""
-        _, _, _, failures = self._get(list(names), timeout, convert=False)
-        return {pv: _describe(exc) for pv, exc in failures.items()}
+        return self.survey(names, timeout)[1]
+
+    def survey(self, names: Sequence[str], timeout: Optional[float] = None,
+               settle: Optional[Tuple[int, float]] = None) -> Tuple[Dict[str, Any], Dict[str, str]]:
+        """Read all ``names`` in one round and never raise: the raw Values of the PVs that answered,
+        and why each other one did not. ``settle``: see :func:`_batch`."""
+        _, name_list, results, failures = self._get(list(names), timeout, convert=False, settle=settle)
+        values = {n: r for n, r in zip(name_list, results) if n not in failures}
+        return values, {pv: _describe(exc) for pv, exc in failures.items()}
 
     def monitor(self, pv: str, wake: Callable[[], None]) -> Monitor:
         """Subscribe to ``pv``; ``wake`` is called (on p4p's network thread) when updates wait."""
@@ -229,11 +251,12 @@ class BridgeIO:
 
     # -- one round of parallel requests -------------------------------------------------------
     def _get(
-        self, names: Names, timeout: Optional[float], convert: bool = True
+        self, names: Names, timeout: Optional[float], convert: bool = True,
+        settle: Optional[Tuple[int, float]] = None,
     ) -> Tuple[bool, List[str], List[Any], Dict[str, BaseException]]:
         single = isinstance(names, str)
         name_list: List[str] = [names] if isinstance(names, str) else list(names)
-        results = _batch(name_list, self._timeout(timeout), lambda n, cb: raw.Context.get(self.ctx, n, cb))
+        results = _batch(name_list, self._timeout(timeout), lambda n, cb: raw.Context.get(self.ctx, n, cb), settle)
         failures = {n: r for n, r in zip(name_list, results) if isinstance(r, BaseException)}
         if convert:
             results = [r if isinstance(r, BaseException) else to_python(r) for r in results]

@@ -105,7 +105,7 @@ class MemoryIO(BridgeIO):
                 monitor.close()
 
     def _get(
-        self, names: Names, timeout: Optional[float], convert: bool = True
+        self, names: Names, timeout: Optional[float], convert: bool = True, settle: Any = None
     ) -> Tuple[bool, List[str], List[Any], Dict[str, BaseException]]:
         single = isinstance(names, str)
         name_list = [names] if isinstance(names, str) else list(names)

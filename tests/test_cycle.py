@@ -314,13 +314,14 @@ def test_trigger_set_while_no_daemon_ran_is_served_once(prefix, client):
 
 # -- waiting --------------------------------------------------------------------------------------------
 def test_trigger_mode_waits_on_a_monitor_without_polling(prefix, client, monkeypatch):
-    """No trigger: the function never runs, Trigger is neither read nor written; a put is served."""
+    """No trigger: the function never runs, Trigger is neither read (after the start-up handshake)
+    nor written; a put is served."""
     reads: List[str] = []
     real_get = BridgeIO._get
 
-    def counting_get(self, names, timeout, convert=True):
+    def counting_get(self, names, timeout, convert=True, **options):
         reads.extend([names] if isinstance(names, str) else names)
-        return real_get(self, names, timeout, convert)
+        return real_get(self, names, timeout, convert, **options)
 
     monkeypatch.setattr(BridgeIO, "_get", counting_get)
     reg = Registry()
@@ -333,6 +334,8 @@ def test_trigger_mode_waits_on_a_monitor_without_polling(prefix, client, monkeyp
     trigger_pv = prefix + "Trigger"
     before = stamp(client.get(trigger_pv))
     with running(reg.tasks):
+        wait_heartbeat(client, prefix, pulses=1)  # serving: the handshake's one round is over
+        reads.clear()
         wait_heartbeat(client, prefix, pulses=6)  # > 1 s of a live, idle daemon
         assert runs == []
         assert trigger_pv not in reads

@@ -24,6 +24,8 @@ from ..observe.hooks import Hooks
 from ..registry import Task
 from ..status import TaskStatus, status_of
 from ..utils import to_python
+from .handshake import Handshake
+from .ownership import Ownership
 
 __all__ = ["Loop"]
 
@@ -53,6 +55,12 @@ class Loop:
         self._unacked: Optional[Tuple[TaskStatus, float]] = None
         self._last_status: Optional[TaskStatus] = None
         self._stopping = False
+        self.ownership = Ownership(task, io, self.log, lambda: self.queue.put(self.ownership.drain))
+        self.handshake = Handshake(task, io, self.log, self.ownership)
+        #: serving its prefix (handshake done); the heartbeat pulses only while ``pulsing``
+        self.serving = self.pulsing = False
+        self._readiness: Optional[Tuple[bool, Optional[str]]] = None
+        self._link_down: Optional[str] = None  # why the Trigger monitor is not connected
 
     # -- control, from other threads -----------------------------------------------------------
     def start(self) -> None:
@@ -71,6 +79,8 @@ class Loop:
             self._end.write(TaskStatus.EXCEPTION, float("nan"))
         except PVError as exc:
             self.log.error("could not clear Busy for the abandoned cycle: {}", exc)
+        self.pulsing = False
+        self.ownership.release()
 
     def stalled(self, now: float) -> Optional[str]:
         """Why the loop counts as stalled now, or None while it is alive."""
@@ -89,13 +99,16 @@ class Loop:
         with logger.contextualize(task=self.task.name):
             try:
                 self.source.open()
-                if self._recover():
+                while self._recover():
                     while self._wait():
                         self._cycle()
             except Exception:
                 self.log.opt(exception=True).critical("task loop crashed; the watchdog will end the process")
                 raise
             finally:
+                self.pulsing = False
+                self.ownership.release()
+                self.ownership.close()
                 self.source.close()
 
     def _cycle(self) -> None:
@@ -144,21 +157,25 @@ class Loop:
         self.source.acknowledged()
 
     def _recover(self) -> bool:
-        """Start-up: a Busy=1 left behind means a previous instance died mid-cycle.
+        """Start-up, and after another daemon took the prefix: wait until this task may serve (the
+        IOC answers its whole handshake and no live daemon holds the prefix, see handshake.py),
+        then deal with a cycle its predecessor left. False when asked to stop.
 
-        That cycle is reported (EXCEPTION), Busy and Trigger are cleared and it is never re-run:
-        it may have half-happened. A Trigger=1 with Busy=0 is a request made while no daemon ran,
-        and the first wait serves it.
+        A Busy=1 left behind means the previous instance died mid-cycle. That cycle is reported
+        (EXCEPTION), Busy and Trigger are cleared and it is never re-run: it may have
+        half-happened. A Trigger=1 with Busy=0 is a request made while no daemon ran, and the
+        first wait serves it.
         """
-        while True:
-            try:
-                busy = self.io.get(self.task.pvs.busy)
-                break
-            except PVError as exc:
-                self.log.warning("waiting for the IOC: {}", exc)
-                if not self._idle(RETRY_PERIOD):
-                    return False
-        self._end.probe_group()
+        if self._stopping:
+            return False
+        self.serving = self.pulsing = False
+        found = self.handshake.wait(self._idle, self._not_serving)
+        if found is None:
+            return False
+        group, busy = found
+        self._end.use_group(group)
+        self.serving = self.pulsing = True
+        self._ready(self._link_down is None, self._link_down)
         if busy:
             self.log.error("Busy=1 at start-up: the previous instance died during a cycle; reporting it as "
                            "EXCEPTION and clearing Busy and Trigger (that cycle is not run again)")
@@ -167,9 +184,33 @@ class Loop:
             self.in_cycle = False
         return True
 
+    def _not_serving(self, reason: str, pulse: bool) -> None:
+        self.pulsing = pulse
+        self._ready(False, reason)
+
+    def link(self, down: Optional[str]) -> None:
+        """The Trigger monitor's connection changed (loop thread): None when connected, else why not."""
+        self._link_down = down
+        if self.serving:
+            self._ready(down is None, down)
+
+    def _ready(self, ready: bool, reason: Optional[str] = None) -> None:
+        if (ready, reason) != self._readiness:
+            self._readiness = (ready, reason)
+            self.hooks.ready(self.task, ready, reason)
+
+    def _lost(self) -> bool:
+        """Another daemon took the prefix (see ownership.py): stop serving it."""
+        holder = self.ownership.lost()
+        if holder is None:
+            return False
+        self.log.error("another daemon took prefix {}: {} now names {}; this daemon ({}) stops serving it and "
+                       "waits", self.task.prefix, self.ownership.pv, holder, self.ownership.token)
+        return True
+
     # -- waiting ----------------------------------------------------------------------------------
     def _wait(self) -> bool:
-        """Block until a cycle is due. False when asked to stop.
+        """Block until a cycle is due. False when asked to stop, or when another daemon took the prefix.
 
         Asks :meth:`due` before sleeping: a Trigger update handled while the loop waited for the
         IOC at start-up is a request already, and no further update may come to wake the loop.
@@ -180,7 +221,7 @@ class Loop:
             timeout = self.source.timeout()
             if self._unacked is not None:
                 timeout = RETRY_PERIOD if timeout is None else min(timeout, RETRY_PERIOD)
-            if not self._idle(timeout):
+            if not self._idle(timeout) or self._lost():
                 return False
             if self._unacked is not None:
                 self._finish(*self._unacked)
@@ -217,16 +258,12 @@ class _CycleEnd:
         self.write_trigger = write_trigger
         self.group: Optional[str] = None
 
-    def probe_group(self) -> None:
-        if not self.task.standard_handshake:
-            return
+    def use_group(self, answered: bool) -> None:
+        """Whether the group answered at the handshake."""
         name = self.task.prefix + "CycleEnd"
-        try:
-            self.io.get(name, timeout=min(1.0, self.task.timeout))
-        except PVError:
+        if self.task.standard_handshake and not answered:
             self.log.info("IOC has no {} group PV; ending cycles with ordered puts", name)
-            return
-        self.group = name
+        self.group = name if answered else None
 
     def write(self, status: TaskStatus, duration: float) -> None:
         if self.group is not None:
@@ -302,10 +339,12 @@ class TriggerMonitor(_Source):
         if isinstance(value, Exception):
             if self.connected:
                 self.loop.log.warning("Trigger PV {} disconnected ({})", self.pv, value)
+                self.loop.link(f"Trigger PV {self.pv} disconnected")
             self.connected = False
             return
         if not self.connected:
             self.loop.log.debug("Trigger PV {} connected", self.pv)
+            self.loop.link(None)
         self.connected = True
         self.value = to_python(value)
         if not self.value:

@@ -46,7 +46,7 @@ class Heartbeat:
             now = time.monotonic()
             next_beat += period * (1 + int((now - next_beat) // period))  # a fixed grid, late beats skipped
             reason = self.loop.stalled(now)
-            if reason is None:
+            if reason is None and self.loop.pulsing:  # not before the task serves its prefix
                 try:
                     self.io.put({self.task.pvs.heartbeat: 1 - pulse}, timeout=min(period, self.task.timeout))
                     pulse = 1 - pulse

@@ -33,6 +33,7 @@ class _TaskMetrics:
         self.last_cycle = metrics.last_cycle.labels(name)
         self.stuck = metrics.stuck.labels(name)
         self.heartbeat_ok = metrics.heartbeat_ok.labels(name)
+        self.ready = metrics.task_ready.labels(name)
 
 
 class Metrics(Hooks):
@@ -50,6 +51,9 @@ class Metrics(Hooks):
                                     "Consecutive stuck heartbeat periods now (0 when healthy)")
         self.heartbeat_ok = self._per_task(Gauge, "epics_bridge_heartbeat_ok",
                                            "1 if the last heartbeat period pulsed, else 0")
+        self.task_ready = self._per_task(Gauge, "epics_bridge_task_ready",
+                                         "1 while the task serves its prefix (whole handshake answered, prefix "
+                                         "held, Trigger connected), else 0")
         self._tasks: Dict[str, _TaskMetrics] = {task.name: _TaskMetrics(self, task.name) for task in tasks}
         self._server: Optional[WSGIServer] = None
         self.address: Optional[Tuple[str, int]] = None
@@ -91,3 +95,6 @@ class Metrics(Hooks):
         metrics = self._tasks[task.name]
         metrics.stuck.set(stuck)
         metrics.heartbeat_ok.set(0 if reason else 1)
+
+    def ready(self, task: Task, ready: bool, reason: Optional[str]) -> None:
+        self._tasks[task.name].ready.set(1 if ready else 0)

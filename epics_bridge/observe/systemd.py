@@ -76,6 +76,7 @@ class SystemdNotifier(Hooks):
         self._lock = threading.Lock()
         self._tasks: List[Task] = []
         self._stuck: Dict[str, int] = {}
+        self._not_ready: Dict[str, str] = {}  # task name -> why it does not serve (yet)
         self._last_report: Dict[str, float] = {}
         self._status = ""
         self._wake = threading.Event()
@@ -100,6 +101,14 @@ class SystemdNotifier(Hooks):
             self._last_report[task.name] = time.monotonic()
         if changed:
             self._wake.set()
+
+    def ready(self, task: Task, ready: bool, reason: Optional[str]) -> None:
+        with self._lock:
+            if ready:
+                self._not_ready.pop(task.name, None)
+            else:
+                self._not_ready[task.name] = reason or "not ready"
+        self._wake.set()
 
     def stopping(self) -> None:
         self._finish()
@@ -152,12 +161,12 @@ class SystemdNotifier(Hooks):
 
     def _summary(self, unhealthy: Dict[str, str]) -> str:
         running = f"{len(self._tasks)} task(s) running"
+        with self._lock:
+            not_ready = f"; {_listed(self._not_ready, 'not ready')}" if self._not_ready else ""
         if not unhealthy:
-            return f"{running}, none stuck"
-        shown = ", ".join(f"{name} ({why})" for name, why in list(unhealthy.items())[:5])
-        more = f" and {len(unhealthy) - 5} more" if len(unhealthy) > 5 else ""
+            return f"{running}, none stuck{not_ready}"
         paused = "; watchdog pings paused" if self.interval is not None else ""
-        return f"{running}, {len(unhealthy)} stuck: {shown}{more}{paused}"
+        return f"{running}, {_listed(unhealthy, 'stuck')}{paused}{not_ready}"
 
     # -- the socket ----------------------------------------------------------------------------------
     def send(self, *assignments: str) -> None:
@@ -168,3 +177,10 @@ class SystemdNotifier(Hooks):
             if not self._send_failed:
                 self._send_failed = True
                 logger.warning("cannot notify systemd at {!r}: {}", self.address.replace("\0", "@"), exc)
+
+
+def _listed(reasons: Dict[str, str], what: str, shown: int = 5) -> str:
+    """'N <what>: a (why), b (why) and M more', for the status line."""
+    names = ", ".join(f"{name} ({why})" for name, why in list(reasons.items())[:shown])
+    more = f" and {len(reasons) - shown} more" if len(reasons) > shown else ""
+    return f"{len(reasons)} {what}: {names}{more}"

@@ -20,6 +20,7 @@ class FakeLoop:
 
     def __init__(self) -> None:
         self.reason: Optional[str] = None
+        self.pulsing = True  # the task serves its prefix
 
     def stalled(self, now: float) -> Optional[str]:
         return self.reason

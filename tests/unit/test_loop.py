@@ -14,7 +14,7 @@ import pytest
 from helpers import wait_for
 from p4p.client.thread import Disconnected, RemoteError
 
-from epics_bridge.engine import cycle
+from epics_bridge.engine import cycle, handshake
 from epics_bridge.engine.cycle import Loop, Poll, Timer, TriggerMonitor
 from epics_bridge.io import PVTimeoutError
 from epics_bridge.memory_io import MemoryIO
@@ -157,14 +157,16 @@ def test_busy_left_at_start_up_is_reported_and_not_run_again():
 
 
 def test_the_loop_waits_for_the_ioc_before_starting(monkeypatch):
-    monkeypatch.setattr(cycle, "RETRY_PERIOD", 0.02)
+    monkeypatch.setattr(handshake, "UNREACHABLE_RETRY", 0.02)
     io = _io()
-    io.fail[BUSY] = TimeoutError("IOC not up")
+    down = [TRIGGER, BUSY, P + "Heartbeat", STATUS, DURATION]
+    io.fail.update({pv: TimeoutError("IOC not up") for pv in down})
     with looping(_task(), io) as (_, finished):
         io.set(TRIGGER, 1)
         with pytest.raises(queue.Empty):
             finished.next(timeout=0.1)
-        del io.fail[BUSY]
+        for pv in down:
+            del io.fail[pv]
         assert finished.next() == TaskStatus.SUCCESS
 
 
