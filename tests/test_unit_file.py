@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Set
+from typing import Dict, List, Optional, Set
 
 import pytest
 from helpers import client_for, ready_trigger, wait_for, write_tasks
@@ -94,6 +94,17 @@ def allowed_syscalls() -> Set[str]:
     return allowed
 
 
+def traced_service(tracer: int) -> Optional[int]:
+    """The service's pid among strace's children (strace first forks a short-lived probe of itself)."""
+    for pid in Path(f"/proc/{tracer}/task/{tracer}/children").read_text().split():
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(sys.executable.encode() + b"\0"):
+                return int(pid)
+        except FileNotFoundError:
+            continue
+    return None
+
+
 def trace(ioc, tmp_path: Path) -> str:
     """strace -f of ``python -m epics_bridge`` through start-up, one cycle and SIGTERM."""
     prefix = "UNIT:"
@@ -105,28 +116,26 @@ def trace(ioc, tmp_path: Path) -> str:
         def unit(t):
             return float(numpy.arange(1000.0).std()) > 0
     """
-    output = tmp_path / "strace.txt"
-    tracer = subprocess.Popen(
-        ["strace", "-f", "-qq", "-o", str(output), sys.executable, "-m", "epics_bridge",
-         str(write_tasks(tmp_path / "tasks", source)), "--metrics-port", "0", "--log-dir", str(tmp_path / "logs")],
-        env={**os.environ, **ioc.client_env}, cwd=tmp_path, stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    output, stderr = tmp_path / "strace.txt", tmp_path / "service.stderr"
+    with stderr.open("wb") as err:
+        tracer = subprocess.Popen(
+            ["strace", "-f", "-qq", "-o", str(output), sys.executable, "-m", "epics_bridge",
+             str(write_tasks(tmp_path / "tasks", source)), "--metrics-port", "0", "--log-dir", str(tmp_path / "logs")],
+            env={**os.environ, **ioc.client_env}, cwd=tmp_path, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=err)
     try:
-        children = Path(f"/proc/{tracer.pid}/task/{tracer.pid}/children")
-        service = int(wait_for(lambda: children.exists() and children.read_text().split(), timeout=10,
-                               what="the traced service")[0])
+        service = wait_for(lambda: traced_service(tracer.pid), timeout=10, what="the traced service")
         ctx = client_for(ioc.client_env)
         trigger = ready_trigger(ctx, prefix)
         assert trigger.cycle(timeout=30) == TaskStatus.SUCCESS
         trigger.close()
         ctx.close()
         os.kill(service, signal.SIGTERM)
-        assert tracer.wait(timeout=30) == 0, tracer.stderr.read().decode(errors="replace")[-3000:]
+        assert tracer.wait(timeout=30) == 0, stderr.read_text(errors="replace")[-3000:]
     finally:
         if tracer.poll() is None:
             tracer.kill()
             tracer.wait()
-        tracer.stderr.close()
     return output.read_text()
 
 
