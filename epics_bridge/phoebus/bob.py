@@ -69,10 +69,11 @@ def write_pv(pv: str, value: object, description: str) -> ET.Element:
     return action
 
 
-def open_display(file: str, description: str, macros: Mapping[str, str] = (), target: str = "replace") -> ET.Element:
+def open_display(file: str, description: str, macros: Optional[Mapping[str, str]] = None,
+                 target: str = "replace") -> ET.Element:
     action = ET.Element("action", type="open_display")
     _set(action, "file", file)
-    _macros(action, dict(macros))
+    _macros(action, macros or {})
     _set(action, "target", target)
     _set(action, "description", description)
     return action
@@ -96,10 +97,10 @@ def severity_rule(pv: str, prop: str = "background_color") -> ET.Element:
 class Display:
     """One ``.bob`` file being built: widgets are added to the display or to a group in it."""
 
-    def __init__(self, name: str, width: int, macros: Mapping[str, str] = ()) -> None:
+    def __init__(self, name: str, width: int, macros: Optional[Mapping[str, str]] = None) -> None:
         self.root = ET.Element("display", version="2.0.0")
         _set(self.root, "name", name)
-        _macros(self.root, dict(macros))
+        _macros(self.root, macros or {})
         _set(self.root, "width", width)
         self._height = _set(self.root, "height", 0)
         self.bottom = 0
@@ -112,8 +113,8 @@ class Display:
         element = ET.SubElement(self.root if parent is None else parent, "widget", type=kind,
                                 version=VERSIONS[kind])
         _set(element, "name", name)
-        for tag, value in zip(("x", "y", "width", "height"), box):
-            _set(element, tag, value)
+        for tag, coordinate in zip(("x", "y", "width", "height"), box):
+            _set(element, tag, coordinate)
         for tag, value in properties.items():
             if value is not None:
                 _set(element, tag, value)
@@ -126,6 +127,13 @@ class Display:
         if parent is None:
             self.bottom = max(self.bottom, box[1] + box[3])
         return element
+
+    @staticmethod
+    def resize(element: ET.Element, height: int) -> None:
+        """Set the height of a widget added earlier (a group, once its rows are known)."""
+        holder = element.find("height")
+        assert holder is not None, "every widget has a height"
+        holder.text = str(height)
 
     def write(self, path: Path) -> None:
         """Write the file, its height fitted to the widgets (Phoebus scrolls a taller display)."""

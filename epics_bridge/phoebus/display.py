@@ -74,9 +74,11 @@ def _status(screen: Display, name: str, pv: str, box: Sequence[int], parent: Opt
 
 
 def _value(screen: Display, name: str, pv: str, box: Sequence[int], parent: Optional[ET.Element] = None,
-           **properties: object) -> None:
+           precision: Optional[int] = None) -> None:
+    """A number with its unit, right-aligned, its border showing the alarm; ``precision`` digits in
+    decimal format (the record's PREC otherwise)."""
     screen.widget("textupdate", name, box, parent, pv_name=pv, show_units=True, horizontal_alignment=2,
-                  border_alarm_sensitive=True, **properties)
+                  border_alarm_sensitive=True, format=None if precision is None else 1, precision=precision)
 
 
 def _run_button(screen: Display, task: Task, box: Sequence[int], prefix: Optional[str] = None,
@@ -105,7 +107,7 @@ def _overview_row(screen: Display, task: Task, y: int) -> None:
     _value(screen, f"{task.name} heartbeat age", pv_name(prefix + HEARTBEAT_AGE), box("Age"))
     _led(screen, f"{task.name} busy", pv_name(pvs.busy), box("Busy"), on=YELLOW)
     _status(screen, f"{task.name} status", pv_name(pvs.task_status), box("Last cycle"))
-    _value(screen, f"{task.name} duration", pv_name(pvs.task_duration), box("Duration"), format=1, precision=3)
+    _value(screen, f"{task.name} duration", pv_name(pvs.task_duration), box("Duration"), precision=3)
     _run_button(screen, task, box("Run"))
     screen.widget("action_button", f"{task.name} open", box("Screen"),
                   actions=[open_display(f"{task.name}.bob", f"Open {task.name}", {"P": prefix})],
@@ -132,9 +134,8 @@ class _Column:
     """A titled group of label + widget rows, stacked downwards."""
 
     def __init__(self, screen: Display, title: str, x: int, y: int, width: int) -> None:
-        self.screen, self.width, self.next = screen, width, 5
+        self.screen, self.y, self.width, self.next = screen, y, width, 5
         self.group = screen.widget("group", title, (x, y, width, 0))
-        self.height = self.group.find("height")
 
     def row(self, label: str, pv: str, height: int = HEIGHT, width: int = VALUE_WIDTH) -> tuple:
         """Add the label, and the PV's name in small print at the right; return the box for the widget."""
@@ -144,9 +145,12 @@ class _Column:
                                                     HEIGHT), self.group, text=pv, font=font("Fine Print"))
         box = (180, self.next, width, height)
         self.next += height + ROW - HEIGHT
-        self.height.text = str(self.next + 30)
-        self.screen.bottom = max(self.screen.bottom, int(self.group.find("y").text) + self.next + 30)
+        self.fit(self.next + 30)
         return box
+
+    def fit(self, height: int) -> None:
+        self.screen.resize(self.group, height)
+        self.screen.bottom = max(self.screen.bottom, self.y + height)
 
 
 def _standard_column(screen: Display, task: Task, y: int) -> None:
@@ -162,7 +166,7 @@ def _standard_column(screen: Display, task: Task, y: int) -> None:
            column.row("Heartbeat age", prefix + HEARTBEAT_AGE), group)
     _status(screen, "status", pv_name(pvs.task_status, prefix), column.row("Last cycle", pvs.task_status), group)
     _value(screen, "duration", pv_name(pvs.task_duration, prefix), column.row("Duration", pvs.task_duration),
-           group, format=1, precision=4)
+           group, precision=4)
 
 
 def _task_pv(screen: Display, column: _Column, logical: str, pv: str, record: Optional[Record], prefix: str) -> None:
@@ -194,7 +198,7 @@ def _own_column(screen: Display, task: Task, y: int) -> None:
     if not own:
         screen.widget("label", "none", (5, 5, 400, HEIGHT), column.group, text="(this task declares no PVs)",
                       font=font("Comment"))
-        column.height.text = str(HEIGHT + 40)
+        column.fit(HEIGHT + 40)
 
 
 def _log_group(screen: Display, task: Task, y: int) -> None:
