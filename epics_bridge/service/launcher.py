@@ -29,6 +29,7 @@ COMMANDS = {
     "check": ".check",
     "display": "..phoebus.display",
     "alarms": "..phoebus.alarms",
+    "new": ".scaffold",
 }
 
 
@@ -41,6 +42,9 @@ def _task_files(paths: Sequence[str]) -> Tuple[List[Path], List[str]]:
             if not found:
                 errors.append(f"{path}: no task files (*.py not starting with '_') in this folder")
             files += found
+        elif path.is_file() and path.suffix != ".py":
+            errors.append(f"{path}: not a task file: give Python files (*.py) or folders of them"
+                          + (" (a database is loaded by its task's db= argument)" if path.suffix == ".db" else ""))
         elif path.is_file():
             files.append(path)
         else:
