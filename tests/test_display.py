@@ -183,6 +183,12 @@ def test_bad_task_files_are_refused_like_the_launcher_does(tmp_path):
     assert not out.exists()
 
 
+def test_an_unknown_task_name_is_refused(tmp_path):
+    result = run("display", EXAMPLES, "--only", "no_such_task", "-o", tmp_path / "opi")
+    assert result.returncode == 2 and "no_such_task" in result.stderr
+    assert not (tmp_path / "opi").exists()
+
+
 def test_an_output_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "taken").write_text("")
     result = run("display", EXAMPLES, "-o", tmp_path / "taken")

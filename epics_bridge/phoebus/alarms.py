@@ -104,11 +104,11 @@ def alarm_tree(tasks: Sequence[Task], config: str = DEFAULT_CONFIG, display_dir:
     """The ``<config>`` for ``tasks``: task files in path order, tasks in the order each file declares them."""
     root = ET.Element("config", name=config)
     files = by_file(tasks)
-    seen = set()  # the alarm server keeps a PV only at its first place in the tree
+    seen = set()  # the alarm server keeps a PV only at its first place (class-API tasks may share one)
     for (path, file_tasks), name in zip(files.items(), _unique(_component_name(p.name) for p in files)):
         component = ET.SubElement(root, "component", name=name)
-        for task, task_name in zip(file_tasks, _unique(_component_name(t.name) for t in file_tasks)):
-            leaf = ET.SubElement(component, "component", name=task_name)
+        for task in file_tasks:  # task names are unique (the registry refuses twins) and hold no '/'
+            leaf = ET.SubElement(component, "component", name=task.name)
             screen = f"{display_dir.rstrip('/')}/{task.name}.bob" if display_dir else f"{task.name}.bob"
             for alarm in alarms_of(task, path.parent.name):
                 if alarm.pv not in seen:
@@ -148,6 +148,9 @@ def main(argv: Sequence[str]) -> NoReturn:
     if problems:
         fail("\n".join(problems))
     tasks = load_or_fail(args.paths)
-    write_xml(alarm_tree(tasks, args.config, args.display_dir), Path(args.output))
+    try:
+        write_xml(alarm_tree(tasks, args.config, args.display_dir), Path(args.output))
+    except OSError as exc:
+        fail(f"-o {args.output}: cannot write it: {exc.strerror or exc}")
     print(f"{args.output}: {len(tasks)} task(s), {2 * len(tasks)} alarm PVs")
     raise SystemExit(0)

@@ -259,6 +259,10 @@ def main(argv: Sequence[str]) -> NoReturn:
     clash = [task.name for task in tasks if f"{task.name}.bob" == OVERVIEW]
     if clash:
         fail(f"task 'overview': its screen would replace {OVERVIEW}; rename the task (name=...)")
-    for path in write_screens(tasks, folder):
+    try:
+        written = write_screens(tasks, folder)
+    except OSError as exc:
+        fail(f"-o {folder}: cannot write the screens there: {exc.strerror or exc}")
+    for path in written:
         print(path)
     raise SystemExit(0)
