@@ -6,13 +6,14 @@ code written against the seed keeps working unchanged.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from typing import Any, Optional
 
 from .base_pv_interface import BasePVInterface
 from .defaults import DEFAULTS
 from .engine.runner import Runner, prepare
 from .io import BridgeIO
-from .registry import ConfigError, Registry, Task
+from .registry import ConfigError, Registry, Task, _where
 from .status import TaskStatus
 
 __all__ = ["BridgeDaemon", "TaskStatus"]
@@ -34,6 +35,8 @@ class BridgeDaemon(ABC):
         self.max_stuck_cycles = DEFAULTS.max_stuck_cycles
         self.heartbeat_period = DEFAULTS.heartbeat_period
         self.timeout = DEFAULTS.timeout
+        #: Seconds a cycle may run before it is interrupted (None: no limit); below max_stall_limit.
+        self.time_limit: Optional[float] = None
         self._runner: Optional[Runner] = None
 
     def get_poll_rate(self) -> float:
@@ -54,12 +57,14 @@ class BridgeDaemon(ABC):
         if not prefix:
             raise ConfigError(f"{type(self).__name__}: interface.prefixes needs a 'main' prefix")
         polled = type(self).trigger is not BridgeDaemon.trigger
-        return Registry.make(
+        task = Registry.make(
             self._cycle, name=self.name, prefix=prefix, pvs=self.interface,
             heartbeat_period=self.heartbeat_period, stall_timeout=self.max_stall_limit,
-            max_stuck_cycles=self.max_stuck_cycles, timeout=self.timeout,
+            max_stuck_cycles=self.max_stuck_cycles, timeout=self.timeout, time_limit=self.time_limit,
             poll=self.trigger if polled else None, poll_period=self.get_poll_rate(),
         )
+        # Where the user's code is: the start-up line, --list and the worker grouping name it.
+        return replace(task, source=_where(type(self).run_task))
 
     def start(self, **options: Any) -> None:
         """Run until SIGTERM/SIGINT (or :meth:`stop`); the watchdog may end the process instead.

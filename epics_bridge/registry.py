@@ -45,6 +45,8 @@ class Task:
     stall_timeout: float = DEFAULTS.stall_timeout
     max_stuck_cycles: int = DEFAULTS.max_stuck_cycles
     timeout: float = DEFAULTS.timeout
+    #: Seconds a cycle may run before it is interrupted in its thread (None: no limit).
+    time_limit: Optional[float] = None
     #: Databases for ``--ioc``, resolved to absolute paths with their macros.
     db: Tuple[Tuple[Path, Dict[str, str]], ...] = ()
     #: Called every ``poll_period`` s instead of watching Trigger (the seed's overridden trigger()).
@@ -102,6 +104,17 @@ def _positive(name: str, value: object, integer: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or value <= 0:
         what = "a positive integer" if integer else "a positive number of seconds"
         raise ConfigError(f"field '{name}' must be {what}, not {value!r}")
+
+
+def _check_time_limit(time_limit: Optional[float], stall_timeout: float) -> None:
+    if time_limit is None:
+        return
+    _positive("time_limit", time_limit)
+    if time_limit >= stall_timeout:
+        raise ConfigError(
+            f"field 'time_limit' ({time_limit:g} s) must be below stall_timeout ({stall_timeout:g} s): a cycle "
+            "running that long is already stalled, and the watchdog would restart it before the limit could "
+            "interrupt it")
 
 
 def _interface(prefix: str, pvs: PVs, prefixes: Optional[Mapping[str, str]]) -> BasePVInterface:
@@ -183,6 +196,7 @@ class Registry:
         stall_timeout: float = DEFAULTS.stall_timeout,
         max_stuck_cycles: int = DEFAULTS.max_stuck_cycles,
         timeout: float = DEFAULTS.timeout,
+        time_limit: Optional[float] = None,
         db: Union[DbSpec, Sequence[DbSpec], None] = None,
         **unknown: object,
     ) -> Callable:
@@ -191,7 +205,8 @@ class Registry:
         def register(fn: Callable) -> Callable:
             self.add(self.make(fn, prefix=prefix, pvs=pvs, prefixes=prefixes, name=name, period=period,
                                heartbeat_period=heartbeat_period, stall_timeout=stall_timeout,
-                               max_stuck_cycles=max_stuck_cycles, timeout=timeout, db=db, unknown=unknown))
+                               max_stuck_cycles=max_stuck_cycles, timeout=timeout, time_limit=time_limit, db=db,
+                               unknown=unknown))
             return fn
 
         return register if func is None else register(func)
@@ -212,7 +227,8 @@ class Registry:
     def _build(func: Callable, *, prefix: str, pvs: PVs = None, prefixes: Optional[Mapping[str, str]] = None,
                name: Optional[str] = None, period: Optional[float] = None,
                heartbeat_period: float = DEFAULTS.heartbeat_period, stall_timeout: float = DEFAULTS.stall_timeout,
-               max_stuck_cycles: int = DEFAULTS.max_stuck_cycles, timeout: float = DEFAULTS.timeout, db: Any = None,
+               max_stuck_cycles: int = DEFAULTS.max_stuck_cycles, timeout: float = DEFAULTS.timeout,
+               time_limit: Optional[float] = None, db: Any = None,
                poll: Optional[Callable] = None, poll_period: float = DEFAULTS.poll_period) -> Task:
         _check_func(func)
         name = name if name is not None else func.__name__
@@ -225,10 +241,12 @@ class Registry:
                               ("timeout", timeout), ("poll_period", poll_period)):
             _positive(option, value)
         _positive("max_stuck_cycles", max_stuck_cycles, integer=True)
+        _check_time_limit(time_limit, stall_timeout)
         return Task(
             func=func, name=name, prefix=prefix, pvs=_interface(prefix, pvs, prefixes), period=period,
             heartbeat_period=float(heartbeat_period), stall_timeout=float(stall_timeout),
-            max_stuck_cycles=max_stuck_cycles, timeout=float(timeout), db=_databases(db, func, prefix, prefixes),
+            max_stuck_cycles=max_stuck_cycles, timeout=float(timeout),
+            time_limit=None if time_limit is None else float(time_limit), db=_databases(db, func, prefix, prefixes),
             poll=poll, poll_period=float(poll_period), source=_where(func),
         )
 

@@ -3,6 +3,7 @@
 The closed-loop trigger client is the benchmark's (:class:`epics_bridge.bench.client.Trigger`)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence
@@ -90,11 +92,14 @@ class Daemon:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.stderr_path = workdir / "daemon.stderr"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "epics_bridge", *map(str, args)],
-            env={**os.environ, **env}, cwd=workdir, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=open(self.stderr_path, "wb"),
-        )
+        #: Inherited by every process the daemon starts (workers, an embedded IOC): how leftovers are found.
+        self.marker = f"{os.getpid()}-{uuid.uuid4().hex}"
+        with open(self.stderr_path, "wb") as stderr:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "epics_bridge", *map(str, args)],
+                env={**os.environ, **env, LEFTOVER_MARKER: self.marker}, cwd=workdir, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=stderr,
+            )
 
     @property
     def stderr(self) -> str:
@@ -119,6 +124,25 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
 
+    def descendants(self) -> List[int]:
+        """Every live process started by this daemon or its children, by the marker they inherited."""
+        return processes_marked(self.marker)
+
+    def workers(self) -> List[int]:
+        """The daemon's worker processes now."""
+        return [pid for pid in self.descendants() if "epics_bridge.service.worker" in cmdline(pid)]
+
+    def assert_nothing_left(self, timeout: float = 10.0) -> None:
+        """No process of this daemon outlives it (a worker dies with its supervisor); kill and fail if one does."""
+        try:
+            wait_for(lambda: not self.descendants(), timeout, what="the daemon's processes to end")
+        except AssertionError:
+            left = {pid: cmdline(pid)[:120] for pid in self.descendants()}
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            raise AssertionError(f"processes left behind by the daemon: {left}") from None
+
 
 @contextmanager
 def daemon(args: Sequence[str], env: Mapping[str, str], workdir: Path) -> Iterator[Daemon]:
@@ -127,6 +151,33 @@ def daemon(args: Sequence[str], env: Mapping[str, str], workdir: Path) -> Iterat
         yield d
     finally:
         d.kill()
+        d.assert_nothing_left()
+
+
+LEFTOVER_MARKER = "EPICS_BRIDGE_TEST_DAEMON"
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def processes_marked(marker: str) -> List[int]:
+    """Live processes (not zombies) whose environment carries ``LEFTOVER_MARKER=marker``."""
+    wanted = f"{LEFTOVER_MARKER}={marker}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if wanted in (entry / "environ").read_bytes().split(b"\0") and \
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 @contextmanager

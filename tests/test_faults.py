@@ -71,7 +71,7 @@ def freeze_thaw(ioc) -> None:
 
 def counting_daemon(ioc, workdir: Path, stuck: int):
     source = COUNTING.format(prefix=P, period=PERIOD, stall=STALL, stuck=stuck)
-    return daemon([write_tasks(workdir, source)], ioc.client_env, workdir)
+    return daemon([write_tasks(workdir, source), "--isolation", "none"], ioc.client_env, workdir)
 
 
 @pytest.mark.parametrize("fault", [kill_restart, freeze_thaw], ids=["ioc-killed-2s", "ioc-frozen-2s"])

@@ -427,7 +427,7 @@ def test_watchdog_lines_go_to_the_task_file_and_the_exit_to_the_process_file(ioc
         def hang(t):
             time.sleep(1e9)
     """)
-    with daemon([source], ioc.client_env, tmp_path) as d:
+    with daemon([source, "--isolation", "none"], ioc.client_env, tmp_path) as d:
         ctx = client_for(ioc.client_env)
         wait_heartbeat(ctx, prefix, timeout=30)
         ctx.put(prefix + "Trigger", 1)

@@ -99,7 +99,7 @@ def test_ready_status_watchdog_and_stopping(listener, prefix, tmp_path):
         def quiet(t):
             pass
     """)
-    with daemon([tasks], _env(listener), tmp_path / "run") as d:
+    with daemon([tasks, "--isolation", "none"], _env(listener), tmp_path / "run") as d:
         listener.expect(r"^READY=1$", timeout=30)
         assert listener.expect(r"^STATUS=", timeout=5) == "STATUS=1 task(s) running, none stuck"
         for _ in range(3):
@@ -124,7 +124,7 @@ def test_watchdog_pings_stop_while_a_task_is_stalled(prefix, client, tmp_path):
                 time.sleep(0.05)
     """)
     try:
-        with daemon([tasks], _env(listener), tmp_path / "run") as d:
+        with daemon([tasks, "--isolation", "none"], _env(listener), tmp_path / "run") as d:
             listener.expect(r"^READY=1$", timeout=30)
             listener.expect(r"^WATCHDOG=1$", timeout=10)
             client.put(prefix + "Trigger", 1)

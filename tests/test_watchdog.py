@@ -56,7 +56,8 @@ def test_stuck_task_stops_its_heartbeat_and_ends_the_process(body, make_ioc, tmp
     ioc = make_ioc(STUCK, HEALTHY)
     ctx = client_for(ioc.client_env)
     beats = HeartbeatRecorder(ctx, [STUCK, HEALTHY])
-    with daemon([write_tasks(tmp_path, TASKS.format(body=body))], ioc.client_env, tmp_path) as d:
+    with daemon([write_tasks(tmp_path, TASKS.format(body=body)), "--isolation", "none"], ioc.client_env,
+                tmp_path) as d:
         beats.wait_pulses(STUCK, 2, timeout=30)
         beats.wait_pulses(HEALTHY, 2, timeout=30)
         started = time.monotonic()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import traceback
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from loguru import logger
@@ -26,6 +27,7 @@ from ..status import TaskStatus, status_of
 from ..utils import to_python
 from .handshake import Handshake
 from .ownership import Ownership
+from .timelimit import TimeLimitExceeded, TimeLimits
 
 __all__ = ["Loop"]
 
@@ -39,8 +41,9 @@ _IO_ERRORS = (PVError, TimeoutError, Disconnected, RemoteError)
 class Loop:
     """Runs one task's cycles and tells the heartbeat whether it is alive."""
 
-    def __init__(self, task: Task, io: BridgeIO, hooks: Hooks) -> None:
+    def __init__(self, task: Task, io: BridgeIO, hooks: Hooks, limits: Optional[TimeLimits] = None) -> None:
         self.task = task
+        self.limits = limits or TimeLimits()
         self.io = io
         self.hooks = hooks
         self.log = logger.bind(task=task.name)
@@ -127,7 +130,13 @@ class Loop:
     def _call(self) -> Tuple[TaskStatus, float]:
         started = time.perf_counter()
         try:
-            status = status_of(self.task.func(self.context))
+            with self.limits.limit(self.task.time_limit):
+                result = self.task.func(self.context)
+            status = status_of(result)
+        except TimeLimitExceeded as exc:
+            status = TaskStatus.EXCEPTION
+            self.log.error("cycle interrupted by its time limit ({:g} s) at {}", self.task.time_limit,
+                           line_in_task(traceback.extract_tb(exc.__traceback__), self.task))
         except _IO_ERRORS as exc:
             status = TaskStatus.IO_FAILURE
             self.log.error("cycle failed on PV IO: {}", exc)
@@ -243,6 +252,14 @@ class Loop:
             except queue.Empty:
                 item = None
         return True
+
+
+def line_in_task(stack: traceback.StackSummary, task: Task) -> str:
+    """The innermost line of the task's own file in ``stack`` (else the innermost line), as
+    ``file:line in function: code``: where a cycle hangs or was interrupted."""
+    source = getattr(getattr(task.func, "__code__", None), "co_filename", None)
+    frame = next((f for f in reversed(stack) if f.filename == source), stack[-1] if stack else None)
+    return f"{frame.filename}:{frame.lineno} in {frame.name}: {frame.line}" if frame else "an unknown line"
 
 
 class _CycleEnd:

@@ -22,8 +22,9 @@ from ..io import BridgeIO
 from ..observe.hooks import HookList, Hooks
 from ..observe.logs import LogConfig, configure
 from ..registry import ConfigError, Task
-from .cycle import Loop
+from .cycle import Loop, line_in_task
 from .heartbeat import Heartbeat
+from .timelimit import TimeLimits
 
 __all__ = ["Runner", "prepare", "run", "EXIT_OK", "EXIT_CONFIG", "EXIT_STUCK"]
 
@@ -52,9 +53,10 @@ class Runner:
     def start(self) -> None:
         io_context, pulse_context = Context("pva", nt=False), Context("pva", nt=False)
         self._contexts = [io_context, pulse_context]
+        limits = TimeLimits()
         for task in self.tasks:
             _log_summary(task)
-            loop = Loop(task, BridgeIO(io_context, task.timeout), self.hooks)
+            loop = Loop(task, BridgeIO(io_context, task.timeout), self.hooks, limits)
             self.loops.append(loop)
             self.heartbeats.append(Heartbeat(task, loop, BridgeIO(pulse_context, task.timeout), self.hooks,
                                              self._stuck_limit))
@@ -109,14 +111,14 @@ class Runner:
         with self._exit_lock:
             stack = _stalled_stack(next(loop for loop in self.loops if loop.task is task))
             trace = "; its loop thread is at:\n" + "".join(stack.format()).rstrip() if stack else ""
-            where = f"; its loop is at {_hang_point(stack, task)}" if stack else ""
+            where = f"; its loop is at {line_in_task(stack, task)}" if stack else ""
             logger.bind(task=task.name).critical(
                 "watchdog: stuck for {} heartbeat periods in a row; ending the process{}",
                 task.max_stuck_cycles, trace)
             logger.critical("watchdog: task '{}' stuck for {} heartbeat periods in a row ({}){}; exiting "
                             "with status {} so that the supervisor restarts the process",
                             task.name, task.max_stuck_cycles, reason, where, EXIT_STUCK)
-            self.hooks.fatal(task, reason)
+            self.hooks.fatal(task, reason + where)
             os._exit(EXIT_STUCK)
 
 
@@ -125,13 +127,6 @@ def _stalled_stack(loop: Loop) -> Optional[traceback.StackSummary]:
     ident = loop.thread.ident
     frame = sys._current_frames().get(ident) if ident is not None and loop.stalled(time.monotonic()) else None
     return traceback.extract_stack(frame) if frame is not None else None
-
-
-def _hang_point(stack: traceback.StackSummary, task: Task) -> str:
-    """The innermost line of the task's own file in ``stack`` (else the innermost line): where it hangs."""
-    source = getattr(getattr(task.func, "__code__", None), "co_filename", None)
-    frame = next((f for f in reversed(stack) if f.filename == source), stack[-1])
-    return f"{frame.filename}:{frame.lineno} in {frame.name}: {frame.line}"
 
 
 def _install_signal_handlers(handler):
@@ -158,6 +153,7 @@ def prepare(
     log_rotation: Union[str, int] = "10 MB",
     log_retention: Union[str, int] = 5,
     p4p_log_level: str = "WARNING",
+    process_log: bool = True,
     log_pvs: bool = True,
     metrics_port: Optional[int] = None,
     metrics_addr: str = "127.0.0.1",
@@ -172,7 +168,8 @@ def prepare(
     ``metrics_port``: serve Prometheus metrics on ``metrics_addr``.
     """
     configure(tasks, LogConfig(directory=Path(log_dir) if log_dir is not None else None, level=log_level,
-                               rotation=log_rotation, retention=log_retention, p4p_level=p4p_log_level))
+                               rotation=log_rotation, retention=log_retention, p4p_level=p4p_log_level,
+                               process_file=process_log))
     from ..observe.logpvs import LogPVs
     from ..observe.metrics import Metrics
     from ..observe.systemd import from_environment

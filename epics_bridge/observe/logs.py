@@ -44,6 +44,11 @@ class LogConfig:
     #: How many rotated files to keep (an int), or for how long ("14 days").
     retention: Union[str, int] = 5
     console: bool = True
+    #: Lines bound to no task go to PROCESS_LOG too; off in worker processes, where only the
+    #: supervisor writes that file (two processes must not rotate one file).
+    process_file: bool = True
+    #: A file per task; off in the supervisor, whose workers write them.
+    task_files: bool = True
     #: Level for p4p's own (stdlib logging) messages; raise it to see more of p4p's chatter.
     p4p_level: str = "WARNING"
 
@@ -95,8 +100,9 @@ def configure(tasks: Iterable[Task], config: LogConfig) -> None:
     if config.console:
         logger.add(sys.stderr, **options)
     if directory is not None:
-        logger.add(directory / PROCESS_LOG, filter=_untasked, **file_options)
-        for task in tasks:
+        if config.process_file:
+            logger.add(directory / PROCESS_LOG, filter=_untasked, **file_options)
+        for task in tasks if config.task_files else ():
             logger.add(task_log(directory, task.name), filter=_only(task.name), **file_options)
         logger.info("logging at {} to {}/ (a file per task and {}; rotation {}, retention {})", level,
                     directory, PROCESS_LOG, config.rotation, config.retention)

@@ -46,7 +46,7 @@ class Metrics(Hooks):
         self.duration = self._per_task(Histogram, "epics_bridge_cycle_duration_seconds",
                                        "Duration of the task function per cycle", buckets=BUCKETS)
         self.last_cycle = self._per_task(Gauge, "epics_bridge_last_cycle_timestamp_seconds",
-                                         "Unix time at which the last cycle ended")
+                                         "Unix time at which the last cycle ended", multiprocess_mode="max")
         self.stuck = self._per_task(Gauge, "epics_bridge_stuck_periods",
                                     "Consecutive stuck heartbeat periods now (0 when healthy)")
         self.heartbeat_ok = self._per_task(Gauge, "epics_bridge_heartbeat_ok",
@@ -59,6 +59,8 @@ class Metrics(Hooks):
         self.address: Optional[Tuple[str, int]] = None
 
     def _per_task(self, kind: Any, name: str, documentation: str, **options: Any) -> Any:
+        if kind is Gauge:  # under worker processes: the one live process that runs the task
+            options.setdefault("multiprocess_mode", "livesum")
         return kind(name, documentation, ["task"], registry=self.registry, **options)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
@@ -98,3 +100,32 @@ class Metrics(Hooks):
 
     def ready(self, task: Task, ready: bool, reason: Optional[str]) -> None:
         self._tasks[task.name].ready.set(1 if ready else 0)
+
+
+class ServiceMetrics:
+    """The supervisor's metrics in prometheus_client's multiprocess mode: worker restarts per task,
+    and one scrape over the files of every process, dead workers' counters included (so totals
+    never go backwards). ``PROMETHEUS_MULTIPROC_DIR`` must be set before prometheus_client is
+    first imported; the launcher does that."""
+
+    def __init__(self, tasks: Sequence[Task]) -> None:
+        self.restarts = Counter("epics_bridge_worker_restarts", "Restarts of the worker process running a task",
+                                ["task"], registry=None)
+        for task in tasks:
+            self.restarts.labels(task.name)  # present at 0 from the start
+
+    def restarted(self, task_names: Sequence[str]) -> None:
+        for name in task_names:
+            self.restarts.labels(name).inc()
+
+    def process_dead(self, pid: int) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest, multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)

@@ -6,12 +6,16 @@ the file, task and field, and the process exits 2 without touching a PV. Only a 
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import importlib.util
+import os
+import shutil
 import sys
+import tempfile
 import traceback
 from pathlib import Path
-from typing import List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, List, NoReturn, Optional, Sequence, Tuple
 
 from loguru import logger
 
@@ -19,9 +23,14 @@ from .. import __version__
 from ..engine.runner import EXIT_CONFIG, EXIT_OK
 from ..ioc.softioc import IOCError
 from ..registry import ConfigError, Registry, Task, bridge
+from . import options
+from .options import retention_value as _retention
 from .shard import Shard, parse
 
-__all__ = ["load", "main", "fail", "COMMANDS"]
+__all__ = ["load", "main", "fail", "COMMANDS", "ISOLATIONS"]
+
+#: ``--isolation``: a worker process per task file, per task, or every task in this process.
+ISOLATIONS = ("file", "task", "none")
 
 #: ``epics-bridge COMMAND ...``: module (relative to this package) whose ``main(argv)`` runs it,
 #: imported only when that command is used. Anything else is a path to run.
@@ -122,24 +131,30 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--list", action="store_true", help="print the tasks and their PVs, then exit")
     parser.add_argument("--log-dir", default="logs", help="folder for the log files (default: ./logs)")
     parser.add_argument("--no-log-files", action="store_true", help="log to the console only")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
-    parser.add_argument("--log-rotation", default="10 MB", help="when to start a new log file (default '10 MB')")
-    parser.add_argument("--log-retention", default="5", help="rotated files to keep, or an age like '14 days'")
-    parser.add_argument("--p4p-log-level", default="WARNING",
+    parser.add_argument("--log-level", default="INFO", type=options.log_level,
+                        help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument("--log-rotation", default="10 MB", type=options.rotation,
+                        help="when to start a new log file: a size, an interval or a time (default '10 MB')")
+    parser.add_argument("--log-retention", default="5", type=options.retention,
+                        help="rotated files to keep, or an age like '14 days'")
+    parser.add_argument("--p4p-log-level", default="WARNING", type=options.log_level,
                         help="level of p4p's own messages (default WARNING)")
     parser.add_argument("--no-log-pvs", action="store_true",
                         help="do not publish log lines to the IOC's log PVs (db/bridge-logs.db)")
-    parser.add_argument("--metrics-port", type=int, metavar="N",
+    parser.add_argument("--metrics-port", type=options.port, metavar="N",
                         help="serve Prometheus metrics on port N (default: off)")
     parser.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
                         help="address the metrics server listens on (default 127.0.0.1)")
-    parser.add_argument("--stop-grace", type=float, default=5.0,
+    parser.add_argument("--stop-grace", type=options.seconds, default=5.0,
                         help="seconds a running cycle may take to finish on SIGTERM (default 5)")
     parser.add_argument("--shard", type=_shard, metavar="I/N",
                         help="run only this instance's share of the tasks (I = 0..N-1), chosen by task name; "
                              "auto/N takes I from the host name's trailing -<ordinal> (a StatefulSet pod)")
     parser.add_argument("--ioc", action="store_true",
                         help="start a soft IOC serving the tasks' PVs (db/bridge.db per prefix + each task's db=)")
+    parser.add_argument("--isolation", choices=ISOLATIONS, default="file",
+                        help="worker processes: one per task file (default), one per task, or none (every task "
+                             "in this process: a stuck task then ends them all, with exit status 3)")
     return parser
 
 
@@ -148,10 +163,6 @@ def _shard(text: str) -> Shard:
         return parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _retention(value: str):
-    return int(value) if value.isdigit() else value
 
 
 def fail(message: str) -> NoReturn:
@@ -165,6 +176,8 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
     if argv[:1] and argv[0] in COMMANDS:
         importlib.import_module(COMMANDS[argv[0]], __package__).main(argv[1:])
     args = _parser().parse_args(argv)
+    if args.metrics_port is not None and args.isolation != "none" and not args.list:
+        _multiprocess_metrics()
     try:
         tasks = load(args.paths, only=args.only)
     except ConfigError as exc:
@@ -177,22 +190,39 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
     sys.exit(_run(args, share, heading))
 
 
+def _multiprocess_metrics() -> None:
+    """Workers' metrics meet in a fresh private folder; prometheus_client reads this variable when
+    it is first imported (in any process), so it is set before any task file is imported."""
+    folder = tempfile.mkdtemp(prefix="epics-bridge-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+
+
 def _run(args: argparse.Namespace, tasks: List[Task], heading: str = "") -> int:
     """Refuse bad options before anything starts (the embedded IOC included), then run."""
     from ..engine.runner import prepare
-    from ..ioc.embedded import Announce, embedded_ioc, start
+    from ..ioc.embedded import Announce, embedded_ioc, how_to_reach, start
 
     log_dir = None if args.no_log_files else Path(args.log_dir)
+    options = dict(log_dir=log_dir, log_level=args.log_level, log_rotation=args.log_rotation,
+                   log_retention=_retention(args.log_retention), p4p_log_level=args.p4p_log_level,
+                   log_pvs=not args.no_log_pvs, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
+                   stop_grace=args.stop_grace)
     ioc = None
     try:
         # in a folder of its own: a task may be named "ioc"
         ioc_log = log_dir / "embedded-ioc" / "softioc.log" if log_dir else None
         ioc = embedded_ioc(tasks, output=ioc_log) if args.ioc else None
-        runner = prepare(tasks, hooks=[Announce(ioc)] if ioc else [], log_dir=log_dir, log_level=args.log_level,
-                         log_rotation=args.log_rotation, log_retention=_retention(args.log_retention),
-                         p4p_log_level=args.p4p_log_level, log_pvs=not args.no_log_pvs,
-                         metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
-                         stop_grace=args.stop_grace)
+        if args.isolation == "none":
+            runner: Any = prepare(tasks, hooks=[Announce(ioc)] if ioc else [], **options)
+        else:
+            from .supervisor import supervise
+
+            def announce() -> None:
+                if ioc is not None:
+                    print(how_to_reach(ioc, tasks), file=sys.stderr, flush=True)
+
+            runner = supervise(tasks, args.isolation, options, on_ready=announce)
         if heading:
             logger.info(heading)
         if ioc is not None:

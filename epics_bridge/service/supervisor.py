@@ -1,0 +1,462 @@
+"""The host service's supervisor: worker processes, each restarted alone when it ends.
+
+One thread, one loop. Signal handlers do nothing but wake the loop (``signal.set_wakeup_fd``);
+the loop then reads the workers' status pipes, answers HTTP (metrics and probes), reaps and
+restarts workers, kills a worker that has gone silent, and speaks to systemd. Every task file was
+imported and validated here before the first worker starts; each worker is a fresh interpreter
+that imports its own files (see :mod:`.worker` for why not a fork). A worker that keeps failing
+waits 1 s, 2 s, 4 s ... up to 60 s between attempts (reset once it stayed up 10 minutes); the
+others never notice. The service itself ends only on SIGTERM/SIGINT, after every worker stopped.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import selectors
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from loguru import logger
+
+from ..registry import Task
+from . import worker as worker_module
+from .worker import WorkerSpec
+
+__all__ = ["Supervisor", "Backoff", "supervise"]
+
+#: Seconds between a SIGTERM to a worker's group and the SIGKILL that follows if it is still there.
+KILL_GRACE = 5.0
+#: systemd's variables: the supervisor is the service's main process, workers must not notify.
+_SYSTEMD_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+#: Longest a worker may take from its start to running its tasks (imports, contexts, threads).
+START_TIMEOUT = 60.0
+#: The loop wakes at least this often (restarts due, silent workers, systemd pings).
+TICK = 0.5
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delay before restarting a worker after its n-th failure in a row."""
+
+    first: float = 1.0
+    cap: float = 60.0
+    #: A worker that stayed up this long starts counting its failures afresh.
+    reset_after: float = 600.0
+
+    def delay(self, failures: int) -> float:
+        return min(self.cap, self.first * 2 ** max(0, failures - 1))
+
+
+@dataclass
+class Worker:
+    """What the supervisor knows of one worker process."""
+
+    spec: WorkerSpec
+    tasks: List[Task]
+    process: Optional[subprocess.Popen] = None
+    fd: Optional[int] = None
+    buffer: bytes = b""
+    started_at: float = 0.0
+    last_heard: float = 0.0
+    up: bool = False
+    failures: int = 0
+    next_start: Optional[float] = 0.0
+    last_words: Optional[str] = None
+    last_exit: Optional[str] = None
+    term_sent: Optional[float] = None
+    kill_sent: Optional[float] = None
+    health: Dict[str, Optional[str]] = field(default_factory=dict)
+    ready: Dict[str, Tuple[bool, Optional[str]]] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def silence_limit(self) -> float:
+        """Longer than the worker's own watchdog takes to end it: past this, it cannot end itself.
+        Before its tasks run, the time an interpreter may need to import them on a loaded host."""
+        if not self.up:
+            return START_TIMEOUT
+        return max(t.stall_timeout + t.max_stuck_cycles * t.heartbeat_period for t in self.tasks) + 5.0
+
+    def unhealthy(self) -> Dict[str, str]:
+        """Task -> why it is not ready now."""
+        if self.pid is None:
+            wait = max(0.0, (self.next_start or 0.0) - time.monotonic())
+            why = f"worker {self.spec.name} restarting in {wait:.0f} s"
+            if self.last_exit:
+                why += f" ({self.last_exit})"
+            return {t: why for t in self.spec.tasks}
+        if not self.up:
+            return {t: f"worker {self.spec.name} starting" for t in self.spec.tasks}
+        bad = {}
+        for name in self.spec.tasks:
+            ready, reason = self.ready.get(name, (True, None))
+            if self.health.get(name):
+                bad[name] = f"stuck: {self.health[name]}"
+            elif not ready:
+                bad[name] = reason or "not ready"
+        return bad
+
+
+class Supervisor:
+    """Runs ``specs`` as worker processes until SIGTERM/SIGINT; :meth:`run` returns the exit status."""
+
+    def __init__(self, tasks: Sequence[Task], specs: Sequence[WorkerSpec], worker_options: Mapping[str, Any], *,
+                 stop_grace: float = 5.0, backoff: Backoff = Backoff(), endpoints: Any = None,
+                 on_ready: Optional[Callable[[], None]] = None, metrics: Any = None) -> None:
+        by_name = {t.name: t for t in tasks}
+        self.workers = [Worker(spec, [by_name[n] for n in spec.tasks]) for spec in specs]
+        self.worker_options = dict(worker_options)
+        self.stop_grace = stop_grace
+        self.backoff = backoff
+        self.endpoints = endpoints
+        self.metrics = metrics
+        self.on_ready = on_ready
+        self.selector = selectors.DefaultSelector()
+        self.stopping = False
+        self.loop_at = time.monotonic()
+        self._ready_sent = False
+        self._status = ""
+        self._wake_r, self._wake_w = os.pipe()
+        from ..observe.systemd import from_environment
+
+        self.notifier = from_environment()
+        self._next_ping = 0.0
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self) -> int:
+        restore = self._install_signals()
+        try:
+            if self.endpoints is not None:
+                self.selector.register(self.endpoints.fileno(), selectors.EVENT_READ, "http")
+            logger.info("supervisor (pid {}): {} worker(s) for {} task(s)", os.getpid(), len(self.workers),
+                        sum(len(w.spec.tasks) for w in self.workers))
+            while not self.stopping:
+                self._step(TICK)
+            self._stop()
+        finally:
+            restore()
+            self.selector.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        return 0
+
+    def _step(self, timeout: float) -> None:
+        self.loop_at = time.monotonic()
+        due = [w.next_start for w in self.workers if w.pid is None and w.next_start is not None]
+        if due:
+            timeout = max(0.0, min(timeout, min(due) - time.monotonic()))
+        for key, _ in self.selector.select(timeout):
+            if key.data == "signals":
+                self._signals()
+            elif key.data == "http":
+                self.endpoints.handle()
+            else:
+                self._read(key.data)
+        self._reap()
+        if self.stopping:
+            return
+        self._watch_silence()
+        self._start_due()
+        self._notify()
+
+    # -- signals -----------------------------------------------------------------------------------
+    def _install_signals(self) -> Callable[[], None]:
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, "signals")
+        previous_fd = signal.set_wakeup_fd(self._wake_w)
+        sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+        previous = {sig: signal.signal(sig, _wake_only) for sig in sigs}
+
+        def restore() -> None:
+            signal.set_wakeup_fd(previous_fd)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def _signals(self) -> None:
+        try:
+            data = os.read(self._wake_r, 512)
+        except BlockingIOError:
+            return
+        for number in data:
+            if number in (signal.SIGTERM, signal.SIGINT) and not self.stopping:
+                logger.info("supervisor: {} received; stopping every worker", signal.Signals(number).name)
+                self.stopping = True
+            elif number == signal.SIGHUP:
+                self.reload()
+
+    def reload(self) -> None:
+        """SIGHUP: overridden by the reloading supervisor; here it only says so."""
+        logger.warning("supervisor: SIGHUP received, but this service was started without reload support")
+
+    # -- workers -------------------------------------------------------------------------------------
+    def _start_due(self) -> None:
+        now = time.monotonic()
+        for w in self.workers:
+            if w.pid is None and w.next_start is not None and now >= w.next_start:
+                self._spawn(w)
+
+    def _spawn(self, w: Worker) -> None:
+        read_fd, write_fd = os.pipe()
+        env = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_ONLY}  # only we speak to systemd
+        try:
+            # its own session: Ctrl-C reaches the supervisor only, and killpg reaches the worker's tree
+            w.process = subprocess.Popen(worker_module.command(w.spec, self.worker_options, write_fd), env=env,
+                                         pass_fds=(write_fd,), stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            os.close(read_fd)
+            w.started_at = time.monotonic()
+            w.last_words = f"cannot start a process: {exc}"
+            self._exited(w, None)
+            return
+        finally:
+            os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        w.fd, w.buffer = read_fd, b""
+        w.started_at = w.last_heard = time.monotonic()
+        w.up, w.last_words, w.term_sent, w.kill_sent, w.next_start = False, None, None, None, None
+        w.health.clear()
+        w.ready.clear()
+        self.selector.register(read_fd, selectors.EVENT_READ, w)
+        logger.info("worker {} started (pid {}): {}", w.spec.name, w.pid, ", ".join(w.spec.tasks))
+
+    def _read(self, w: Worker) -> None:
+        assert w.fd is not None
+        while True:
+            try:
+                chunk = os.read(w.fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.EINTR:
+                    chunk = b""
+                else:
+                    continue
+            if not chunk:  # the worker closed its end: it is gone, the reaper will say how
+                self._close_pipe(w)
+                break
+            w.buffer += chunk
+        *lines, w.buffer = w.buffer.split(b"\n")
+        for line in lines:
+            self._message(w, line)
+
+    def _message(self, w: Worker, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return
+        w.last_heard = time.monotonic()
+        event = message.get("event")
+        if event == "started":
+            w.up = True
+            if w.failures:
+                logger.info("worker {} is back (pid {})", w.spec.name, w.pid)
+        elif event == "health":
+            w.health[message["task"]] = message.get("reason")
+        elif event == "ready":
+            w.ready[message["task"]] = (bool(message["ready"]), message.get("reason"))
+        elif event == "fatal":
+            w.last_words = message["reason"]
+
+    def _close_pipe(self, w: Worker) -> None:
+        if w.fd is not None:
+            self.selector.unregister(w.fd)
+            os.close(w.fd)
+            w.fd = None
+
+    def _reap(self) -> None:
+        for w in self.workers:
+            if w.process is None or w.process.poll() is None:
+                continue
+            if w.fd is not None:
+                self._read(w)  # its last words are in the pipe
+                self._close_pipe(w)
+            self._exited(w, w.process.returncode)
+
+    def _exited(self, w: Worker, returncode: Optional[int]) -> None:
+        pid, now = w.pid, time.monotonic()
+        w.process = None
+        if self.metrics is not None and pid is not None:
+            self.metrics.process_dead(pid)
+        how = _describe(returncode)
+        if self.stopping:
+            logger.info("worker {} (pid {}) stopped: {}", w.spec.name, pid, how)
+            return
+        if now - w.started_at >= self.backoff.reset_after:
+            w.failures = 0
+        w.failures += 1
+        delay = self.backoff.delay(w.failures)
+        w.next_start = now + delay
+        w.last_exit = f"{_ordinal(w.failures)} failure: {w.last_words or how}"
+        if self.metrics is not None:
+            self.metrics.restarted(w.spec.tasks)
+        logger.error("worker {} (pid {}, tasks {}) ended: {}{}; restarting it in {:g} s ({} failure in a row)",
+                     w.spec.name, pid, ", ".join(w.spec.tasks), how,
+                     f" — {w.last_words}" if w.last_words else "", delay, _ordinal(w.failures))
+
+    def _watch_silence(self) -> None:
+        """A worker that said nothing for longer than its own watchdog needs is hung beyond helping
+        itself (a GIL held in C, a stopped process): SIGTERM its group, then SIGKILL."""
+        now = time.monotonic()
+        for w in self.workers:
+            if w.pid is None:
+                continue
+            if w.term_sent is None and now - w.last_heard > w.silence_limit:
+                logger.error("worker {} (pid {}) silent for {:.0f} s: ending it", w.spec.name, w.pid,
+                             now - w.last_heard)
+                w.last_words = w.last_words or f"silent for {now - w.last_heard:.0f} s"
+                w.term_sent = now
+                _signal_group(w.pid, signal.SIGTERM)
+            elif w.term_sent is not None and w.kill_sent is None and now - w.term_sent > KILL_GRACE:
+                w.kill_sent = now
+                _signal_group(w.pid, signal.SIGKILL)
+
+    def _stop(self) -> None:
+        """Every worker gets SIGTERM and the stop grace (plus time to clear Busy), then SIGKILL."""
+        self._send("STOPPING=1", "STATUS=stopping: finishing running cycles")
+        for w in self.workers:
+            if w.pid is not None:
+                _signal_group(w.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_grace + KILL_GRACE
+        while any(w.pid is not None for w in self.workers) and time.monotonic() < deadline:
+            self._step(min(TICK, max(0.0, deadline - time.monotonic())))
+        for w in self.workers:
+            if w.process is not None:
+                logger.error("worker {} (pid {}) did not stop in time: SIGKILL", w.spec.name, w.pid)
+                _signal_group(w.process.pid, signal.SIGKILL)
+                w.process.wait()
+                w.process = None
+        logger.info("supervisor: every worker stopped")
+
+    # -- health -----------------------------------------------------------------------------------
+    def unhealthy(self) -> Dict[str, str]:
+        """Task -> why it is not ready now (empty: every task of this instance serves)."""
+        bad: Dict[str, str] = {}
+        for w in self.workers:
+            bad.update(w.unhealthy())
+        return bad
+
+    def alive(self) -> Optional[str]:
+        """None while the supervisor does its job; else why restarting the service would help."""
+        now = time.monotonic()
+        if now - self.loop_at > 10 * TICK + 5.0:
+            return f"the supervisor's loop has not run for {now - self.loop_at:.0f} s"
+        stuck = [w.spec.name for w in self.workers if w.kill_sent is not None and now - w.kill_sent > KILL_GRACE]
+        if stuck:
+            return f"worker(s) {', '.join(stuck)} survived SIGKILL for more than {KILL_GRACE:g} s"
+        return None
+
+    def status_line(self) -> str:
+        total = sum(len(w.spec.tasks) for w in self.workers)
+        running = sum(len(w.spec.tasks) for w in self.workers if w.pid is not None and w.up)
+        parts = [f"{running}/{total} tasks running"]
+        now = time.monotonic()
+        for w in self.workers:
+            if w.pid is None and w.next_start is not None:
+                parts.append(f"{w.spec.name} restarting in {max(0.0, w.next_start - now):.0f} s ({w.last_exit})")
+        stuck = [name for w in self.workers for name, why in w.health.items() if why]
+        if stuck:
+            parts.append("stuck: " + ", ".join(stuck))
+        return "; ".join(parts)
+
+    def _notify(self) -> None:
+        if not self._ready_sent and all(w.up or w.failures for w in self.workers):
+            self._ready_sent = True
+            self._status = self.status_line()
+            logger.info("supervisor: {}", self._status)
+            self._send("READY=1", f"STATUS={self._status}")
+            if self.on_ready is not None:
+                self.on_ready()
+        if self.notifier is None:
+            return
+        messages = []
+        status = self.status_line()
+        if self._ready_sent and status != self._status:
+            self._status = status
+            messages.append(f"STATUS={status}")
+        now = time.monotonic()
+        if self.notifier.interval is not None and now >= self._next_ping:
+            self._next_ping = now + self.notifier.interval
+            messages.append("WATCHDOG=1")
+        if messages:
+            self._send(*messages)
+
+    def _send(self, *messages: str) -> None:
+        if self.notifier is not None:
+            self.notifier.send(*messages)
+
+
+def _wake_only(signum: int, frame: object) -> None:
+    """The handler of every supervised signal: the wakeup fd already carries it to the loop."""
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    except PermissionError:
+        os.kill(pid, sig)
+
+
+def _describe(returncode: Optional[int]) -> str:
+    if returncode is None:
+        return "never started"
+    if returncode < 0:
+        sig = -returncode
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        extra = " (by someone, or the kernel's out-of-memory killer)" if sig == signal.SIGKILL else ""
+        return f"killed by {name}{extra}"
+    meaning = {0: "exit status 0 (it should not stop on its own)", 2: "exit status 2 (its task files are invalid)",
+               3: "exit status 3 (its watchdog)"}
+    return meaning.get(returncode, f"exit status {returncode}")
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def supervise(tasks: Sequence[Task], isolation: str, options: Mapping[str, Any], *,
+              on_ready: Optional[Callable[[], None]] = None, supervisor_class: type = Supervisor) -> Supervisor:
+    """Everything that can refuse to start, done before any worker exists: logging configured (the
+    task files' names checked), the HTTP port bound. ``options`` are those of
+    :func:`epics_bridge.engine.runner.prepare`; each worker gets them for its own tasks."""
+    from ..observe.logs import LogConfig, configure
+    from .endpoints import Endpoints, health
+
+    options = dict(options)
+    log_dir = options.get("log_dir", "logs")
+    configure(tasks, LogConfig(
+        directory=None if log_dir is None else Path(log_dir), level=options.get("log_level", "INFO"),
+        rotation=options.get("log_rotation", "10 MB"), retention=options.get("log_retention", 5),
+        p4p_level=options.get("p4p_log_level", "WARNING"), task_files=False))
+    port, addr = options.pop("metrics_port", None), options.pop("metrics_addr", "127.0.0.1")
+    endpoints = metrics = None
+    if port is not None:
+        from ..observe.metrics import ServiceMetrics
+
+        endpoints, metrics = Endpoints(port, addr), ServiceMetrics(tasks)
+        logger.info("metrics and probes on http://{}:{}/metrics, /livez, /readyz", *endpoints.address)
+    supervisor = supervisor_class(tasks, worker_module.plan(tasks, isolation), {**options, "process_log": False},
+                                  stop_grace=options.get("stop_grace", 5.0), endpoints=endpoints, metrics=metrics,
+                                  on_ready=on_ready)
+    if endpoints is not None:
+        endpoints.route("/metrics", lambda: (200, "text/plain; version=0.0.4; charset=utf-8", metrics.render()))
+        endpoints.route("/livez", lambda: health({"supervisor": why} if (why := supervisor.alive()) else {},
+                                                 "ok: the supervisor's loop runs"))
+        endpoints.route("/readyz", lambda: health(supervisor.unhealthy(), "ok: every task of this instance serves"))
+    return supervisor

@@ -1,0 +1,150 @@
+"""A worker process of the host service: its share of the tasks on the in-process engine.
+
+A fresh interpreter, not a fork of the supervisor: importing p4p starts EPICS threads (libCom's
+errlog thread among them), and EPICS base declares any use of its threads in a child forked after
+that undefined behaviour (it prints "Detected use of epicsThread from child process after fork()").
+A fresh import also means a restarted worker runs the task file as it is on disk now, which
+is what reload wants. Inside, nothing differs from a single process: each task has its loop and
+heartbeat threads and its own stuck counter, and the watchdog's exit ends this worker only. It
+tells the supervisor what it needs to know as JSON lines on a pipe: that its tasks run, each
+task's health and readiness, and its last words (which task stayed stuck, and the line it hangs
+on) before the watchdog exits.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ..observe.hooks import Hooks
+from ..registry import ConfigError, Task
+
+__all__ = ["WorkerSpec", "Reporter", "command", "main", "plan"]
+
+#: How often a worker says it is alive, at most (from its heartbeat threads: proof that they run).
+TICK = 1.0
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One worker: a name for people (its file, or its task), and the tasks it runs."""
+
+    name: str
+    tasks: Tuple[str, ...]
+    files: Tuple[Path, ...]
+
+
+def plan(tasks: Sequence[Task], isolation: str) -> List[WorkerSpec]:
+    """``file``: a worker per task file; ``task``: a worker per task."""
+    groups: Dict[str, List[Task]] = {}
+    for task in tasks:
+        key = task.name if isolation == "task" else source_file(task).name
+        groups.setdefault(key, []).append(task)
+    return [WorkerSpec(name, tuple(t.name for t in group), tuple(dict.fromkeys(source_file(t) for t in group)))
+            for name, group in groups.items()]
+
+
+def source_file(task: Task) -> Path:
+    """The file that registered ``task`` (its ``source`` is ``file:line``)."""
+    return Path(task.source.rsplit(":", 1)[0])
+
+
+class Reporter(Hooks):
+    """Sends the supervisor each change of a task's health or readiness, a tick at most every
+    :data:`TICK` s, and the watchdog's reason before it exits. A supervisor that stops reading
+    costs dropped messages, never a blocked heartbeat: the pipe is non-blocking."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        os.set_blocking(fd, False)
+        self._lock = threading.Lock()
+        self._health: Dict[str, Optional[str]] = {}
+        self._ready: Dict[str, Tuple[bool, Optional[str]]] = {}
+        self._last_tick = 0.0
+
+    def send(self, **message: Any) -> None:
+        line = (json.dumps(message, default=str) + "\n").encode()
+        with self._lock:
+            try:
+                os.write(self.fd, line)
+            except (BlockingIOError, BrokenPipeError):
+                pass
+
+    def started(self, tasks: List[Task]) -> None:
+        self.send(event="started", tasks=[t.name for t in tasks])
+
+    def heartbeat(self, task: Task, stuck: int, reason: Optional[str]) -> None:
+        now = time.monotonic()
+        state = reason if stuck else None
+        if self._health.get(task.name, "") != state:
+            self._health[task.name] = state
+            self.send(event="health", task=task.name, stuck=stuck, reason=state)
+        elif now - self._last_tick >= TICK:
+            self._last_tick = now
+            self.send(event="tick")
+
+    def ready(self, task: Task, ready: bool, reason: Optional[str]) -> None:
+        if self._ready.get(task.name) != (ready, reason):
+            self._ready[task.name] = (ready, reason)
+            self.send(event="ready", task=task.name, ready=ready, reason=reason)
+
+    def fatal(self, task: Task, reason: str) -> None:
+        os.set_blocking(self.fd, True)  # the last words must arrive; the process ends right after
+        self.send(event="fatal", reason=f"task '{task.name}' stuck: {reason}")
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGTERM this worker when the supervisor dies, even by SIGKILL (Linux), so no worker
+    outlives it; if it already died before this line, go now."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        sys.exit(0)
+
+
+def command(spec: WorkerSpec, options: Mapping[str, Any], status_fd: int) -> List[str]:
+    """The command line that starts ``spec`` as a fresh interpreter (see :func:`main`)."""
+    payload = {"name": spec.name, "tasks": list(spec.tasks), "files": [str(f) for f in spec.files],
+               "options": dict(options), "parent": os.getpid(), "status_fd": status_fd}
+    return [sys.executable, "-m", "epics_bridge.service.worker", json.dumps(payload, default=str)]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """A worker: import its task files afresh (so a restart runs the code on disk), run its tasks."""
+    payload = json.loads((sys.argv[1:] if argv is None else argv)[0])
+    _die_with_parent(payload["parent"])
+    from loguru import logger
+
+    from ..engine.runner import EXIT_CONFIG, prepare
+    from .launcher import load
+
+    reporter = Reporter(payload["status_fd"])
+    try:
+        tasks = load(payload["files"], only=payload["tasks"])
+    except ConfigError as exc:  # the file changed on disk since it was validated
+        logger.error("worker {}: cannot start: {}", payload["name"], exc)
+        reporter.send(event="fatal", reason=f"cannot start: {exc}")
+        return EXIT_CONFIG
+    hooks: List[Hooks] = [reporter]
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from ..observe.metrics import Metrics
+
+        hooks.append(Metrics(tasks))  # recorded in the shared folder; the supervisor serves them
+    options = dict(payload["options"])
+    runner = prepare(tasks, hooks=hooks, **options)
+    logger.info("worker {} (pid {}): tasks {}", payload["name"], os.getpid(), ", ".join(payload["tasks"]))
+    return runner.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
