@@ -182,3 +182,47 @@ def test_every_error_in_every_file_is_reported_in_one_run(tmp_path):
     for i, name in enumerate(names):
         expected += [f.format(d=folder).replace("bad.py", f"bad_{i}.py") for f in REFUSALS[name][2]]
     assert_refused(result, expected, tmp_path)
+
+
+# -- option values, checked while the command line is parsed -----------------------------------------
+BAD_OPTIONS = {
+    "stop-grace -1": (["--stop-grace", "-1"], "argument --stop-grace: '-1': seconds must be 0 or more"),
+    "stop-grace nan": (["--stop-grace", "nan"], "argument --stop-grace: 'nan' is not a finite number"),
+    "stop-grace inf": (["--stop-grace", "inf"], "argument --stop-grace: 'inf' is not a finite number"),
+    "log-level": (["--log-level", "FOO"], "argument --log-level: 'FOO': choose one of DEBUG, INFO, WARNING, ERROR"),
+    "p4p-log-level": (["--p4p-log-level", "loud"], "argument --p4p-log-level: 'loud': choose one of DEBUG"),
+    "log-rotation": (["--log-rotation", "sometimes"], "argument --log-rotation: 'sometimes': Cannot parse rotation"),
+    "log-retention": (["--log-retention", "forever"], "argument --log-retention: 'forever': Cannot parse retention"),
+    "metrics-port 70000": (["--metrics-port", "70000"], "argument --metrics-port: '70000': a port is 0..65535"),
+    "metrics-port -1": (["--metrics-port", "-1"], "argument --metrics-port: '-1': a port is 0..65535"),
+    "metrics-port http": (["--metrics-port", "http"], "argument --metrics-port: 'http' is not a port number"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_OPTIONS))
+def test_a_bad_option_value_is_refused_while_parsing_also_with_list(tmp_path, case):
+    args, message = BAD_OPTIONS[case]
+    folder = write(tmp_path / "tasks", {"good.py": GOOD})
+    for listing in (["--list"], []):
+        result = launch(tmp_path, folder, *listing, *args)
+        assert result.returncode == 2, f"{listing} exit {result.returncode}; stderr:\n{result.stderr}"
+        assert message in result.stderr
+        assert result.stdout == "" and not (tmp_path / "logs").exists()
+
+
+def test_every_documented_form_of_an_option_is_accepted(tmp_path):
+    folder = write(tmp_path / "tasks", {"good.py": GOOD})
+    for args in (["--stop-grace", "0", "--log-level", "debug", "--p4p-log-level", "ERROR", "--metrics-port", "0"],
+                 ["--log-rotation", "1 day", "--log-retention", "14 days"],
+                 ["--log-rotation", "00:00", "--log-retention", "3"]):
+        result = launch(tmp_path, folder, "--list", *args)
+        assert result.returncode == 0, f"{args}: {result.stderr}"
+        assert listed(result.stdout) == ["good"]
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan"])
+def test_check_refuses_a_timeout_that_is_not_positive(tmp_path, timeout):
+    folder = write(tmp_path / "tasks", {"good.py": GOOD})
+    result = launch(tmp_path, "check", folder, "--timeout", timeout)
+    assert result.returncode == 2 and f"argument --timeout: '{timeout}'" in result.stderr
+    assert result.stdout == ""

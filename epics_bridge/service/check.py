@@ -9,6 +9,7 @@ from ..engine.runner import EXIT_OK
 from ..io import BridgeIO
 from ..registry import ConfigError, Task
 from .launcher import fail, load
+from .options import positive_seconds
 
 __all__ = ["check", "main"]
 
@@ -52,7 +53,8 @@ def main(argv: Sequence[str]) -> NoReturn:
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="task file, or folder of task files")
     parser.add_argument("--only", nargs="+", default=[], metavar="NAME", help="check only these tasks")
-    parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for all PVs (default 2)")
+    parser.add_argument("--timeout", type=positive_seconds, default=2.0,
+                        help="seconds to wait for all PVs (default 2)")
     args = parser.parse_args(argv)
     try:
         tasks = load(args.paths, only=args.only)
