@@ -93,7 +93,7 @@ def _warn_duplicates(resolved: Mapping[str, str]) -> None:
 
 @dataclass
 class BasePVInterface:
-    """The seed's PV interface: subclass it, add ``str`` fields holding ``{key}`` templates.
+    """The PV interface of epics-bridge 1.0.1: subclass it, add ``str`` fields holding ``{key}`` templates.
 
     ``prefixes`` supplies the keys; ``{main}`` is the task's own prefix. After ``__init__`` every
     string field holds the full PV name.
@@ -108,7 +108,7 @@ class BasePVInterface:
     task_duration: str = STANDARD_FIELDS["task_duration"]
 
     def __post_init__(self) -> None:
-        # Non-string fields are settings, not PVs, as in the seed.
+        # Non-string fields are settings, not PVs, as in 1.0.1.
         templates = {
             f.name: getattr(self, f.name)
             for f in fields(self)

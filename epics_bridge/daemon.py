@@ -1,7 +1,7 @@
-"""The seed's class API: subclass :class:`BridgeDaemon`, implement ``run_task``, call ``start()``.
+"""The class API of epics-bridge 1.0.1: subclass :class:`BridgeDaemon`, implement ``run_task``, call ``start()``.
 
 It is a thin front on the same engine as ``@bridge.task`` (same cycle, heartbeat and watchdog);
-code written against the seed keeps working unchanged.
+code written against 1.0.1 keeps working unchanged.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class BridgeDaemon(ABC):
     """One task as a class. Settings are attributes, read when :meth:`start` is called.
 
     A subclass that overrides :meth:`trigger` is polled every :meth:`get_poll_rate` seconds, as in
-    the seed; otherwise Trigger is watched with a PVA monitor and a cycle starts within a
+    epics-bridge 1.0.1; otherwise Trigger is watched with a PVA monitor and a cycle starts within a
     millisecond of the request.
     """
 

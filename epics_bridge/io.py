@@ -1,6 +1,6 @@
 """Synchronous PV Access reads and writes over one p4p context.
 
-Two flavours over the same code: the seed's forgiving ``pvget``/``pvput`` (``None``/``False`` on
+Two flavours over the same code: epics-bridge 1.0.1's forgiving ``pvget``/``pvput`` (``None``/``False`` on
 failure, logged) and the strict ``get``/``put`` that raise a :class:`PVError` naming each PV and
 why, which the engine turns into an IO_FAILURE cycle. A batch is always one round of parallel
 requests sharing one timeout, so ten PVs cost one round trip, not ten.
@@ -188,7 +188,7 @@ class Monitor:
 
 
 class BridgeIO:
-    """Blocking PV IO for one task (or one seed daemon).
+    """Blocking PV IO for one task (or one class-API daemon).
 
     ``context`` lets many tasks share one p4p context (one TCP connection per IOC); by default a
     private ``Context("pva")`` is made, configured from the EPICS_PVA_* environment.
@@ -212,7 +212,7 @@ class BridgeIO:
         if failures:
             _raise("put", failures)
 
-    # -- seed-compatible ------------------------------------------------------------------
+    # -- as in epics-bridge 1.0.1 ---------------------------------------------------------------
     def pvget(self, pv_names: Names, timeout: float = DEFAULTS.timeout, raw: bool = False) -> Any:
         """Like :meth:`get`, but a failed PV reads as ``None`` (logged) instead of raising."""
         single, names, values, failures = self._get(pv_names, timeout, convert=not raw)

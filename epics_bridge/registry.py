@@ -49,7 +49,7 @@ class Task:
     time_limit: Optional[float] = None
     #: Databases for ``--ioc``, resolved to absolute paths with their macros.
     db: Tuple[Tuple[Path, Dict[str, str]], ...] = ()
-    #: Called every ``poll_period`` s instead of watching Trigger (the seed's overridden trigger()).
+    #: Called every ``poll_period`` s instead of watching Trigger (a class-API daemon's overridden trigger()).
     poll: Optional[Callable[[], object]] = None
     poll_period: float = DEFAULTS.poll_period
     source: str = field(default="", compare=False)

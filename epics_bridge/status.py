@@ -7,7 +7,7 @@ from enum import IntEnum
 class TaskStatus(IntEnum):
     """Values match the states of ``$(P)TaskStatus`` in ``db/bridge.db``.
 
-    DONE and ERROR are aliases kept for code written against the seed's README.
+    DONE and ERROR are aliases kept for code written against epics-bridge 1.0.1's README.
     """
 
     SUCCESS = 0

@@ -1,4 +1,4 @@
-"""The seed's motor example as a decorated task.
+"""The motor example of epics-bridge 1.0.1's README as a decorated task.
 
 Shows the trigger handshake, logical PV names relative to the task prefix, and a second prefix
 (``{sys}``) for a PV that lives elsewhere. Trigger it with

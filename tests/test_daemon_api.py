@@ -1,4 +1,4 @@
-"""The seed's class API on a real IOC: its README Quick Start run verbatim, the ERROR path, polling
+"""The class API of epics-bridge 1.0.1 on a real IOC: its README Quick Start run verbatim, the ERROR path, polling
 through an overridden ``trigger()``, and the daemon's settings carried into the engine's task.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from epics_bridge import BasePVInterface, ConfigError, Task, TaskStatus
 from epics_bridge.daemon import BridgeDaemon
 from epics_bridge.ioc.softioc import Database
 
-#: The Python blocks of the seed README's Quick Start (sections 2, 3 and 4), verbatim.
+#: The Python blocks of the Quick Start of epics-bridge 1.0.1's README (sections 2, 3 and 4), verbatim.
 QUICK_START = '''\
 from dataclasses import dataclass
 from epics_bridge.base_pv_interface import BasePVInterface
@@ -134,7 +134,7 @@ class Recorder(BridgeDaemon):
 
 
 class Polled(Recorder):
-    """The seed's polling: ``trigger()`` is asked every ``get_poll_rate()`` s; only its 3rd answer is yes."""
+    """Polling as in 1.0.1: ``trigger()`` is asked every ``get_poll_rate()`` s; only its 3rd answer is yes."""
 
     def __init__(self, interface: BasePVInterface) -> None:
         super().__init__(interface)

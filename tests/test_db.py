@@ -13,7 +13,7 @@ from epics_bridge.ioc.softioc import Database
 from epics_bridge.status import TaskStatus
 
 NO_ALARM, MINOR, MAJOR = 0, 1, 2
-#: DESIGN.md's table: value -> (string, severity).
+#: The states of TaskStatus in db/bridge.db: value -> (string, severity).
 STATES = {
     TaskStatus.SUCCESS: ("Success", NO_ALARM),
     TaskStatus.LOGIC_FAILURE: ("Task Fail", MINOR),

@@ -1,4 +1,4 @@
-"""BridgeIO on the session IOC: seed-style pvget/pvput and the strict get/put with their PVError family."""
+"""BridgeIO on the session IOC: epics-bridge 1.0.1's pvget/pvput and the strict get/put with their PVError family."""
 from __future__ import annotations
 
 import threading
@@ -35,7 +35,7 @@ def timed(call, *args, **kwargs):
     return result, time.monotonic() - start
 
 
-# -- seed-compatible --------------------------------------------------------------------------------
+# -- as in epics-bridge 1.0.1 -----------------------------------------------------------------------------
 def test_pvget_double_waveform_is_numpy_array(io, client):
     client.put(VALUES + "Wave", np.array([0.5, 1.5, 2.5]))
     value = io.pvget(VALUES + "Wave")

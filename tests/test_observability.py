@@ -1,9 +1,9 @@
 """Observability on a real IOC: per-task log files, log PVs with a live LogLevel, Prometheus metrics.
 
 In-process tests run the engine (Runner) with the observers the launcher would add; the last tests
-run ``python -m epics_bridge`` as a subprocess, as an operator would, including the issue's
-"Done when" scenario. Tasks that need log records or two prefixes run on this module's own IOC;
-the others use the session IOC.
+run ``python -m epics_bridge`` as a subprocess, as an operator would, including two tasks with log
+files and metrics. Tasks that need log records or two prefixes run on this module's own IOC; the
+others use the session IOC.
 """
 from __future__ import annotations
 
@@ -362,7 +362,7 @@ def test_metrics_follow_a_stalled_loop(prefix, client, tmp_path):
 
 # -- the launcher, as an operator runs it -----------------------------------------------------------
 def test_done_when_two_tasks_logs_and_metrics(obs_ioc, tmp_path):
-    """The issue's scenario: two tasks with --log-dir logs --metrics-port N; one logs, one raises."""
+    """Two tasks with --log-dir logs --metrics-port N; one logs, one raises."""
     source = write_tasks(tmp_path, f"""
         from epics_bridge import bridge
 

@@ -406,7 +406,7 @@ class Timer(_Source):
 
 
 class Poll(Timer):
-    """The seed's polling: call the daemon's own ``trigger()`` every period; truthy means run."""
+    """Polling as in epics-bridge 1.0.1: call the daemon's own ``trigger()`` every period; truthy means run."""
 
     def __init__(self, loop: Loop, poll: Callable[[], object], period: float) -> None:
         super().__init__(loop, period)

@@ -1,4 +1,4 @@
-"""BasePVInterface: the seed's dataclass, plus checks that catch a bad template before anything connects."""
+"""BasePVInterface: epics-bridge 1.0.1's dataclass, plus checks that catch a bad template before anything connects."""
 from __future__ import annotations
 
 import re
@@ -17,7 +17,7 @@ STANDARD = {"trigger": "Trigger", "heartbeat": "Heartbeat", "busy": "Busy",
 
 @dataclass
 class MotorInterface(BasePVInterface):
-    """Verbatim from the seed's Quick Start."""
+    """Verbatim from the Quick Start of epics-bridge 1.0.1's README."""
 
     position_rbv: str = "{main}Pos:RBV"
     velocity_sp: str = "{main}Vel:SP"

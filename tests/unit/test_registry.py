@@ -45,7 +45,7 @@ class RecordingIO:
 
 
 def motor(t):
-    """The DESIGN.md example, as a user would write it."""
+    """The README's example, as a user would write it."""
     velocity = t.get("velocity_sp")
     t.put(position_rbv=velocity * 0.5)
     return TaskStatus.SUCCESS

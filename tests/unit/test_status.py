@@ -14,13 +14,13 @@ def test_values_are_fixed():
     }
 
 
-def test_seed_aliases_are_the_same_members():
+def test_1_0_1_aliases_are_the_same_members():
     assert TaskStatus.DONE is TaskStatus.SUCCESS
     assert TaskStatus.ERROR is TaskStatus.LOGIC_FAILURE
     assert TaskStatus(3) is TaskStatus.EXCEPTION
 
 
-def test_importable_from_package_and_seed_module():
+def test_importable_from_package_and_the_1_0_1_module():
     assert epics_bridge.TaskStatus is TaskStatus
     assert epics_bridge.daemon.TaskStatus is TaskStatus
 
