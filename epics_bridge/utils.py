@@ -93,5 +93,5 @@ def _todict(value: Value) -> Any:
         return {}
 
 
-#: The seed's name for :func:`to_python`, kept so code written against it still imports.
+#: epics-bridge 1.0.1's name for :func:`to_python`, kept so code written against it still imports.
 unwrap_p4p_structure = to_python

@@ -1,5 +1,5 @@
-"""The benchmark's arithmetic and its report: summaries of raw samples, the targets of issue 7 as
-ratios, and the markdown table for the README.
+"""The benchmark's arithmetic and its report: summaries of raw samples, the benchmark's targets
+as ratios, and the markdown table for the README.
 
 Everything here is pure (plain numbers and dicts in, plain numbers, dicts and text out), so that it
 can be checked without an IOC and the JSON file holds exactly what the table shows.
@@ -14,7 +14,7 @@ import numpy as np
 __all__ = ["LIMITS", "RESPONDERS", "ack_summary", "evaluate", "heartbeat_summary", "latency_summary",
            "render"]
 
-#: The targets of issue 7.
+#: The benchmark's targets: the limit each measured figure must stay within.
 LIMITS: Dict[str, float] = {
     "vs_floor": 1.25,  # our median cycle <= this x the hand-written floor
     "vs_upstream": 0.75,  # ... and <= this x epics-bridge 5.0.0 polling flat out
@@ -142,7 +142,7 @@ def _ack_target(tasks: int, ack: Any) -> Dict[str, Any]:
 
 
 def evaluate(results: Mapping[str, Any]) -> List[Dict[str, Any]]:
-    """The targets of issue 7, each with the measured value, the limit and pass/fail/None."""
+    """The targets, each with the measured value, the limit and pass/fail/None."""
     resp = results.get("responders") or {}
     ours = _get(resp, "ours", "latency", "median_ms")
     idle = _get(resp, "ours", "idle", "cpu_percent")
@@ -268,7 +268,7 @@ def render(results: Mapping[str, Any]) -> str:
                          "heartbeat error p99 / max ms", "ack all ms (median; put)", "note"],
                         _scale_rows(results))
     targets = results.get("targets") or evaluate(results)
-    lines += ["", "Targets of issue 7:", ""]
+    lines += ["", "Targets:", ""]
     lines += _table(["target", "measured", "limit", "result"],
                     [[t["target"], t["measured"], t["limit"], _verdict(t["pass"])] for t in targets])
     return "\n".join(lines) + "\n"

@@ -8,7 +8,7 @@ One run starts its own soft IOC (loopback, free ports) and measures, each proces
 - scale: N no-op tasks in one process: RSS, threads, idle CPU against N plain p4p puts a second,
   heartbeat regularity, and the time until all N acknowledge one simultaneous trigger.
 
-It prints a markdown table (for the README) with the targets of issue 7 and writes every figure
+It prints a markdown table (for the README) with its targets and writes every figure
 as JSON. A full run takes about three minutes on two cores (the first one also makes the venv
 of epics-bridge 5.0.0: a pip install); ``--only``, ``--scales``, ``--cycles`` and
 ``--idle-seconds`` make development runs short::
