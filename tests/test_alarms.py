@@ -81,8 +81,8 @@ def test_names_are_unique_hold_no_slash_and_the_order_is_stable(tmp_path):
             def other_{folder}(t):
                 pass
         """, name="same.py")
-    root = generate(tmp_path, tmp_path / "b", tmp_path / "a", "--config", "Site Tasks")
-    assert root.get("name") == "Site Tasks"
+    root = generate(tmp_path, tmp_path / "b", tmp_path / "a", "--config", "site.tasks")
+    assert root.get("name") == "site.tasks"
     assert names(root, "component") == ["same.py", "same.py (2)"]
     assert [names(c, "component") for c in root] == [["task_a", "other_a"], ["task_b", "other_b"]]
     every = [e.get("name") for e in root.iter() if e.get("name")]
@@ -90,7 +90,7 @@ def test_names_are_unique_hold_no_slash_and_the_order_is_stable(tmp_path):
     pvs = [pv.get("name") for pv in root.iter("pv")]
     assert len(pvs) == len(set(pvs)) == 8
     first = (tmp_path / "alarms.xml").read_bytes()
-    generate(tmp_path, tmp_path / "b", tmp_path / "a", "--config", "Site Tasks")
+    generate(tmp_path, tmp_path / "b", tmp_path / "a", "--config", "site.tasks")
     assert (tmp_path / "alarms.xml").read_bytes() == first
 
 
@@ -110,8 +110,10 @@ def test_bad_task_files_are_refused_like_the_launcher_does(tmp_path):
     assert not (tmp_path / "alarms.xml").exists()
 
 
-def test_bad_options_are_refused_before_anything_is_written(tmp_path):
-    result = run(EXAMPLES, "-o", tmp_path / "missing" / "alarms.xml", "--config", "a/b")
+@pytest.mark.parametrize("config", ["a/b", "two words", ""])
+def test_bad_options_are_refused_before_anything_is_written(tmp_path, config):
+    result = run(EXAMPLES, "-o", tmp_path / "missing" / "alarms.xml", "--config", config)
     assert result.returncode == 2
-    assert "does not exist" in result.stderr and "--config 'a/b'" in result.stderr
+    assert "does not exist" in result.stderr
+    assert f"--config {config!r}: it names the alarm server's Kafka topics" in result.stderr
     assert not (tmp_path / "missing").exists()

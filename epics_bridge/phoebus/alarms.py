@@ -13,6 +13,7 @@ protocol (Channel Access unless ``org.phoebus.pv/default=pva``), which ``--ioc``
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, NoReturn, Sequence, Tuple
@@ -26,6 +27,9 @@ from .source import HEARTBEAT_AGE, by_file, load_or_fail, shown_path, source_fil
 __all__ = ["Alarm", "alarm_tree", "main"]
 
 DEFAULT_CONFIG = "epics-bridge"
+#: The configuration's name is the alarm server's Kafka topic (and, with a suffix, its State, Command
+#: and Talk topics): Kafka's characters, with room for the suffix.
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
 
 @dataclass(frozen=True)
@@ -137,8 +141,9 @@ def _option_problems(args: argparse.Namespace) -> List[str]:
         problems.append(f"-o {output}: is a folder; give the file to write, e.g. {output / 'alarms.xml'}")
     elif not output.parent.is_dir():
         problems.append(f"-o {output}: folder {output.parent} does not exist")
-    if not args.config.strip() or "/" in args.config:
-        problems.append(f"--config {args.config!r}: a configuration name must be non-empty and hold no '/'")
+    if not _TOPIC.fullmatch(args.config):
+        problems.append(f"--config {args.config!r}: it names the alarm server's Kafka topics, so letters, digits, "
+                        "'.', '_' and '-' only (at most 200)")
     return problems
 
 
