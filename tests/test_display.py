@@ -133,6 +133,11 @@ def test_a_task_screen(examples):
     assert kinds["pva://$(P)Valve:SP"] == "combo"  # bo: a choice
     assert kinds["pva://$(P)Press:RBV"] == "textupdate"  # ai: a readback
     assert kinds["pva://$(P)LogLevel"] == "combo"
+    # a timer task: when it runs, and no Trigger (it does not watch it)
+    assert by_name(screen, "interlock mode").findtext("text") == "timer every 1 s"
+    assert "pva://$(P)Trigger" not in kinds and "VAC:PUMP:01:Trigger" not in labels
+    run = by_name(examples["motor.bob"], "motor run").find("actions/action")
+    assert run.findtext("pv_name") == "pva://$(P)Trigger" and run.findtext("value") == "1"
     for log in ("InfoLog", "WarningLog", "ErrorLog"):
         widget = by_name(screen, log)
         assert widget.get("type") == "textupdate" and int(widget.findtext("height")) >= 300

@@ -137,12 +137,14 @@ class _Column:
         self.screen, self.y, self.width, self.next = screen, y, width, 5
         self.group = screen.widget("group", title, (x, y, width, 0))
 
-    def row(self, label: str, pv: str, height: int = HEIGHT, width: int = VALUE_WIDTH) -> tuple:
+    def row(self, label: str, pv: Optional[str], height: int = HEIGHT, width: int = VALUE_WIDTH) -> tuple:
         """Add the label, and the PV's name in small print at the right; return the box for the widget."""
         self.screen.widget("label", f"{label} label", (5, self.next, 170, HEIGHT), self.group, text=label,
                            tooltip=pv)
-        self.screen.widget("label", f"{label} PV", (190 + VALUE_WIDTH, self.next, self.width - VALUE_WIDTH - 215,
-                                                    HEIGHT), self.group, text=pv, font=font("Fine Print"))
+        if pv is not None:
+            self.screen.widget("label", f"{label} PV", (190 + VALUE_WIDTH, self.next,
+                                                        self.width - VALUE_WIDTH - 215, HEIGHT),
+                               self.group, text=pv, font=font("Fine Print"))
         box = (180, self.next, width, height)
         self.next += height + ROW - HEIGHT
         self.fit(self.next + 30)
@@ -157,7 +159,9 @@ def _standard_column(screen: Display, task: Task, y: int) -> None:
     prefix, pvs = task.prefix, task.pvs
     column = _Column(screen, "Handshake and heartbeat", 10, y, 620)
     group = column.group
-    _run_button(screen, task, column.row("Trigger", pvs.trigger)[:2] + (110, HEIGHT), prefix, group)
+    triggered = task.mode == "trigger"
+    run_row = column.row("Trigger", pvs.trigger) if triggered else column.row("Runs", None)
+    _run_button(screen, task, run_row[:2] + (110 if triggered else 200, HEIGHT), prefix, group)
     _led(screen, "busy", pv_name(pvs.busy, prefix), column.row("Busy", pvs.busy)[:2] + (HEIGHT, HEIGHT), group,
          on=YELLOW)
     _led(screen, "heartbeat", pv_name(pvs.heartbeat, prefix),
