@@ -69,9 +69,16 @@ class BridgeDaemon(ABC):
     def start(self, **options: Any) -> None:
         """Run until SIGTERM/SIGINT (or :meth:`stop`); the watchdog may end the process instead.
 
-        ``options`` are those of :func:`epics_bridge.runner.prepare` (log_dir, metrics_port, ...).
+        ``options`` are those of :func:`epics_bridge.engine.runner.prepare` (log_dir, metrics_port,
+        ...). A setting or option it refuses ends the process as the launcher does: the problem on
+        stderr, exit status 2, nothing started.
         """
-        self._runner = prepare([self.as_task()], **options)
+        from .service.launcher import fail
+
+        try:
+            self._runner = prepare([self.as_task()], **options)
+        except ConfigError as exc:
+            fail(str(exc))
         self._runner.run()
 
     def stop(self) -> None:

@@ -14,3 +14,22 @@ def test_a_refused_option_exits_2_naming_it_and_starts_nothing(capsys):
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert "epics-bridge: nothing started:" in err and "--log-level 'LOUD'" in err
+
+
+def test_a_class_api_daemon_with_a_bad_setting_exits_2_naming_it(capsys):
+    from epics_bridge.base_pv_interface import BasePVInterface
+    from epics_bridge.daemon import BridgeDaemon
+
+    class Daemon(BridgeDaemon):
+        def run_task(self, inputs=None):
+            return None
+
+    daemon = Daemon(BasePVInterface(prefixes={"main": "RUN:D:"}))
+    daemon.timeout = 0
+    try:
+        with pytest.raises(SystemExit) as exited:
+            daemon.start(log_dir=None)
+    finally:
+        daemon.io.close()
+    assert exited.value.code == 2
+    assert "field 'timeout' must be a positive number of seconds, not 0" in capsys.readouterr().err
