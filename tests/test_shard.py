@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import string
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from helpers import HeartbeatRecorder, client_for, daemon, ready_trigger
+from helpers import HeartbeatRecorder, client_for, daemon, ready_trigger, wait_for
 
 from epics_bridge import TaskStatus
+from epics_bridge.ioc.softioc import free_port
 from epics_bridge.service.shard import Shard, host_ordinal, owner, parse
 
 NAMES = ["".join(random.Random(seed).choices(string.ascii_lowercase + "_", k=12)) for seed in range(2000)]
@@ -171,3 +174,27 @@ def test_two_instances_serve_every_task_exactly_once(make_ioc, tmp_path):
     for index, instance in enumerate((first, second)):
         logged = {p.stem for p in (instance.workdir / "logs").glob("*.log")} - {"epics-bridge"}
         assert logged == {n for n in TASKS if owner(n, 2) == index}, "the other instance's tasks were set up"
+
+
+def test_an_instance_with_no_task_stays_up_ready(ioc, tmp_path):
+    """Few tasks over many instances leave one with none: it is not failing, so it runs and is ready."""
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    (folder / "vacuum.py").write_text(TASK.format(name="pump"))
+    empty, port = 1 - owner("pump", 2), free_port()
+    with daemon([folder, "--shard", f"{empty}/2", "--metrics-port", port], ioc.client_env, tmp_path) as service:
+        for path in ("/livez", "/readyz"):
+            wait_for(lambda p=path: answer(port, p) == 200 or service.proc.poll() is not None, timeout=20,
+                     what=f"{path} answering 200")
+            assert service.proc.poll() is None, service.stderr[-3000:]
+        assert f"shard {empty}/2: 0 of 1 task(s): none; this instance stays up idle" in service.stderr
+        service.signal(signal.SIGTERM)
+        assert service.wait_exit(15) == 0
+
+
+def answer(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+            return response.status
+    except OSError:  # not listening yet, or an HTTPError (503)
+        return 0
