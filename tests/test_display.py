@@ -194,6 +194,19 @@ def test_an_unknown_task_name_is_refused(tmp_path):
     assert not (tmp_path / "opi").exists()
 
 
+def test_a_task_named_overview_is_refused(tmp_path):
+    write_tasks(tmp_path / "tasks", """
+        from epics_bridge import bridge
+
+        @bridge.task(prefix="OV:")
+        def overview(t):
+            pass
+    """)
+    result = run("display", tmp_path / "tasks", "-o", tmp_path / "opi")
+    assert result.returncode == 2 and "task 'overview'" in result.stderr
+    assert not (tmp_path / "opi").exists()
+
+
 def test_an_output_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "taken").write_text("")
     result = run("display", EXAMPLES, "-o", tmp_path / "taken")

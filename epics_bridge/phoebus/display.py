@@ -207,7 +207,7 @@ def _own_column(screen: Display, task: Task, y: int) -> None:
 
 def _log_group(screen: Display, task: Task, y: int) -> None:
     prefix = task.prefix
-    group = screen.widget("group", "Log", (10, y, WIDTH - 20, 40 + len(LOG_PVS) * (LOG_HEIGHT + ROW) + ROW))
+    group = screen.widget("group", "Log", (10, y, WIDTH - 20, 0))
     screen.widget("label", "log level label", (5, 5, 200, HEIGHT), group, text="Published level (LogLevel)")
     screen.widget("combo", "log level", (210, 5, 150, HEIGHT), group, pv_name=pv_name(prefix + LOG_LEVEL, prefix),
                   items_from_pv=True, tooltip="Lowest level shown below; the log files keep theirs")
@@ -218,7 +218,8 @@ def _log_group(screen: Display, task: Task, y: int) -> None:
                       pv_name=pv_name(prefix + kind, prefix), format=6, font=font("Default Mono"),
                       vertical_alignment=2, wrap_words=True, background_color=color("Background"))
         top += HEIGHT + LOG_HEIGHT + 6
-    screen.bottom = max(screen.bottom, y + top + 40)
+    screen.resize(group, top + 30)
+    screen.bottom = max(screen.bottom, y + top + 30)
 
 
 def task_screen(task: Task) -> Display:
@@ -260,9 +261,8 @@ def main(argv: Sequence[str]) -> NoReturn:
     if folder.exists() and not folder.is_dir():
         fail(f"-o {folder}: exists and is not a folder")
     tasks = load_or_fail(args.paths, only=args.only)
-    clash = [task.name for task in tasks if f"{task.name}.bob" == OVERVIEW]
-    if clash:
-        fail(f"task 'overview': its screen would replace {OVERVIEW}; rename the task (name=...)")
+    if any(f"{task.name}.bob" == OVERVIEW for task in tasks):
+        fail(f"task 'overview': its screen would replace {OVERVIEW}; give the task another name (name=...)")
     try:
         written = write_screens(tasks, folder)
     except OSError as exc:
