@@ -123,6 +123,26 @@ def test_the_overview_row_of_each_task(examples, example_tasks):
             assert not [w for w in widgets(overview) if w.findtext("name") == f"{task.name} run"]
 
 
+def _boxes(parent: ET.Element) -> List[tuple]:
+    return [(w.findtext("name"), *(int(w.findtext(k)) for k in ("x", "y", "width", "height")))
+            for w in parent.findall("widget")]
+
+
+def test_widgets_neither_overlap_nor_leave_their_group_or_the_1280_px(examples):
+    for file, root in examples.items():
+        parents = [root, *(w for w in root.iter("widget") if w.get("type") == "group")]
+        for parent in parents:
+            boxes = _boxes(parent)
+            for i, (name, x, y, w, h) in enumerate(boxes):
+                assert x >= 0 and y >= 0 and x + w <= int(parent.findtext("width")), (file, name)
+                if parent is not root:
+                    assert y + h <= int(parent.findtext("height")), (file, name)
+                for other, ox, oy, ow, oh in boxes[i + 1:]:
+                    apart = x + w <= ox or ox + ow <= x or y + h <= oy or oy + oh <= y
+                    assert apart, f"{file}: {name} overlaps {other}"
+        assert int(root.findtext("height")) >= max(y + h for _, _, y, _, h in _boxes(root)), file
+
+
 def test_a_task_screen(examples):
     screen = examples["interlock.bob"]
     assert screen.findtext("macros/P") == "VAC:PUMP:01:"
