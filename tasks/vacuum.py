@@ -10,7 +10,7 @@ from epics_bridge import TaskStatus, bridge
     prefix="VAC:PUMP:01:",
     pvs={"pressure": "Press:RBV", "valve": "Valve:SP", "limit": "Limit:SP"},
     period=1.0,
-    db=("../db/vacuum.db", {"P": "VAC:PUMP:01:"}),
+    db="../db/vacuum.db",  # loaded with P=VAC:PUMP:01:, the task's prefix
 )
 def interlock(t):
     v = t.get(["pressure", "limit", "valve"])

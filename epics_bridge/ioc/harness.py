@@ -6,13 +6,14 @@ the engine in the test's process, so a test sees their real handshake, statuses 
 """
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import tempfile
 import threading
 import time
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -108,14 +109,11 @@ class BridgeIOC:
         next cycle that starts after this call, so that it reads what the test put before."""
         task = self._task(target)
         limit = (self.settings.cycle_timeout if timeout is None else timeout) + (task.period or 0.0)
-        # Read before the count: a cycle ending right now is counted only after its hook ran.
-        busy = getattr(self._cycles.loop(task.name), "busy_since", None) is not None
-        seen = self._cycles.count(task.name)
-        if task.period is not None:  # a cycle already running may have read the old values
-            return self._cycles.wait(task, seen + (2 if busy else 1), limit + (task.period if busy else 0.0))
-        self.io.put({task.pvs.trigger: 1})
-        result = self._cycles.wait(task, seen + 1, limit)
-        if task.poll is None:
+        since = time.monotonic()
+        if task.period is None:
+            self.io.put({task.pvs.trigger: 1})
+        result = self._cycles.wait(task, since, limit)
+        if task.period is None and task.poll is None:
             _wait_acknowledge(self.io, task, limit)
         return result
 
@@ -255,7 +253,7 @@ class _TestRunner(Runner):
 
 def _start_runner(tasks: List[Task], stack: ExitStack) -> Tuple[Runner, _Cycles]:
     cycles = _Cycles(tasks)
-    runner = _TestRunner(tasks, cycles)
+    runner = _TestRunner([replace(task, func=cycles.timed(task)) for task in tasks], cycles)
     cycles.loops = runner.loops  # filled by start(): a timer task's first cycle may log at once
     handler = logger.add(cycles.sink, level="DEBUG", format="{level: <8} | {message}", filter=cycles.wanted)
     stack.callback(logger.remove, handler)
@@ -273,7 +271,9 @@ class _Cycles(Hooks):
     def __init__(self, tasks: Sequence[Task]) -> None:
         self.loops: List[Loop] = []
         self.fatal: Dict[str, str] = {}
-        self._done: Dict[str, List[CycleResult]] = {task.name: [] for task in tasks}
+        #: (when the function was called, the result) of every finished cycle, per task
+        self._done: Dict[str, List[Tuple[float, CycleResult]]] = {task.name: [] for task in tasks}
+        self._started: Dict[str, float] = {}
         self._lines: Dict[str, List[str]] = {task.name: [] for task in tasks}
         self._changed = threading.Condition()
 
@@ -285,33 +285,43 @@ class _Cycles(Hooks):
         loop = self._loop_of(record)
         return loop is not None and loop.in_cycle
 
-    def loop(self, name: str) -> Optional[Loop]:
-        return next((loop for loop in self.loops if loop.task.name == name), None)
-
     def sink(self, message: Any) -> None:
         loop = self._loop_of(message.record)
         if loop is not None:
             with self._changed:
                 self._lines[loop.task.name].append(str(message).rstrip("\n"))
 
+    def timed(self, task: Task) -> Callable[[Any], object]:
+        """The task's function, noting when each call starts: which cycle read what the test put."""
+        func = task.func
+
+        @functools.wraps(func)
+        def call(t: Any) -> object:
+            self._started[task.name] = time.monotonic()
+            return func(t)
+
+        return call
+
     def cycle_finished(self, task: Task, status: TaskStatus, duration: float) -> None:
+        # A cycle whose Busy=1 was refused never called the function: it counts from now.
+        started = self._started.pop(task.name, time.monotonic())
         with self._changed:
             lines, self._lines[task.name] = self._lines[task.name], []
-            self._done[task.name].append(CycleResult(TaskStatus(status), duration, "\n".join(lines)))
+            self._done[task.name].append((started, CycleResult(TaskStatus(status), duration, "\n".join(lines))))
             self._changed.notify_all()
 
-    def count(self, name: str) -> int:
-        with self._changed:
-            return len(self._done[name])
+    def wait(self, task: Task, since: float, timeout: float) -> CycleResult:
+        """The first finished cycle of ``task`` whose function was called after ``since``."""
 
-    def wait(self, task: Task, number: int, timeout: float) -> CycleResult:
-        """The ``number``-th cycle of ``task`` (1 is the first), once it has finished."""
+        def found() -> Optional[CycleResult]:
+            return next((result for started, result in self._done[task.name] if started > since), None)
+
         with self._changed:
-            if not self._changed.wait_for(lambda: len(self._done[task.name]) >= number, timeout):
+            if not self._changed.wait_for(found, timeout):
                 pytest.fail(f"task '{task.name}': no cycle finished within {timeout:g} s"
                             + (f"; watchdog: {self.fatal[task.name]}" if task.name in self.fatal else ""),
                             pytrace=False)
-            return self._done[task.name][number - 1]
+            return found()
 
     def check_watchdog(self) -> None:
         if self.fatal:
