@@ -19,17 +19,17 @@ VERSIONS = {"label": "2.0.0", "textupdate": "2.0.0", "textentry": "2.0.0", "led"
 #: Phoebus's predefined named colours (its ``color.def``): named, so a site's palette applies.
 COLORS: Dict[str, Tuple[int, int, int]] = {
     "OK": (0, 255, 0), "MINOR": (255, 128, 0), "MAJOR": (255, 0, 0), "INVALID": (255, 0, 255),
-    "Header_Background": (77, 77, 77), "Header_ForeGround": (255, 255, 255), "Text": (0, 0, 0),
-    "Read_Background": (240, 240, 240), "Background": (255, 255, 255), "Off": (60, 100, 60),
-    "On": (0, 255, 0), "Grid": (128, 128, 128),
+    "Header_Background": (77, 77, 77), "Header_ForeGround": (255, 255, 255), "Background": (255, 255, 255),
+    "Off": (60, 100, 60), "On": (0, 255, 0),
 }
 #: Phoebus's predefined named fonts (its ``font.def``): family, style, size.
 FONTS: Dict[str, Tuple[str, str, int]] = {
-    "Default": ("Liberation Sans", "REGULAR", 14), "Default Bold": ("Liberation Sans", "BOLD", 14),
-    "Header 1": ("Liberation Sans", "BOLD", 22), "Header 3": ("Liberation Sans", "BOLD", 16),
+    "Default Bold": ("Liberation Sans", "BOLD", 14), "Header 1": ("Liberation Sans", "BOLD", 22),
     "Comment": ("Liberation Sans", "ITALIC", 14), "Fine Print": ("Liberation Sans", "REGULAR", 12),
-    "Default Mono": ("Liberation Mono", "REGULAR", 12),
 }
+#: Log lines line up in a fixed-width font; Phoebus names none, so this one is given by its family
+#: (shipped with Phoebus, like the Liberation Sans of the named ones).
+MONOSPACE = ("Liberation Mono", "REGULAR", 12)
 
 
 def color(name: str, rgb: Optional[Tuple[int, int, int]] = None) -> ET.Element:
@@ -38,7 +38,11 @@ def color(name: str, rgb: Optional[Tuple[int, int, int]] = None) -> ET.Element:
     return ET.Element("color", name=name, red=str(red), green=str(green), blue=str(blue))
 
 
-def font(name: str) -> ET.Element:
+def font(name: Optional[str]) -> ET.Element:
+    """A ``<font>``: a named one from :data:`FONTS`, or (``None``) the :data:`MONOSPACE` one."""
+    if name is None:
+        family, style, size = MONOSPACE
+        return ET.Element("font", family=family, style=style, size=f"{size:.1f}")
     family, style, size = FONTS[name]
     return ET.Element("font", name=name, family=family, style=style, size=f"{size:.1f}")
 

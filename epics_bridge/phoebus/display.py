@@ -215,7 +215,7 @@ def _log_group(screen: Display, task: Task, y: int) -> None:
     for kind in LOG_PVS:
         screen.widget("label", f"{kind} label", (5, top, 300, HEIGHT), group, text=kind, font=font("Default Bold"))
         screen.widget("textupdate", kind, (5, top + HEIGHT, WIDTH - 40, LOG_HEIGHT), group,
-                      pv_name=pv_name(prefix + kind, prefix), format=6, font=font("Default Mono"),
+                      pv_name=pv_name(prefix + kind, prefix), format=6, font=font(None),
                       vertical_alignment=2, wrap_words=True, background_color=color("Background"))
         top += HEIGHT + LOG_HEIGHT + 6
     screen.resize(group, top + 30)
