@@ -86,7 +86,7 @@ def import_quick_start(folder: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleT
     return module
 
 
-def test_seed_quick_start_runs_verbatim(make_ioc, tmp_path):
+def test_the_1_0_1_quick_start_runs_verbatim(make_ioc, tmp_path):
     ioc = make_ioc(MOTOR, extra=[Database(ROOT / "db" / "motor.db", {"P": MOTOR, "S": "IOC:SYS:"})])
     env = {**ioc.client_env}
     script = quick_start(tmp_path)

@@ -177,7 +177,7 @@ def test_numpy_scalars_and_python_values(given, expected, kind):
     assert type(value) is kind and value == expected
 
 
-def test_seed_alias_converts_the_same(client):
+def test_the_1_0_1_alias_converts_the_same(client):
     value = unwrap_p4p_structure(client.get(VALUES + "Long"))
     assert type(value) is int and value == 42
 

@@ -10,7 +10,7 @@ import pytest
 
 from epics_bridge.base_pv_interface import BasePVInterface, DuplicatePVWarning
 
-SEED_PREFIXES = {"main": "IOC:MOTOR:01:", "sys": "IOC:SYS:"}
+QUICK_START_PREFIXES = {"main": "IOC:MOTOR:01:", "sys": "IOC:SYS:"}
 STANDARD = {"trigger": "Trigger", "heartbeat": "Heartbeat", "busy": "Busy",
             "task_status": "TaskStatus", "task_duration": "TaskDuration"}
 
@@ -35,18 +35,18 @@ def _line_naming(lines: List[str], *words: str) -> str:
     return found[0]
 
 
-def test_seed_motor_interface_resolves():
-    iface = MotorInterface(prefixes=SEED_PREFIXES)
+def test_the_1_0_1_quick_start_motor_interface_resolves():
+    iface = MotorInterface(prefixes=QUICK_START_PREFIXES)
     assert iface.position_rbv == "IOC:MOTOR:01:Pos:RBV"
     assert iface.velocity_sp == "IOC:MOTOR:01:Vel:SP"
     assert iface.temperature == "IOC:SYS:Temp:Mon"
     for attr, record in STANDARD.items():
         assert getattr(iface, attr) == "IOC:MOTOR:01:" + record
-    assert iface.prefixes == SEED_PREFIXES
+    assert iface.prefixes == QUICK_START_PREFIXES
 
 
 def test_as_dict_and_pv_to_attr():
-    iface = MotorInterface(prefixes=SEED_PREFIXES)
+    iface = MotorInterface(prefixes=QUICK_START_PREFIXES)
     expected = {attr: "IOC:MOTOR:01:" + rec for attr, rec in STANDARD.items()}
     expected.update(position_rbv="IOC:MOTOR:01:Pos:RBV", velocity_sp="IOC:MOTOR:01:Vel:SP",
                     temperature="IOC:SYS:Temp:Mon")
@@ -57,7 +57,7 @@ def test_as_dict_and_pv_to_attr():
 def test_a_clean_interface_warns_nothing():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        MotorInterface(prefixes=SEED_PREFIXES)
+        MotorInterface(prefixes=QUICK_START_PREFIXES)
 
 
 def test_one_error_names_every_missing_key_and_its_field():
@@ -127,6 +127,6 @@ def test_non_string_fields_are_settings_not_pvs():
         enabled: bool = True
         limits: tuple = (0, 10)
 
-    iface = WithSettings(prefixes=SEED_PREFIXES)
+    iface = WithSettings(prefixes=QUICK_START_PREFIXES)
     assert (iface.retries, iface.gain, iface.enabled, iface.limits) == (3, 0.5, True, (0, 10))
-    assert set(iface.as_dict) == set(MotorInterface(prefixes=SEED_PREFIXES).as_dict)
+    assert set(iface.as_dict) == set(MotorInterface(prefixes=QUICK_START_PREFIXES).as_dict)
