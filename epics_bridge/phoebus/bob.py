@@ -7,7 +7,7 @@ property Phoebus adds later keeps its default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 from xml.etree import ElementTree as ET
 
 __all__ = ["Display", "color", "font", "open_display", "severity_rule", "write_pv", "write_xml"]
@@ -32,10 +32,14 @@ FONTS: Dict[str, Tuple[str, str, int]] = {
 MONOSPACE = ("Liberation Mono", "REGULAR", 12)
 
 
-def color(name: str, rgb: Optional[Tuple[int, int, int]] = None) -> ET.Element:
-    """A ``<color>``: a named one from :data:`COLORS`, or ``name`` with its own ``rgb``."""
-    red, green, blue = rgb or COLORS[name]
-    return ET.Element("color", name=name, red=str(red), green=str(green), blue=str(blue))
+def color(which: Union[str, Tuple[int, int, int]]) -> ET.Element:
+    """A ``<color>``: one of Phoebus's named :data:`COLORS` (a site's palette may redefine it), or
+    plain red, green, blue."""
+    red, green, blue = COLORS[which] if isinstance(which, str) else which
+    element = ET.Element("color", red=str(red), green=str(green), blue=str(blue))
+    if isinstance(which, str):
+        element.attrib = {"name": which, **element.attrib}  # name first, as Phoebus writes it
+    return element
 
 
 def font(name: Optional[str]) -> ET.Element:

@@ -55,7 +55,7 @@ def _title(screen: Display, text: str, subtitle: str) -> None:
 
 
 #: Lamp colours when on: Heartbeat flashes green while it toggles, Busy lights yellow.
-GREEN, YELLOW = color("On"), color("Busy", (255, 200, 0))
+GREEN, YELLOW = color("On"), color((255, 200, 0))
 
 
 def _led(screen: Display, name: str, pv: str, box: Sequence[int], parent: Optional[ET.Element] = None,
