@@ -132,6 +132,11 @@ class Daemon:
         """The daemon's worker processes now."""
         return [pid for pid in self.descendants() if "epics_bridge.service.worker" in cmdline(pid)]
 
+    def worker(self, name: str) -> int:
+        """The pid of the worker named ``name`` (its task file, or its task), waiting for it to exist."""
+        return wait_for(lambda: next((p for p in self.workers() if cmdline(p).split()[-1:] == [name]), None),
+                        timeout=30, what=f"worker {name}")
+
     def assert_nothing_left(self, timeout: float = 10.0) -> None:
         """No process of this daemon outlives it (a worker dies with its supervisor); kill and fail if one does."""
         try:

@@ -164,7 +164,7 @@ def test_a_killed_worker_is_restarted_alone(sig, make_ioc, tmp_path):
         beats.wait_pulses("KW:A:", 2, timeout=30)
         beats.wait_pulses("KW:B:", 2, timeout=30)
         before = set(wait_for(lambda: len(d.workers()) == 2 and d.workers(), what="two workers"))
-        victim = next(pid for pid in before if "a.py" in Path(f"/proc/{pid}/cmdline").read_text())
+        victim = d.worker("a.py")
         survivor = (before - {victim}).pop()
         b_pulses = len(beats.pulses["KW:B:"])
         os.kill(victim, sig)
@@ -257,7 +257,7 @@ def test_time_limit_interrupts_a_python_cycle_without_a_restart(make_ioc, tmp_pa
     with daemon([folder, "--isolation", "task"], ioc.client_env, tmp_path) as d:
         beats.wait_pulses("TL:S:", 2, timeout=30)
         wait_for(lambda: len(d.workers()) == 2, timeout=30, what="a worker per task")
-        spin_worker = next(p for p in d.workers() if "spin" in Path(f"/proc/{p}/cmdline").read_text())
+        spin_worker = d.worker("spin")
         trigger = ready_trigger(ctx, "TL:S:")
         for _ in range(2):
             started = time.monotonic()

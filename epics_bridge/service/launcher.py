@@ -8,14 +8,14 @@ from __future__ import annotations
 import argparse
 import atexit
 import importlib
-import importlib.util
 import os
 import shutil
 import sys
 import tempfile
 import traceback
+import types
 from pathlib import Path
-from typing import Any, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from loguru import logger
 
@@ -61,15 +61,19 @@ def _task_files(paths: Sequence[str]) -> Tuple[List[Path], List[str]]:
     return files, errors
 
 
-def _import(path: Path, index: int) -> None:
+def _import(path: Path, index: int, sources: Dict[str, str]) -> None:
+    """Run a task file as a module. Its text comes from ``sources`` when given there (the last good
+    version a reload keeps running), else from disk, and is then recorded in ``sources``."""
     folder = str(path.resolve().parent)
     if folder not in sys.path:  # so a task file can import its helpers (_common.py) beside it
         sys.path.insert(0, folder)
-    spec = importlib.util.spec_from_file_location(f"epics_bridge_tasks.{path.stem}_{index}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    filename = os.path.abspath(path)
+    if filename not in sources:
+        sources[filename] = path.read_text(encoding="utf-8")
+    module = types.ModuleType(f"epics_bridge_tasks.{path.stem}_{index}")
+    module.__file__ = filename
+    sys.modules[module.__name__] = module
+    exec(compile(sources[filename], filename, "exec"), module.__dict__)
 
 
 def _describe_import_error(path: Path, exc: BaseException) -> str:
@@ -82,14 +86,18 @@ def _describe_import_error(path: Path, exc: BaseException) -> str:
     return f"{where}: cannot import: {type(exc).__name__}: {exc}"
 
 
-def load(paths: Sequence[str], only: Sequence[str] = ()) -> List[Task]:
+def load(paths: Sequence[str], only: Sequence[str] = (), sources: Optional[Dict[str, str]] = None) -> List[Task]:
     """Import every task file under ``paths``; return the tasks they registered (task files use the
-    default registry, ``from epics_bridge import bridge``). One ConfigError lists every problem."""
+    default registry, ``from epics_bridge import bridge``). One ConfigError lists every problem.
+
+    ``sources`` (absolute path -> text): files to import from that text rather than from disk; every
+    file read from disk is added to it, so the caller holds exactly the code that validated."""
     known = {task.name for task in bridge.tasks}
     files, errors = _task_files(paths)
+    sources = {} if sources is None else sources
     for index, path in enumerate(files):
         try:
-            _import(path, index)
+            _import(path, index, sources)
         except Exception as exc:
             errors.append(_describe_import_error(path, exc))
     loaded = Registry(t for t in bridge.tasks if t.name not in known)
@@ -152,6 +160,10 @@ def _parser() -> argparse.ArgumentParser:
                              "auto/N takes I from the host name's trailing -<ordinal> (a StatefulSet pod)")
     parser.add_argument("--ioc", action="store_true",
                         help="start a soft IOC serving the tasks' PVs (db/bridge.db per prefix + each task's db=)")
+    parser.add_argument("--reload", action="store_true",
+                        help="development only: restart a task file's worker when the file (or a helper it "
+                             "imports) is saved; a save that does not validate is logged and the last good "
+                             "code keeps running. In production, send SIGHUP (systemctl reload) instead")
     parser.add_argument("--isolation", choices=ISOLATIONS, default="file",
                         help="worker processes: one per task file (default), one per task, or none (every task "
                              "in this process: a stuck task then ends them all, with exit status 3)")
@@ -176,10 +188,13 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
     if argv[:1] and argv[0] in COMMANDS:
         importlib.import_module(COMMANDS[argv[0]], __package__).main(argv[1:])
     args = _parser().parse_args(argv)
+    if args.reload and args.isolation == "none":
+        fail("--reload restarts worker processes: use it with --isolation file or task, not none")
     if args.metrics_port is not None and args.isolation != "none" and not args.list:
         _multiprocess_metrics()
+    sources: Dict[str, str] = {}  # the text of each task file as validated: what workers will run
     try:
-        tasks = load(args.paths, only=args.only)
+        tasks = load(args.paths, only=args.only, sources=sources)
     except ConfigError as exc:
         fail(str(exc))
     share = args.shard.select(tasks) if args.shard else tasks
@@ -187,7 +202,7 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
     if args.list:
         _print_list(share, heading)
         sys.exit(EXIT_OK)
-    sys.exit(_run(args, share, heading))
+    sys.exit(_run(args, share, heading, sources))
 
 
 def _multiprocess_metrics() -> None:
@@ -198,10 +213,11 @@ def _multiprocess_metrics() -> None:
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
 
 
-def _run(args: argparse.Namespace, tasks: List[Task], heading: str = "") -> int:
+def _run(args: argparse.Namespace, tasks: List[Task], heading: str = "",
+         sources: Optional[Dict[str, str]] = None) -> int:
     """Refuse bad options before anything starts (the embedded IOC included), then run."""
     from ..engine.runner import prepare
-    from ..ioc.embedded import Announce, embedded_ioc, how_to_reach, start
+    from ..ioc.embedded import Announce, embedded_ioc, start
 
     log_dir = None if args.no_log_files else Path(args.log_dir)
     options = dict(log_dir=log_dir, log_level=args.log_level, log_rotation=args.log_rotation,
@@ -216,13 +232,7 @@ def _run(args: argparse.Namespace, tasks: List[Task], heading: str = "") -> int:
         if args.isolation == "none":
             runner: Any = prepare(tasks, hooks=[Announce(ioc)] if ioc else [], **options)
         else:
-            from .supervisor import supervise
-
-            def announce() -> None:
-                if ioc is not None:
-                    print(how_to_reach(ioc, tasks), file=sys.stderr, flush=True)
-
-            runner = supervise(tasks, args.isolation, options, on_ready=announce)
+            runner = _supervisor(args, tasks, options, ioc, sources if sources is not None else {})
         if heading:
             logger.info(heading)
         if ioc is not None:
@@ -233,3 +243,44 @@ def _run(args: argparse.Namespace, tasks: List[Task], heading: str = "") -> int:
     finally:
         if ioc is not None:
             ioc.stop()
+
+
+def _supervisor(args: argparse.Namespace, tasks: List[Task], options: Dict[str, Any], ioc: Any,
+                sources: Dict[str, str]) -> Any:
+    """The worker processes' supervisor, able to re-read the task files on SIGHUP (and on every save
+    with ``--reload``), restarting the embedded IOC when the databases the tasks need changed.
+    ``sources`` holds the text of every task file as it last validated: workers run that text, so a
+    broken save never reaches a worker, even one that restarts before the file is fixed."""
+    from ..ioc.embedded import databases, how_to_reach
+    from .supervisor import supervise
+
+    def reload_tasks() -> List[Task]:
+        saved = bridge.tasks
+        bridge.clear()
+        fresh_sources: Dict[str, str] = {}
+        try:
+            fresh = load(args.paths, only=args.only, sources=fresh_sources)
+        except ConfigError:
+            bridge.clear()
+            for task in saved:
+                bridge.add(task)
+            raise
+        sources.clear()
+        sources.update(fresh_sources)
+        return args.shard.select(fresh) if args.shard else fresh
+
+    def announce() -> None:
+        if ioc is not None:
+            print(how_to_reach(ioc, tasks), file=sys.stderr, flush=True)
+
+    def reloaded(fresh: List[Task]) -> None:
+        wanted = databases(fresh)
+        if ioc is not None and wanted != ioc.databases:
+            logger.info("reload: the tasks need other databases; restarting the embedded IOC on the same ports")
+            ioc.databases = wanted
+            ioc.restart()
+
+    watch = sorted({p.resolve() if p.is_dir() else p.resolve().parent for p in map(Path, args.paths)})
+    return supervise(tasks, args.isolation, options, sources, on_ready=announce, reload_tasks=reload_tasks,
+                     on_reload=reloaded, watch=watch if args.reload else ())
+

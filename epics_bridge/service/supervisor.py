@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from loguru import logger
 
-from ..registry import Task
+from ..registry import ConfigError, Task
 from . import worker as worker_module
 from .worker import WorkerSpec
 
@@ -72,6 +72,14 @@ class Worker:
     kill_sent: Optional[float] = None
     health: Dict[str, Optional[str]] = field(default_factory=dict)
     ready: Dict[str, Tuple[bool, Optional[str]]] = field(default_factory=dict)
+    #: The user files the worker imported, as (mtime, size) when it started: a change means new code.
+    files: Dict[str, Tuple[int, int]] = field(default_factory=dict)
+    #: Stopped on purpose: start again at once (replace) or never (retire), not counted as a failure.
+    replace: bool = False
+    retire: bool = False
+
+    def changed_files(self) -> List[str]:
+        return [path for path, stamp in self.files.items() if _stamp(path) != stamp]
 
     @property
     def pid(self) -> Optional[int]:
@@ -108,11 +116,18 @@ class Worker:
 class Supervisor:
     """Runs ``specs`` as worker processes until SIGTERM/SIGINT; :meth:`run` returns the exit status."""
 
-    def __init__(self, tasks: Sequence[Task], specs: Sequence[WorkerSpec], worker_options: Mapping[str, Any], *,
+    def __init__(self, tasks: Sequence[Task], isolation: str, worker_options: Mapping[str, Any],
+                 sources: Dict[str, str], *,
                  stop_grace: float = 5.0, backoff: Backoff = Backoff(), endpoints: Any = None,
-                 on_ready: Optional[Callable[[], None]] = None, metrics: Any = None) -> None:
+                 on_ready: Optional[Callable[[], None]] = None, metrics: Any = None,
+                 reload_tasks: Optional[Callable[[], List[Task]]] = None,
+                 on_reload: Optional[Callable[[List[Task]], None]] = None) -> None:
         by_name = {t.name: t for t in tasks}
-        self.workers = [Worker(spec, [by_name[n] for n in spec.tasks]) for spec in specs]
+        self.isolation = isolation
+        #: The text of each task file as it last validated (shared with the reloader, which updates it).
+        self.sources = sources
+        self.workers = [Worker(spec, [by_name[n] for n in spec.tasks]) for spec in worker_module.plan(tasks, isolation)]
+        self.reload_tasks, self.on_reload = reload_tasks, on_reload
         self.worker_options = dict(worker_options)
         self.stop_grace = stop_grace
         self.backoff = backoff
@@ -129,6 +144,7 @@ class Supervisor:
 
         self.notifier = from_environment()
         self._next_ping = 0.0
+        self._watch_stop: Any = None
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> int:
@@ -142,11 +158,31 @@ class Supervisor:
                 self._step(TICK)
             self._stop()
         finally:
+            if self._watch_stop is not None:
+                self._watch_stop.set()
             restore()
             self.selector.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
         return 0
+
+    def watch(self, folders: Sequence[Path]) -> None:
+        """``--reload``: a saved ``*.py`` under ``folders`` does what SIGHUP does (watchfiles, with its
+        debounce; WATCHFILES_FORCE_POLLING=1 where inotify is silent, e.g. network mounts)."""
+        import threading
+
+        import watchfiles
+
+        stop = self._watch_stop = threading.Event()
+
+        def run() -> None:
+            for changes in watchfiles.watch(*folders, watch_filter=watchfiles.PythonFilter(), stop_event=stop,
+                                            raise_interrupt=False):
+                logger.info("--reload: changed: {}", ", ".join(sorted(path for _, path in changes)))
+                os.write(self._wake_w, bytes([signal.SIGHUP]))
+
+        threading.Thread(target=run, name="reload-watch", daemon=True).start()
+        logger.info("--reload: watching {} for changes (development only)", ", ".join(map(str, folders)))
 
     def _step(self, timeout: float) -> None:
         self.loop_at = time.monotonic()
@@ -196,8 +232,62 @@ class Supervisor:
                 self.reload()
 
     def reload(self) -> None:
-        """SIGHUP: overridden by the reloading supervisor; here it only says so."""
-        logger.warning("supervisor: SIGHUP received, but this service was started without reload support")
+        """SIGHUP (or a saved file under ``--reload``): re-read the task files; restart only the workers
+        whose tasks or imported files changed, start added ones, stop removed ones. A file that no
+        longer validates changes nothing: the error is logged and every worker keeps running."""
+        if self.reload_tasks is None:
+            logger.warning("supervisor: reload requested, but this service cannot re-read its task files")
+            return
+        self._send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            tasks = self.reload_tasks()
+        except ConfigError as exc:
+            logger.error("reload: the task files do not validate; everything keeps running as it was:\n  {}",
+                         str(exc).replace("\n", "\n  "))
+            self._send("READY=1")
+            return
+        by_name = {t.name: t for t in tasks}
+        specs = {spec.name: spec for spec in worker_module.plan(tasks, self.isolation)}
+        kept = []
+        for w in self.workers:
+            spec = specs.pop(w.spec.name, None)
+            changed = w.changed_files()
+            if spec is None:
+                logger.info("reload: worker {} removed (tasks {})", w.spec.name, ", ".join(w.spec.tasks))
+                self._retire(w)
+            elif spec != w.spec or changed:
+                logger.info("reload: restarting worker {} ({})", w.spec.name,
+                            "its tasks changed" if spec != w.spec else "changed: " + ", ".join(changed))
+                w.spec, w.tasks = spec, [by_name[n] for n in spec.tasks]
+                self._replace(w)
+            else:
+                w.tasks = [by_name[n] for n in spec.tasks]
+            kept.append(w)
+        for spec in specs.values():
+            logger.info("reload: new worker {} (tasks {})", spec.name, ", ".join(spec.tasks))
+            kept.append(Worker(spec, [by_name[n] for n in spec.tasks]))
+        self.workers = kept
+        if self.on_reload is not None:
+            self.on_reload(tasks)
+        self._send("READY=1")
+
+    def _replace(self, w: Worker) -> None:
+        if w.process is None:
+            w.next_start, w.failures = 0.0, 0
+        else:
+            w.replace = True
+            self._terminate(w)
+
+    def _retire(self, w: Worker) -> None:
+        w.retire, w.next_start = True, None
+        if w.process is not None:
+            self._terminate(w)
+
+    def _terminate(self, w: Worker) -> None:
+        """Stop one worker gracefully (SIGTERM, its stop grace), SIGKILL if it will not."""
+        if w.process is not None and w.term_sent is None:
+            w.term_sent = time.monotonic()
+            _signal_group(w.process.pid, signal.SIGTERM)
 
     # -- workers -------------------------------------------------------------------------------------
     def _start_due(self) -> None:
@@ -211,8 +301,10 @@ class Supervisor:
         env = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_ONLY}  # only we speak to systemd
         try:
             # its own session: Ctrl-C reaches the supervisor only, and killpg reaches the worker's tree
-            w.process = subprocess.Popen(worker_module.command(w.spec, self.worker_options, write_fd), env=env,
-                                         pass_fds=(write_fd,), stdin=subprocess.DEVNULL, start_new_session=True)
+            w.process = subprocess.Popen(worker_module.command(w.spec), env=env, pass_fds=(write_fd,),
+                                         stdin=subprocess.PIPE, start_new_session=True)
+            with w.process.stdin as payload:  # read at once by the worker; a pipe's buffer takes most
+                payload.write(worker_module.payload(w.spec, self.worker_options, write_fd, self.sources))
         except OSError as exc:
             os.close(read_fd)
             w.started_at = time.monotonic()
@@ -259,6 +351,7 @@ class Supervisor:
         event = message.get("event")
         if event == "started":
             w.up = True
+            w.files = {path: _stamp(path) for path in message.get("files", [])}
             if w.failures:
                 logger.info("worker {} is back (pid {})", w.spec.name, w.pid)
         elif event == "health":
@@ -288,10 +381,16 @@ class Supervisor:
         w.process = None
         if self.metrics is not None and pid is not None:
             self.metrics.process_dead(pid)
-        how = _describe(returncode)
-        if self.stopping:
-            logger.info("worker {} (pid {}) stopped: {}", w.spec.name, pid, how)
+        if self.stopping or w.retire or w.replace:
+            logger.info("worker {} (pid {}) stopped ({})", w.spec.name, pid,
+                        f"exit status {returncode}" if returncode is not None and returncode >= 0 else
+                        _describe(returncode))
+            if w.retire:
+                self.workers.remove(w)
+            elif w.replace:
+                w.replace, w.failures, w.next_start = False, 0, now
             return
+        how = _describe(returncode)
         if now - w.started_at >= self.backoff.reset_after:
             w.failures = 0
         w.failures += 1
@@ -315,9 +414,8 @@ class Supervisor:
                 logger.error("worker {} (pid {}) silent for {:.0f} s: ending it", w.spec.name, w.pid,
                              now - w.last_heard)
                 w.last_words = w.last_words or f"silent for {now - w.last_heard:.0f} s"
-                w.term_sent = now
-                _signal_group(w.pid, signal.SIGTERM)
-            elif w.term_sent is not None and w.kill_sent is None and now - w.term_sent > KILL_GRACE:
+                self._terminate(w)
+            elif w.term_sent is not None and w.kill_sent is None and now - w.term_sent > self.stop_grace + KILL_GRACE:
                 w.kill_sent = now
                 _signal_group(w.pid, signal.SIGKILL)
 
@@ -396,6 +494,14 @@ class Supervisor:
             self.notifier.send(*messages)
 
 
+def _stamp(path: str) -> Tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (0, -1)
+    return (st.st_mtime_ns, st.st_size)
+
+
 def _wake_only(signum: int, frame: object) -> None:
     """The handler of every supervised signal: the wakeup fd already carries it to the loop."""
 
@@ -430,8 +536,9 @@ def _ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
-def supervise(tasks: Sequence[Task], isolation: str, options: Mapping[str, Any], *,
-              on_ready: Optional[Callable[[], None]] = None, supervisor_class: type = Supervisor) -> Supervisor:
+def supervise(tasks: Sequence[Task], isolation: str, options: Mapping[str, Any], sources: Dict[str, str], *,
+              on_ready: Optional[Callable[[], None]] = None, reload_tasks: Optional[Callable[[], List[Task]]] = None,
+              on_reload: Optional[Callable[[List[Task]], None]] = None, watch: Sequence[Path] = ()) -> Supervisor:
     """Everything that can refuse to start, done before any worker exists: logging configured (the
     task files' names checked), the HTTP port bound. ``options`` are those of
     :func:`epics_bridge.engine.runner.prepare`; each worker gets them for its own tasks."""
@@ -451,9 +558,11 @@ def supervise(tasks: Sequence[Task], isolation: str, options: Mapping[str, Any],
 
         endpoints, metrics = Endpoints(port, addr), ServiceMetrics(tasks)
         logger.info("metrics and probes on http://{}:{}/metrics, /livez, /readyz", *endpoints.address)
-    supervisor = supervisor_class(tasks, worker_module.plan(tasks, isolation), {**options, "process_log": False},
-                                  stop_grace=options.get("stop_grace", 5.0), endpoints=endpoints, metrics=metrics,
-                                  on_ready=on_ready)
+    supervisor = Supervisor(tasks, isolation, {**options, "process_log": False}, sources,
+                            stop_grace=options.get("stop_grace", 5.0), endpoints=endpoints, metrics=metrics,
+                            on_ready=on_ready, reload_tasks=reload_tasks, on_reload=on_reload)
+    if watch:
+        supervisor.watch(watch)
     if endpoints is not None:
         endpoints.route("/metrics", lambda: (200, "text/plain; version=0.0.4; charset=utf-8", metrics.render()))
         endpoints.route("/livez", lambda: health({"supervisor": why} if (why := supervisor.alive()) else {},

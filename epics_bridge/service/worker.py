@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from ..observe.hooks import Hooks
 from ..registry import ConfigError, Task
 
-__all__ = ["WorkerSpec", "Reporter", "command", "main", "plan"]
+__all__ = ["WorkerSpec", "Reporter", "command", "main", "payload", "plan"]
 
 #: How often a worker says it is alive, at most (from its heartbeat threads: proof that they run).
 TICK = 1.0
@@ -50,6 +50,14 @@ def plan(tasks: Sequence[Task], isolation: str) -> List[WorkerSpec]:
         groups.setdefault(key, []).append(task)
     return [WorkerSpec(name, tuple(t.name for t in group), tuple(dict.fromkeys(source_file(t) for t in group)))
             for name, group in groups.items()]
+
+
+def user_files(tasks: Sequence[Task]) -> List[str]:
+    """The files of every module imported from the task files' folders (the task files and their
+    helpers): the code this worker runs, so a change to any of them restarts it on reload."""
+    folders = {str(source_file(t).resolve().parent) for t in tasks}
+    files = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
+    return sorted(f for f in files if f and os.path.dirname(os.path.abspath(f)) in folders)
 
 
 def source_file(task: Task) -> Path:
@@ -79,7 +87,7 @@ class Reporter(Hooks):
                 pass
 
     def started(self, tasks: List[Task]) -> None:
-        self.send(event="started", tasks=[t.name for t in tasks])
+        self.send(event="started", tasks=[t.name for t in tasks], files=user_files(tasks))
 
     def heartbeat(self, task: Task, stuck: int, reason: Optional[str]) -> None:
         now = time.monotonic()
@@ -112,16 +120,23 @@ def _die_with_parent(parent: int) -> None:
         sys.exit(0)
 
 
-def command(spec: WorkerSpec, options: Mapping[str, Any], status_fd: int) -> List[str]:
-    """The command line that starts ``spec`` as a fresh interpreter (see :func:`main`)."""
-    payload = {"name": spec.name, "tasks": list(spec.tasks), "files": [str(f) for f in spec.files],
-               "options": dict(options), "parent": os.getpid(), "status_fd": status_fd}
-    return [sys.executable, "-m", "epics_bridge.service.worker", json.dumps(payload, default=str)]
+def command(spec: WorkerSpec) -> List[str]:
+    """A worker is this module run by a fresh interpreter; what it runs comes on its stdin
+    (:func:`payload`). Its name is on the command line only for people reading ``ps``."""
+    return [sys.executable, "-m", "epics_bridge.service.worker", spec.name]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """A worker: import its task files afresh (so a restart runs the code on disk), run its tasks."""
-    payload = json.loads((sys.argv[1:] if argv is None else argv)[0])
+def payload(spec: WorkerSpec, options: Mapping[str, Any], status_fd: int, sources: Mapping[str, str]) -> bytes:
+    """What a worker needs: its tasks, the text of their files as last validated, the run options."""
+    files = [str(f) for f in spec.files]
+    return json.dumps({"name": spec.name, "tasks": list(spec.tasks), "files": files,
+                       "sources": {f: sources[f] for f in files if f in sources}, "options": dict(options),
+                       "parent": os.getpid(), "status_fd": status_fd}, default=str).encode()
+
+
+def main() -> int:
+    """A worker: import its task files from the text it was given, run its tasks."""
+    payload = json.loads(sys.stdin.buffer.read())
     _die_with_parent(payload["parent"])
     from loguru import logger
 
@@ -130,7 +145,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     reporter = Reporter(payload["status_fd"])
     try:
-        tasks = load(payload["files"], only=payload["tasks"])
+        tasks = load(payload["files"], only=payload["tasks"], sources=payload["sources"])
     except ConfigError as exc:  # the file changed on disk since it was validated
         logger.error("worker {}: cannot start: {}", payload["name"], exc)
         reporter.send(event="fatal", reason=f"cannot start: {exc}")
