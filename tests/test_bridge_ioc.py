@@ -10,14 +10,18 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Dict
 
 import pytest
 
 from epics_bridge import TaskStatus
+from epics_bridge.ioc.harness import BridgeIOC
 from epics_bridge.ioc.softioc import Database, SoftIOC, db_dir
 from epics_bridge.registry import Registry
+from epics_bridge.testing import Settings
 
 VACUUM_DB = """\
 record(ai, "$(P)Press:RBV") {
@@ -193,3 +197,21 @@ def test_the_plugin_imports_nothing_heavy():
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_stuck_task_fails_the_test_instead_of_ending_pytest(tmp_path, monkeypatch):
+    """The watchdog's exit 3 would end the whole pytest run: the harness reports it as a failure."""
+    release = threading.Event()
+
+    def stuck(t):
+        release.wait(30)
+
+    task = make_task(tmp_path, stuck, "BIOC:STUCK:", stall_timeout=1.0, heartbeat_period=0.2, max_stuck_cycles=3)
+    with pytest.raises(pytest.fail.Exception) as failed:
+        with ExitStack() as stack:
+            ioc = BridgeIOC.start([task], Settings(), stack, tmp_path, monkeypatch)
+            stack.callback(release.set)  # first thing at the end: let the cycle finish
+            ioc.cycle(task, timeout=2.5)
+    assert "the watchdog would have ended the process (exit 3): task 'stuck': a cycle has been running" in str(
+        failed.value)
+    assert "no cycle finished within 2.5 s; watchdog: a cycle has been running" in str(failed.value.__context__)

@@ -248,7 +248,7 @@ class _TestRunner(Runner):
         self.cycles = cycles
 
     def _stuck_limit(self, task: Task, reason: str) -> None:
-        self.cycles.fatal.setdefault(task.name, reason)
+        self.cycles.watchdog.setdefault(task.name, reason)
 
 
 def _start_runner(tasks: List[Task], stack: ExitStack) -> Tuple[Runner, _Cycles]:
@@ -270,7 +270,8 @@ class _Cycles(Hooks):
 
     def __init__(self, tasks: Sequence[Task]) -> None:
         self.loops: List[Loop] = []
-        self.fatal: Dict[str, str] = {}
+        #: Tasks the watchdog would have ended the process for, and why.
+        self.watchdog: Dict[str, str] = {}
         #: (when the function was called, the result) of every finished cycle, per task
         self._done: Dict[str, List[Tuple[float, CycleResult]]] = {task.name: [] for task in tasks}
         self._started: Dict[str, float] = {}
@@ -281,7 +282,7 @@ class _Cycles(Hooks):
         """The loop whose thread logged this line: the task function and the cycle run there."""
         return next((loop for loop in self.loops if loop.thread.ident == record["thread"].id), None)
 
-    def wanted(self, record: Dict[str, Any]) -> bool:
+    def wanted(self, record: Any) -> bool:
         loop = self._loop_of(record)
         return loop is not None and loop.in_cycle
 
@@ -319,11 +320,13 @@ class _Cycles(Hooks):
         with self._changed:
             if not self._changed.wait_for(found, timeout):
                 pytest.fail(f"task '{task.name}': no cycle finished within {timeout:g} s"
-                            + (f"; watchdog: {self.fatal[task.name]}" if task.name in self.fatal else ""),
+                            + (f"; watchdog: {self.watchdog[task.name]}" if task.name in self.watchdog else ""),
                             pytrace=False)
-            return found()
+            result = found()
+            assert result is not None
+            return result
 
     def check_watchdog(self) -> None:
-        if self.fatal:
+        if self.watchdog:
             pytest.fail("bridge_ioc: the watchdog would have ended the process (exit 3): " + "; ".join(
-                f"task '{name}': {reason}" for name, reason in self.fatal.items()), pytrace=False)
+                f"task '{name}': {reason}" for name, reason in self.watchdog.items()), pytrace=False)
