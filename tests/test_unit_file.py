@@ -1,15 +1,16 @@
 """The systemd unit's sandbox: scored, verified, documented, and wide enough for what the service does.
 
 ``systemd-analyze`` reads the unit offline (no running systemd needed). The service itself is run
-under ``strace -f`` against a real soft IOC, through start-up, a cycle and SIGTERM, and every system
-call and socket family it (and any process it forks) used must be allowed by the unit's
-``SystemCallFilter=`` and ``RestrictAddressFamilies=``: a call outside them would fail with EPERM
-in production.
+under ``strace -f`` against a real soft IOC, through start-up, a cycle, a reload by the unit's own
+``ExecReload=`` command and SIGTERM, and every system call and socket family it (and any process it
+forks) used must be allowed by the unit's ``SystemCallFilter=`` and ``RestrictAddressFamilies=``: a
+call outside them would fail with EPERM in production.
 """
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -105,35 +106,52 @@ def traced_service(tracer: int) -> Optional[int]:
     return None
 
 
-def trace(ioc, tmp_path: Path) -> str:
-    """strace -f of ``python -m epics_bridge`` through start-up, one cycle and SIGTERM."""
-    prefix = "UNIT:"
-    source = f"""
-        import numpy
-        from epics_bridge import bridge
+TASK = """
+    import numpy
+    from epics_bridge import bridge
 
-        @bridge.task(prefix="{prefix}")
-        def unit(t):
-            return float(numpy.arange(1000.0).std()) > 0
-    """
+    @bridge.task(prefix="{prefix}")
+    def {name}(t):
+        return float(numpy.arange(1000.0).std()) > 0
+"""
+
+
+def cycle(ioc, prefix: str) -> None:
+    ctx = client_for(ioc.client_env)
+    trigger = ready_trigger(ctx, prefix)
+    try:
+        assert trigger.cycle(timeout=30) == TaskStatus.SUCCESS
+    finally:
+        trigger.close()
+        ctx.close()
+
+
+def trace(ioc, tmp_path: Path) -> str:
+    """strace -f of ``python -m epics_bridge``: start-up, a cycle, the unit's ExecReload with a task
+    file added (a new worker, its cycle), SIGTERM."""
+    folder = tmp_path / "tasks"
+    write_tasks(folder, TASK.format(prefix="UNIT:A:", name="first"), "first.py")
     output, stderr = tmp_path / "strace.txt", tmp_path / "service.stderr"
     with stderr.open("wb") as err:
         tracer = subprocess.Popen(
-            ["strace", "-f", "-qq", "-o", str(output), sys.executable, "-m", "epics_bridge",
-             str(write_tasks(tmp_path / "tasks", source)), "--metrics-port", "0", "--log-dir", str(tmp_path / "logs")],
+            ["strace", "-f", "-qq", "-o", str(output), sys.executable, "-m", "epics_bridge", str(folder),
+             "--metrics-port", "0", "--log-dir", str(tmp_path / "logs")],
             env={**os.environ, **ioc.client_env}, cwd=tmp_path, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=err)
+    service = None
     try:
         service = wait_for(lambda: traced_service(tracer.pid), timeout=10, what="the traced service")
-        ctx = client_for(ioc.client_env)
-        trigger = ready_trigger(ctx, prefix)
-        assert trigger.cycle(timeout=30) == TaskStatus.SUCCESS
-        trigger.close()
-        ctx.close()
+        cycle(ioc, "UNIT:A:")
+        write_tasks(folder, TASK.format(prefix="UNIT:B:", name="added"), "added.py")
+        (reload,) = directives(UNIT.read_text())["ExecReload"]
+        subprocess.run(shlex.split(reload.replace("$MAINPID", str(service))), check=True, timeout=10)
+        cycle(ioc, "UNIT:B:")
         os.kill(service, signal.SIGTERM)
         assert tracer.wait(timeout=30) == 0, stderr.read_text(errors="replace")[-3000:]
     finally:
-        if tracer.poll() is None:
+        if tracer.poll() is None:  # a killed strace would leave the service running, detached
+            if service is not None:
+                os.kill(service, signal.SIGKILL)
             tracer.kill()
             tracer.wait()
     return output.read_text()
@@ -142,7 +160,7 @@ def trace(ioc, tmp_path: Path) -> str:
 @needs_analyze
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed (apt-get install strace)")
 def test_the_service_stays_inside_the_sandbox(make_ioc, tmp_path):
-    text = trace(make_ioc("UNIT:"), tmp_path)
+    text = trace(make_ioc("UNIT:A:", "UNIT:B:"), tmp_path)
     if "PTRACE_TRACEME" in text or not text.strip():
         pytest.skip("ptrace is not permitted here")
     used = set(re.findall(r"^\d+\s+(?:<\.\.\. )?([a-z_0-9]+)\(", text, re.M))
