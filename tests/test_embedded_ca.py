@@ -14,7 +14,7 @@ from typing import Dict, Iterator, Mapping, Sequence, Tuple
 
 from helpers import wait_for, write_tasks
 
-from epics_bridge.ioc.softioc import free_ca_port, free_port
+from epics_bridge.ioc.softioc import Database, SoftIOC, db_dir, free_ca_port, free_port
 
 PREFIX = "CA:FIRST:"
 
@@ -98,3 +98,25 @@ def test_caget_and_caput_reach_the_first_run(tmp_path):
     assert read["after"] == "Code Crash"  # the cycle the CA put asked for ran, and failed as written
     assert read["severity"] == 2  # MAJOR, as bridge.db gives "Code Crash"
     assert read["choices"] == ["Success", "Task Fail", "IO Failure", "Code Crash", "Skipped"]
+
+
+def test_private_iocs_stay_pva_only():
+    """The test suite's own IOCs: no CA server, and no CA settings handed to clients."""
+    ioc = SoftIOC([Database(db_dir() / "bridge.db", {"P": PREFIX})])
+    assert ioc.server_env["EPICS_IOC_IGNORE_SERVERS"] == "rsrv"
+    assert not [name for name in {**ioc.server_env, **ioc.client_env} if name.startswith(("EPICS_CA_", "EPICS_CAS_"))]
+
+
+def test_a_bad_ca_port_setting_is_refused_before_anything_starts(tmp_path):
+    tasks = write_tasks(tmp_path / "tasks", f"""
+        from epics_bridge import bridge
+
+        @bridge.task(prefix="{PREFIX}")
+        def idle(t):
+            pass
+    """)
+    result = subprocess.run([sys.executable, "-m", "epics_bridge", str(tasks), "--ioc"], cwd=tmp_path,
+                            env={**os.environ, "EPICS_CAS_SERVER_PORT": "not-a-port"}, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert "EPICS_CAS_SERVER_PORT='not-a-port' is not a port number" in result.stderr
