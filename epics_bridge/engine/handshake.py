@@ -27,6 +27,7 @@ from p4p import Value
 from ..base_pv_interface import STANDARD_FIELDS
 from ..io import BridgeIO, PVError
 from ..registry import Task
+from ..utils import to_python
 from .ownership import Ownership, owner_label
 
 __all__ = ["Handshake", "kind_of"]
@@ -102,7 +103,8 @@ class Handshake:
                     return None
                 continue
             try:
-                winner, busy = self.ownership.claim(self.task.pvs.busy)
+                pulse = self.task.pvs.heartbeat
+                winner, busy = self.ownership.claim(self.task.pvs.busy, {pulse: to_python(values[pulse])})
             except PVError as exc:
                 waiting(self._say("WARNING", f"could not claim prefix {self.task.prefix}: {exc}"), False)
                 winner = ""

@@ -49,8 +49,10 @@ class Ownership:
         self.pv = task.prefix + "Owner"
         self.age_pv = task.prefix + "HeartbeatAge"
         self.token = owner_token()
-        #: A holder whose heartbeat has been silent this long (s) is gone: its claim lapses.
-        self.stale_after = max(3.0, 2 * task.heartbeat_period + 1)
+        #: A holder whose heartbeat has been silent this long (s) is gone: its claim lapses. Long
+        #: enough that a live holder on a loaded host keeps its claim; as long as bridge.db's
+        #: HeartbeatAge alarm takes (HBTMO, 5 s) for the usual 1 s period.
+        self.stale_after = max(5.0, 3 * task.heartbeat_period)
         self.timeout = min(1.0, task.timeout)
         #: Whether the IOC has the Owner record (None until the first complete handshake).
         self.supported: Optional[bool] = None
@@ -84,15 +86,17 @@ class Ownership:
             return None
         return holder
 
-    def claim(self, busy_pv: str) -> Tuple[Optional[str], Any]:
+    def claim(self, busy_pv: str, heartbeat: Dict[str, Any]) -> Tuple[Optional[str], Any]:
         """Write this daemon's token, then read it back with Busy in one round.
 
-        Returns (another holder that won a simultaneous claim, or None; Busy's value). PVError when
-        the IOC does not take the claim.
+        ``heartbeat``: the Heartbeat PV and the value it holds, written with the claim so that
+        HeartbeatAge starts from 0 (the first pulse may be a period away, and a newcomer must not
+        find the fresh claim stale). Returns (another holder that won a simultaneous claim, or
+        None; Busy's value). PVError when the IOC does not take the claim.
         """
         if not self.supported:
             return None, self.io.get(busy_pv)
-        self.io.put({self.pv: self.token})
+        self.io.put({self.pv: self.token, **heartbeat})
         back = self.io.get([self.pv, busy_pv])
         if back[self.pv] != self.token:
             return back[self.pv], back[busy_pv]

@@ -114,6 +114,10 @@ class SystemdNotifier(Hooks):
         self._finish()
         self.send("STOPPING=1", "STATUS=stopping: finishing running cycles")
 
+    def close(self) -> None:
+        self._finish()
+        self._socket.close()
+
     def fatal(self, task: Task, reason: str) -> None:
         self._finish()
         self.send(f"STATUS=watchdog: task {task.name} stuck ({reason}); exiting with status {EXIT_STUCK}")
