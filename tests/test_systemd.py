@@ -179,6 +179,7 @@ def test_a_silent_heartbeat_counts_as_stuck(tmp_path):
         assert notifier._unhealthy(now + 60.0) == {"silent": "heartbeat silent"}
     finally:
         notifier.stopping()
+        notifier.close()
         listener.close()
 
 
