@@ -169,10 +169,12 @@ def test_a_task_screen(examples):
 
 
 def test_many_generated_tasks_in_aligned_rows_and_the_same_bytes_each_time(tmp_path):
-    source = "from epics_bridge import bridge\n" + "".join(
-        f"\n@bridge.task(prefix='GEN:{i:03d}:', pvs={{'value': 'Value', 'setpoint': 'Set:SP'}}"
-        f"{', period=2.5' if i % 2 else ''})\ndef gen_{i:03d}(t):\n    pass\n" for i in range(40))
-    write_tasks(tmp_path / "tasks", source, name="generated.py")
+    for part in range(4):  # 40 tasks in 4 files
+        source = "from epics_bridge import bridge\n" + "".join(
+            f"\n@bridge.task(prefix='GEN:{i:03d}:', pvs={{'value': 'Value', 'setpoint': 'Set:SP'}}"
+            f"{', period=2.5' if i % 2 else ''})\ndef gen_{i:03d}(t):\n    pass\n"
+            for i in range(10 * part, 10 * part + 10))
+        write_tasks(tmp_path / "tasks", source, name=f"generated_{part}.py")
     first = screens(tmp_path / "a", tmp_path / "tasks")
     assert len(first) == 41
     overview = first["overview.bob"]
@@ -182,6 +184,7 @@ def test_many_generated_tasks_in_aligned_rows_and_the_same_bytes_each_time(tmp_p
         int(by_name(overview, "gen_000 status").findtext("x"))}
     assert int(overview.findtext("height")) > rows[-1]  # the display is as tall as its rows: Phoebus scrolls it
     assert by_name(overview, "gen_001 mode").findtext("text") == "timer every 2.5 s"
+    assert by_name(overview, "subtitle").findtext("text") == f"40 task(s) from 4 files in {tmp_path / 'tasks'}"
     out_a, out_b = tmp_path / "a" / "opi", tmp_path / "b" / "opi"
     assert run("display", tmp_path / "tasks", "-o", out_b).returncode == 0
     assert all((out_a / name).read_bytes() == (out_b / name).read_bytes() for name in first)

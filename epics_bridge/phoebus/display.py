@@ -120,6 +120,9 @@ def _overview_row(screen: Display, task: Task, y: int) -> None:
 def overview(tasks: Sequence[Task]) -> Display:
     screen = Display("epics-bridge tasks", WIDTH)
     files = sorted({shown_path(source_file(task)) for task in tasks})
+    if len(files) > 3:  # a facility's hundreds would not fit: name the folders instead
+        folders = sorted({str(Path(file).parent) for file in files})
+        files = [f"{len(files)} files in {', '.join(folders)}"]
     _title(screen, "  epics-bridge tasks", f"{len(tasks)} task(s) from {', '.join(files)}")
     top = TITLE_HEIGHT + 10 + ROW
     for heading, x, width in COLUMNS:
