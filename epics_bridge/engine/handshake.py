@@ -103,8 +103,8 @@ class Handshake:
                     return None
                 continue
             try:
-                pulse = self.task.pvs.heartbeat
-                winner, busy = self.ownership.claim(self.task.pvs.busy, {pulse: to_python(values[pulse])})
+                heartbeat = self.task.pvs.heartbeat
+                winner, busy = self.ownership.claim(self.task.pvs.busy, {heartbeat: to_python(values[heartbeat])})
             except PVError as exc:
                 waiting(self._say("WARNING", f"could not claim prefix {self.task.prefix}: {exc}"), False)
                 winner = ""

@@ -10,7 +10,7 @@ import argparse
 import math
 import tempfile
 from pathlib import Path
-from typing import Callable, Union
+from typing import Any, Callable, Dict, Union
 
 from loguru import logger
 
@@ -75,7 +75,8 @@ def _loguru_parses(option: str, convert: Callable[[str], object] = str) -> Calla
     def check(text: str) -> str:
         probe = Path(tempfile.gettempdir()) / "epics-bridge-option-check.log"
         try:
-            logger.remove(logger.add(probe, delay=True, filter=lambda record: False, **{option: convert(text)}))
+            setting: Dict[str, Any] = {option: convert(text)}
+            logger.remove(logger.add(probe, delay=True, filter=lambda record: False, **setting))
         except (ValueError, TypeError) as exc:
             raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
         return text

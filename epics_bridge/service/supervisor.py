@@ -303,6 +303,7 @@ class Supervisor:
             # its own session: Ctrl-C reaches the supervisor only, and killpg reaches the worker's tree
             w.process = subprocess.Popen(worker_module.command(w.spec), env=env, pass_fds=(write_fd,),
                                          stdin=subprocess.PIPE, start_new_session=True)
+            assert w.process.stdin is not None  # stdin=PIPE
             with w.process.stdin as payload:  # read at once by the worker; a pipe's buffer takes most
                 payload.write(worker_module.payload(w.spec, self.worker_options, write_fd, self.sources))
         except OSError as exc:
@@ -563,7 +564,7 @@ def supervise(tasks: Sequence[Task], isolation: str, options: Mapping[str, Any],
                             on_ready=on_ready, reload_tasks=reload_tasks, on_reload=on_reload)
     if watch:
         supervisor.watch(watch)
-    if endpoints is not None:
+    if endpoints is not None and metrics is not None:  # made together
         endpoints.route("/metrics", lambda: (200, "text/plain; version=0.0.4; charset=utf-8", metrics.render()))
         endpoints.route("/livez", lambda: health({"supervisor": why} if (why := supervisor.alive()) else {},
                                                  "ok: the supervisor's loop runs"))
