@@ -153,8 +153,7 @@ class Handshake:
         parts = []
         if missing:
             parts.append("missing: " + ", ".join(
-                f"{RECORDS[logical]} ({pvs[logical]}{' is not served' if why.startswith('timeout') else ': ' + why})"
-                for logical, why in missing.items()))
+                f"{RECORDS[logical]} ({pvs[logical]}{_unserved(why)})" for logical, why in missing.items()))
         if wrong:
             parts.append("wrong kind: " + ", ".join(
                 f"{RECORDS[logical]} ({pvs[logical]} is {_article(kind)}, needs {NEEDS[logical][1]})"
@@ -185,3 +184,8 @@ class Handshake:
 
 def _article(kind: str) -> str:
     return ("an " if kind[0] in "aeiou" else "a ") + kind
+
+
+def _unserved(why: str) -> str:
+    """How a missing handshake PV is named: a timeout means the IOC does not serve it."""
+    return " is not served" if why.startswith("timeout") else ": " + why
