@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import replace
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from .base_pv_interface import BasePVInterface
 from .defaults import DEFAULTS
-from .engine.runner import Runner, prepare
+from .engine.runner import Runner
 from .io import BridgeIO
 from .registry import ConfigError, Registry, Task, _where
 from .status import TaskStatus
@@ -66,20 +66,26 @@ class BridgeDaemon(ABC):
         # Where the user's code is: the start-up line, --list and the worker grouping name it.
         return replace(task, source=_where(type(self).run_task))
 
-    def start(self, **options: Any) -> None:
-        """Run until SIGTERM/SIGINT (or :meth:`stop`); the watchdog may end the process instead.
+    def start(self, argv: Optional[Sequence[str]] = None, **options: Any) -> None:
+        """Run in this process until SIGTERM/SIGINT (or :meth:`stop`); the watchdog may end the
+        process instead.
 
-        ``options`` are those of :func:`epics_bridge.engine.runner.prepare` (log_dir, metrics_port,
+        The launcher's options come from ``argv`` (default: the script's command line, so
+        ``python motor_daemon.py --ioc`` gives the same first run on an embedded IOC as a task
+        file); ``options`` are their defaults by the launcher's names (``log_dir``, ``metrics_port``
         ...). A setting or option it refuses ends the process as the launcher does: the problem on
         stderr, exit status 2, nothing started.
         """
-        from .service.launcher import fail
+        from .service.launcher import fail, run_script
 
         try:
-            self._runner = prepare([self.as_task()], **options)
+            task = self.as_task()
         except ConfigError as exc:
             fail(str(exc))
-        self._runner.run()
+        run_script([task], argv, on_runner=self._keep, **{"isolation": "none", **options})
+
+    def _keep(self, runner: Runner) -> None:
+        self._runner = runner
 
     def stop(self) -> None:
         """Ask a running :meth:`start` to return after the current cycle."""

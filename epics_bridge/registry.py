@@ -22,6 +22,8 @@ from .defaults import DEFAULTS
 __all__ = ["ConfigError", "Registry", "Task", "bridge"]
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
+#: A macro reference in a database: $(NAME), ${NAME}, $(NAME=default).
+_MACRO = re.compile(r"\$[({](\w+)")
 _PACKAGE = os.path.join(os.path.dirname(__file__), "")  # as co_filename spells this package
 PVs = Union[Mapping[str, str], Type[BasePVInterface], BasePVInterface, None]
 #: A task's own database for the embedded IOC: a path, or (path, {macro: value}).
@@ -154,8 +156,9 @@ def _interface_class(pvs: Mapping[str, object]) -> Type[BasePVInterface]:
 
 def _databases(db: Union[DbSpec, Sequence[DbSpec], None], func: Callable, prefix: str,
                prefixes: Optional[Mapping[str, str]]) -> Tuple[Tuple[Path, Dict[str, str]], ...]:
-    """Each file with its macros; ``P`` (the task's prefix) and every ``prefixes`` key are defaults, so
-    a db written for the task loads without spelling them out."""
+    """Each file with its macros; ``P`` (the task's prefix) and every ``prefixes`` key are defaults
+    for the macros the file uses, so a db written for the task loads without spelling them out (and
+    a file shared by several tasks, using none of them, still loads once)."""
     defaults = {"P": prefix, **{str(k): str(v) for k, v in (prefixes or {}).items()}}
     if db is None:
         return ()
@@ -167,7 +170,9 @@ def _databases(db: Union[DbSpec, Sequence[DbSpec], None], func: Callable, prefix
         path = Path(path) if Path(path).is_absolute() else base / path
         if not path.is_file():
             raise ConfigError(f"field 'db': database file {str(path)!r} does not exist")
-        out.append((path, {**defaults, **{str(k): str(v) for k, v in dict(macros).items()}}))
+        used = set(_MACRO.findall(path.read_text(errors="replace")))
+        given = {str(k): str(v) for k, v in dict(macros).items()}
+        out.append((path, {**{k: v for k, v in defaults.items() if k in used}, **given}))
     return tuple(out)
 
 
@@ -273,20 +278,19 @@ class Registry:
     def clear(self) -> None:
         self._tasks.clear()
 
-    def run(self, **options: Any) -> int:
-        """Run every registered task in this process until SIGTERM/SIGINT; returns the exit status.
+    def run(self, argv: Optional[Sequence[str]] = None, **options: Any) -> int:
+        """Run every registered task until SIGTERM/SIGINT; returns the exit status.
 
-        ``options`` are those of :func:`epics_bridge.engine.runner.run` (log_dir, metrics_port, ...).
-        A configuration it refuses ends the process as the launcher does: the problems on stderr,
+        The launcher's options come from ``argv`` (default: this script's command line, so
+        ``python tasks/motor.py --ioc --no-log-files`` works); ``options`` are their defaults by the
+        launcher's names (``log_dir``, ``log_level``, ``metrics_port``, ``isolation`` ...). The tasks
+        run in this process unless ``--isolation file|task`` asks for worker processes. A
+        configuration it refuses ends the process as the launcher does: the problems on stderr,
         exit status 2, nothing started.
         """
-        from .engine.runner import run
-        from .service.launcher import fail
+        from .service.launcher import run_script
 
-        try:
-            return run(self.tasks, **options)
-        except ConfigError as exc:
-            fail(str(exc))
+        return run_script(self.tasks, argv, **options)
 
 
 #: The default registry: ``from epics_bridge import bridge``.

@@ -15,7 +15,7 @@ import tempfile
 import traceback
 import types
 from pathlib import Path
-from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 from loguru import logger
 
@@ -127,14 +127,16 @@ def _print_list(tasks: Sequence[Task], heading: str = "") -> None:
             print(f"    {logical:<16} {pv}")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(script: Optional[str] = None) -> argparse.ArgumentParser:
+    """The launcher's options; for ``script`` (a file ending in ``bridge.run()``) the same without paths."""
     parser = argparse.ArgumentParser(
-        prog="python -m epics_bridge",
+        prog=script or "python -m epics_bridge",
         description="Run @bridge.task functions as supervised EPICS daemons.",
         epilog="Other commands: " + ", ".join(f"'epics-bridge {name} --help'" for name in COMMANDS),
     )
     parser.add_argument("--version", action="version", version=f"epics-bridge {__version__}")
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="task file, or folder of task files")
+    if script is None:
+        parser.add_argument("paths", nargs="+", metavar="PATH", help="task file, or folder of task files")
     parser.add_argument("--only", nargs="+", default=[], metavar="NAME", help="run only these tasks")
     parser.add_argument("--list", action="store_true", help="print the tasks and their PVs, then exit")
     parser.add_argument("--log-dir", default="logs", help="folder for the log files (default: ./logs)")
@@ -188,21 +190,74 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
     if argv[:1] and argv[0] in COMMANDS:
         importlib.import_module(COMMANDS[argv[0]], __package__).main(argv[1:])
     args = _parser().parse_args(argv)
-    if args.reload and args.isolation == "none":
-        fail("--reload restarts worker processes: use it with --isolation file or task, not none")
-    if args.metrics_port is not None and args.isolation != "none" and not args.list:
-        _multiprocess_metrics()
+    _prepare(args)
     sources: Dict[str, str] = {}  # the text of each task file as validated: what workers will run
     try:
         tasks = load(args.paths, only=args.only, sources=sources)
     except ConfigError as exc:
         fail(str(exc))
+    sys.exit(_serve(args, tasks, sources))
+
+
+def run_script(tasks: Sequence[Task], argv: Optional[Sequence[str]] = None, *,
+               on_runner: Optional[Callable[[Any], None]] = None, **defaults: Any) -> int:
+    """``bridge.run()`` and ``BridgeDaemon.start()``: the launcher's options from the script's own
+    command line (``python tasks/motor.py --ioc --no-log-files``), keyword arguments as their
+    defaults, and every task in this process unless ``--isolation`` says otherwise. Returns the exit
+    status; ``on_runner`` receives what runs the tasks (to stop it from another thread)."""
+    parser = _parser(script=os.path.basename(sys.argv[0]) or "bridge.run()")
+    try:
+        parser.set_defaults(isolation="none", **_keyword_defaults(defaults))
+    except ConfigError as exc:
+        fail(str(exc))
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    args.paths = sorted({task.source.rsplit(":", 1)[0] for task in tasks})
+    args.on_runner = on_runner
+    _prepare(args)
+    if args.only:
+        try:
+            tasks = Registry(tasks).select(args.only)
+        except ConfigError as exc:
+            fail(str(exc))
+    return _serve(args, list(tasks), {})
+
+
+def _keyword_defaults(keywords: Mapping[str, Any]) -> Dict[str, Any]:
+    """``run(log_dir=None, log_pvs=False, ...)`` as the parser's defaults (the command line wins)."""
+    keywords = dict(keywords)
+    defaults: Dict[str, Any] = {}
+    if "log_dir" in keywords:
+        log_dir = keywords.pop("log_dir")
+        defaults.update(no_log_files=True) if log_dir is None else defaults.update(log_dir=str(log_dir))
+    if "log_pvs" in keywords:
+        defaults["no_log_pvs"] = not keywords.pop("log_pvs")
+    unknown = sorted(set(keywords) - set(_RUN_KEYWORDS))
+    if unknown:
+        raise ConfigError(f"run(): unknown option(s) {', '.join(unknown)} (known: log_dir, log_pvs, "
+                          f"{', '.join(_RUN_KEYWORDS)})")
+    return {**defaults, **keywords}
+
+
+#: Keyword arguments of ``bridge.run()`` named as the launcher's options (``--log-level`` ...).
+_RUN_KEYWORDS = ("log_level", "log_rotation", "log_retention", "p4p_log_level", "metrics_port", "metrics_addr",
+                 "stop_grace", "isolation", "ioc", "only", "shard")
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    """Checks across options, and what must happen before any task file is imported."""
+    if args.reload and args.isolation == "none":
+        fail("--reload restarts worker processes: use it with --isolation file or task, not none")
+    if args.metrics_port is not None and args.isolation != "none" and not args.list:
+        _multiprocess_metrics()
+
+
+def _serve(args: argparse.Namespace, tasks: List[Task], sources: Dict[str, str]) -> int:
     share = args.shard.select(tasks) if args.shard else tasks
     heading = _share(args.shard, share, tasks) if args.shard else ""
     if args.list:
         _print_list(share, heading)
-        sys.exit(EXIT_OK)
-    sys.exit(_run(args, share, heading, sources))
+        return EXIT_OK
+    return _run(args, share, heading, sources)
 
 
 def _multiprocess_metrics() -> None:
@@ -235,6 +290,8 @@ def _run(args: argparse.Namespace, tasks: List[Task], heading: str = "",
             runner = _supervisor(args, tasks, options, ioc, sources if sources is not None else {})
         if heading:
             logger.info(heading)
+        if getattr(args, "on_runner", None) is not None:
+            args.on_runner(runner)
         if ioc is not None:
             start(ioc)
         return runner.run()

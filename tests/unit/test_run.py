@@ -10,10 +10,10 @@ def test_a_refused_option_exits_2_naming_it_and_starts_nothing(capsys):
     reg = Registry()
     reg.task(lambda t: None, prefix="RUN:", name="one")
     with pytest.raises(SystemExit) as exited:
-        reg.run(log_dir=None, log_level="LOUD")
+        reg.run([], log_dir=None, log_level="LOUD")
     assert exited.value.code == 2
     err = capsys.readouterr().err
-    assert "epics-bridge: nothing started:" in err and "--log-level 'LOUD'" in err
+    assert "--log-level" in err and "'LOUD'" in err and "choose one of DEBUG, INFO, WARNING, ERROR" in err
 
 
 def test_a_class_api_daemon_with_a_bad_setting_exits_2_naming_it(capsys):
@@ -28,7 +28,7 @@ def test_a_class_api_daemon_with_a_bad_setting_exits_2_naming_it(capsys):
     daemon.timeout = 0
     try:
         with pytest.raises(SystemExit) as exited:
-            daemon.start(log_dir=None)
+            daemon.start([], log_dir=None)
     finally:
         daemon.io.close()
     assert exited.value.code == 2
