@@ -14,7 +14,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from p4p.client.thread import Context
 
@@ -88,7 +88,8 @@ def write_tasks(folder: Path, source: str, name: str = "tasks_under_test.py") ->
 class Daemon:
     """``python -m epics_bridge ARGS`` in a subprocess, its stderr kept in a file."""
 
-    def __init__(self, args: Sequence[str], env: Mapping[str, str], workdir: Path) -> None:
+    def __init__(self, args: Sequence[str], env: Mapping[str, str], workdir: Path,
+                 script: Optional[Path] = None) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.stderr_path = workdir / "daemon.stderr"
@@ -96,7 +97,7 @@ class Daemon:
         self.marker = f"{os.getpid()}-{uuid.uuid4().hex}"
         with open(self.stderr_path, "wb") as stderr:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "epics_bridge", *map(str, args)],
+                [sys.executable, *([str(script)] if script else ["-m", "epics_bridge"]), *map(str, args)],
                 env={**os.environ, **env, LEFTOVER_MARKER: self.marker}, cwd=workdir, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=stderr,
             )
@@ -150,8 +151,10 @@ class Daemon:
 
 
 @contextmanager
-def daemon(args: Sequence[str], env: Mapping[str, str], workdir: Path) -> Iterator[Daemon]:
-    d = Daemon(args, env, workdir)
+def daemon(args: Sequence[str], env: Mapping[str, str], workdir: Path,
+           script: Optional[Path] = None) -> Iterator[Daemon]:
+    """``python -m epics_bridge ARGS`` (or ``python SCRIPT ARGS``), killed and checked for leftovers after."""
+    d = Daemon(args, env, workdir, script)
     try:
         yield d
     finally:

@@ -207,7 +207,7 @@ def run_script(tasks: Sequence[Task], argv: Optional[Sequence[str]] = None, *,
     status; ``on_runner`` receives what runs the tasks (to stop it from another thread)."""
     parser = _parser(script=os.path.basename(sys.argv[0]) or "bridge.run()")
     try:
-        parser.set_defaults(isolation="none", **_keyword_defaults(defaults))
+        parser.set_defaults(**{"isolation": "none", **_keyword_defaults(defaults)})
     except ConfigError as exc:
         fail(str(exc))
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
