@@ -257,6 +257,8 @@ def _serve(args: argparse.Namespace, tasks: List[Task], sources: Dict[str, str])
     if args.list:
         _print_list(share, heading)
         return EXIT_OK
+    if args.shard and not share:
+        args.isolation = "file"  # an idle supervisor: no worker to run, probes and signals answered
     return _run(args, share, heading, sources)
 
 
