@@ -25,8 +25,9 @@ def reads(t):
 
 def test_a_db_gets_the_prefix_and_every_prefixes_key_as_default_macros(tmp_path):
     (tmp_path / "plant.db").write_text(SYS_DB)
-    task = Registry.make(reads, prefix="A:", prefixes={"sys": "S:"}, pvs={"temp": "Temp"},
+    task = Registry.make(reads, prefix="A:", prefixes={"sys": "S:", "unused": "U:"}, pvs={"temp": "Temp"},
                          db=[str(tmp_path / "plant.db"), (str(tmp_path / "plant.db"), {"P": "B:", "X": "1"})])
+    # only the macros the file uses: a file shared by tasks of different prefixes still loads once
     assert [macros for _, macros in task.db] == [{"P": "A:", "sys": "S:"}, {"P": "B:", "sys": "S:", "X": "1"}]
 
 
