@@ -69,15 +69,16 @@ def freeze_thaw(ioc) -> None:
     ioc.thaw()
 
 
-def counting_daemon(ioc, workdir: Path, stuck: int):
+def counting_daemon(ioc, workdir: Path, stuck: int, isolation: str = "none"):
     source = COUNTING.format(prefix=P, period=PERIOD, stall=STALL, stuck=stuck)
-    return daemon([write_tasks(workdir, source), "--isolation", "none"], ioc.client_env, workdir)
+    return daemon([write_tasks(workdir, source), "--isolation", isolation], ioc.client_env, workdir)
 
 
+@pytest.mark.parametrize("isolation", ["none", "file"])
 @pytest.mark.parametrize("fault", [kill_restart, freeze_thaw], ids=["ioc-killed-2s", "ioc-frozen-2s"])
-def test_short_ioc_fault_is_ridden_out(fault, make_ioc, tmp_path):
+def test_short_ioc_fault_is_ridden_out(fault, isolation, make_ioc, tmp_path):
     ioc = make_ioc(P)
-    with counting_daemon(ioc, tmp_path, RIDE_OUT) as d:
+    with counting_daemon(ioc, tmp_path, RIDE_OUT, isolation) as d:
         before = client_for(ioc.client_env)
         HeartbeatRecorder(before, [P]).wait_pulses(P, 2, timeout=30)
         assert ready_trigger(before, P).cycle() == TaskStatus.SUCCESS
@@ -105,6 +106,8 @@ def test_short_ioc_fault_is_ridden_out(fault, make_ioc, tmp_path):
 
 @pytest.mark.parametrize("fault", ["kill", "freeze"], ids=["ioc-gone", "ioc-frozen"])
 def test_long_ioc_fault_ends_the_process_inside_its_budget(fault, make_ioc, tmp_path):
+    """With ``--isolation none``: the process is the daemon, and exit 3 is its restart. Under worker
+    processes the service stays up instead (tests/test_probes.py)."""
     ioc = make_ioc(P)
     ctx = client_for(ioc.client_env)
     with counting_daemon(ioc, tmp_path, GIVE_UP) as d:

@@ -10,6 +10,7 @@ others never notice. The service itself ends only on SIGTERM/SIGINT, after every
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -114,7 +115,8 @@ class Worker:
 
 
 class Supervisor:
-    """Runs ``specs`` as worker processes until SIGTERM/SIGINT; :meth:`run` returns the exit status."""
+    """Runs ``tasks`` in worker processes (grouped by ``isolation``) until SIGTERM/SIGINT; :meth:`run`
+    returns the exit status."""
 
     def __init__(self, tasks: Sequence[Task], isolation: str, worker_options: Mapping[str, Any],
                  sources: Dict[str, str], *,
@@ -179,7 +181,8 @@ class Supervisor:
             for changes in watchfiles.watch(*folders, watch_filter=watchfiles.PythonFilter(), stop_event=stop,
                                             raise_interrupt=False):
                 logger.info("--reload: changed: {}", ", ".join(sorted(path for _, path in changes)))
-                os.write(self._wake_w, bytes([signal.SIGHUP]))
+                with contextlib.suppress(BlockingIOError):  # a full pipe: a wake-up is pending anyway
+                    os.write(self._wake_w, bytes([signal.SIGHUP]))
 
         threading.Thread(target=run, name="reload-watch", daemon=True).start()
         logger.info("--reload: watching {} for changes (development only)", ", ".join(map(str, folders)))
