@@ -133,6 +133,8 @@ def _install_signal_handlers(handler):
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # A reload (SIGHUP, systemctl reload) needs worker processes; here it must at least not kill.
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     return lambda: [signal.signal(sig, old) for sig, old in previous.items()]
 
 
