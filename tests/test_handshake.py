@@ -49,6 +49,14 @@ def lines() -> Iterator[List[str]]:
     logger.remove(sink)
 
 
+def _status_lines(notify: socket.socket, until: str) -> List[str]:
+    """The STATUS= lines the notifier sent, up to the first that holds ``until`` (its socket times out)."""
+    lines: List[str] = []
+    while not any(until in line for line in lines):
+        lines += [line for line in notify.recv(4096).decode().splitlines() if line.startswith("STATUS=")]
+    return lines
+
+
 class Readiness(Hooks):
     def __init__(self) -> None:
         self.events: List[tuple] = []
@@ -82,7 +90,7 @@ def test_an_ioc_without_busy_is_named_once_and_the_task_is_not_ready(make_ioc, m
             rounds = wait_for(lambda: [m for m in lines if "answers only part of the handshake" in m][3:], 15,
                               what="four handshake rounds")
             ctx.put(A + "Trigger", 1)
-            status = [notify.recv(4096).decode() for _ in range(2)]
+            status = _status_lines(notify, until="not ready")
             samples = scrape(port)
             seen = len(lines)
             wait_for(lambda: [m for m in lines[seen:] if "answers only part of the handshake" in m], 15,
