@@ -130,7 +130,7 @@ def test_a_task_blocked_forever_costs_only_itself(make_ioc, tmp_path):
     ctx.close()
     gaps = {p: max_gap(beats.pulses[p][pulses_before[p]:]) for p in healthy}
     print(f"\nhung task back after {', '.join(f'{t:.1f}' for t in back_after)} s; healthy cycles "
-          f"{sum(d.acknowledged for d in drivers)} acknowledged, {sum(d.lost for d in drivers)} lost; "
+          f"{sum(r.acknowledged for r in drivers)} acknowledged, {sum(r.lost for r in drivers)} lost; "
           f"largest heartbeat gap {max(gaps.values()):.2f} s")
     # nothing lost elsewhere: every trigger acknowledged, every cycle run exactly once
     for driver in drivers:
