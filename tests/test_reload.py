@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from pathlib import Path
 
 from helpers import client_for, daemon, ready_trigger, wait_for, write_tasks
 
 from epics_bridge import TaskStatus
+from epics_bridge.ioc.softioc import free_port
 
 VERSION = """
 from epics_bridge import TaskStatus, bridge
@@ -83,3 +85,21 @@ def test_sighup_restarts_only_changed_added_and_removed_files(make_ioc, tmp_path
         assert d.proc.poll() is None, "SIGHUP reloads, it does not end the service"
         assert "worker a.py" in d.stderr and "reload: restarting worker a.py" in d.stderr
     ctx.close()
+
+
+def test_reload_with_the_embedded_ioc_serves_a_new_prefix(tmp_path):
+    ports = {"EPICS_PVAS_SERVER_PORT": str(free_port()), "EPICS_PVAS_BROADCAST_PORT": str(free_port(socket.SOCK_DGRAM)),
+             "EPICS_CA_SERVER_PORT": str(free_port()), "EPICS_CA_REPEATER_PORT": str(free_port(socket.SOCK_DGRAM))}
+    client_env = {"EPICS_PVA_ADDR_LIST": "127.0.0.1", "EPICS_PVA_AUTO_ADDR_LIST": "NO",
+                  "EPICS_PVA_SERVER_PORT": ports["EPICS_PVAS_SERVER_PORT"],
+                  "EPICS_PVA_BROADCAST_PORT": ports["EPICS_PVAS_BROADCAST_PORT"]}
+    folder = tmp_path / "tasks"
+    versioned(folder, "a", "RI:A:", "SUCCESS")
+    with daemon([folder, "--reload", "--ioc"], ports, tmp_path / "run") as d:
+        ctx = client_for(client_env)
+        serving(ctx, "RI:A:", TaskStatus.SUCCESS, timeout=60)
+        versioned(folder, "n", "RI:N:", "SKIPPED")  # a new prefix: the IOC must serve its records
+        wait_for(lambda: "restarting the embedded IOC" in d.stderr, timeout=20, what="the IOC restarted")
+        serving(ctx, "RI:N:", TaskStatus.SKIPPED, timeout=60)
+        serving(ctx, "RI:A:", TaskStatus.SUCCESS, timeout=60)
+        ctx.close()
