@@ -6,7 +6,7 @@ from typing import List, Optional, Tuple
 
 from helpers import wait_for
 
-from epics_bridge.engine.heartbeat import Heartbeat
+from epics_bridge.engine.heartbeat import Heartbeat, next_grid_point, phase
 from epics_bridge.memory_io import MemoryIO
 from epics_bridge.observe.hooks import Hooks
 from epics_bridge.registry import Registry, Task
@@ -92,3 +92,20 @@ def test_the_count_restarts_after_a_healthy_period():
     assert not beat.limit.is_set()
     beat.heartbeat._count("stalled")
     assert beat.verdict == ["stalled"]
+
+
+def test_each_task_pulses_at_its_own_phase_the_same_in_every_run():
+    phases = [phase(f"noop{i:03d}", 1.0) for i in range(1000)]
+    assert phases == [phase(f"noop{i:03d}", 1.0) for i in range(1000)]
+    assert all(0.0 <= p < 1.0 for p in phases)
+    # spread over the period: every tenth of it holds some of the 1000 tasks, none more than twice its share
+    tenths = [sum(1 for p in phases if k / 10 <= p < (k + 1) / 10) for k in range(10)]
+    assert min(tenths) > 0 and max(tenths) < 200
+    assert phase("noop001", 2.0) == 2 * phase("noop001", 1.0)
+
+
+def test_the_next_grid_point_is_strictly_after_now_on_the_tasks_grid():
+    assert next_grid_point(10.0, 1.0, 0.25) == 10.25
+    assert next_grid_point(10.25, 1.0, 0.25) == 11.25  # a beat on the grid point goes to the next one
+    assert next_grid_point(12.9, 1.0, 0.25) == 13.25  # late: the missed points are skipped
+    assert next_grid_point(0.1, 0.5, 0.3) == 0.3
