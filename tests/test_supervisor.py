@@ -91,6 +91,21 @@ class ClosedLoop(threading.Thread):
             ctx.close()
 
 
+def two_files(root: Path, prefixes: List[str], body: str = "pass") -> Path:
+    """A folder with a.py and b.py, one task each (on the two prefixes), whose function is ``body``."""
+    folder = root / "tasks"
+    for name, prefix in zip(("a", "b"), prefixes):
+        write_tasks(folder, f"""
+            import time
+            from epics_bridge import bridge
+
+            @bridge.task(prefix="{prefix}", heartbeat_period={PERIOD})
+            def {name}(t):
+                {body}
+        """, f"{name}.py")
+    return folder
+
+
 def max_gap(times: List[float]) -> float:
     return max((b - a for a, b in zip(times, times[1:])), default=0.0)
 
@@ -152,15 +167,7 @@ def test_a_task_blocked_forever_costs_only_itself(make_ioc, tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV], ids=["SIGKILL", "SIGSEGV"])
 def test_a_killed_worker_is_restarted_alone(sig, make_ioc, tmp_path):
     ioc = make_ioc("KW:A:", "KW:B:")
-    folder = tmp_path / "tasks"
-    for name, prefix in (("a.py", "KW:A:"), ("b.py", "KW:B:")):
-        write_tasks(folder, f"""
-            from epics_bridge import bridge
-
-            @bridge.task(prefix="{prefix}", heartbeat_period={PERIOD})
-            def {name[0]}(t):
-                pass
-        """, name)
+    folder = two_files(tmp_path, ["KW:A:", "KW:B:"])
     ctx = client_for(ioc.client_env)
     beats = HeartbeatRecorder(ctx, ["KW:A:", "KW:B:"])
     with daemon([folder], ioc.client_env, tmp_path) as d:
@@ -188,15 +195,7 @@ def test_a_killed_worker_is_restarted_alone(sig, make_ioc, tmp_path):
 def test_supervisor_killed_leaves_no_process(tmp_path):
     ports = {"EPICS_PVAS_SERVER_PORT": str(free_port()), "EPICS_PVAS_BROADCAST_PORT": str(free_port(socket.SOCK_DGRAM)),
              "EPICS_CA_SERVER_PORT": str(free_port()), "EPICS_CA_REPEATER_PORT": str(free_port(socket.SOCK_DGRAM))}
-    folder = tmp_path / "tasks"
-    for name, prefix in (("a.py", "SK:A:"), ("b.py", "SK:B:")):
-        write_tasks(folder, f"""
-            from epics_bridge import bridge
-
-            @bridge.task(prefix="{prefix}", heartbeat_period={PERIOD})
-            def {name[0]}(t):
-                pass
-        """, name)
+    folder = two_files(tmp_path, ["SK:A:", "SK:B:"])
     with daemon([folder, "--ioc"], ports, tmp_path) as d:
         wait_for(lambda: "serves 2 task(s)" in d.stderr or d.proc.poll() is not None, timeout=60,
                  what="the service up with its embedded IOC")
@@ -209,18 +208,8 @@ def test_supervisor_killed_leaves_no_process(tmp_path):
 
 def test_sigterm_stops_every_worker_with_busy_cleared(make_ioc, tmp_path):
     ioc = make_ioc("ST:A:", "ST:B:")
-    folder = tmp_path / "tasks"
-    for name, prefix in (("a.py", "ST:A:"), ("b.py", "ST:B:")):
-        write_tasks(folder, f"""
-            import time
-            from epics_bridge import bridge
-
-            @bridge.task(prefix="{prefix}", heartbeat_period={PERIOD})
-            def {name[0]}(t):
-                end = time.monotonic() + 30
-                while time.monotonic() < end:  # a long cycle, still running when SIGTERM comes
-                    time.sleep(0.05)
-        """, name)
+    # a long cycle, still running when SIGTERM comes
+    folder = two_files(tmp_path, ["ST:A:", "ST:B:"], "time.sleep(30)")
     ctx = client_for(ioc.client_env)
     with daemon([folder, "--stop-grace", "1"], ioc.client_env, tmp_path) as d:
         for prefix in ("ST:A:", "ST:B:"):
