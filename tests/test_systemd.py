@@ -91,7 +91,11 @@ def _env(listener: Listener) -> dict:
     return {"NOTIFY_SOCKET": listener.name, "WATCHDOG_USEC": "1000000"}  # a ping every 0.5 s
 
 
-def test_ready_status_watchdog_and_stopping(listener, prefix, tmp_path):
+@pytest.mark.parametrize("isolation, status", [
+    ("none", "STATUS=1 task(s) running, none stuck"),
+    ("file", "STATUS=1/1 tasks running"),  # the supervisor speaks; its workers never do
+])
+def test_ready_status_watchdog_and_stopping(isolation, status, listener, prefix, tmp_path):
     tasks = write_tasks(tmp_path, f"""
         from epics_bridge import bridge
 
@@ -99,9 +103,9 @@ def test_ready_status_watchdog_and_stopping(listener, prefix, tmp_path):
         def quiet(t):
             pass
     """)
-    with daemon([tasks, "--isolation", "none"], _env(listener), tmp_path / "run") as d:
+    with daemon([tasks, "--isolation", isolation], _env(listener), tmp_path / "run") as d:
         listener.expect(r"^READY=1$", timeout=30)
-        assert listener.expect(r"^STATUS=", timeout=5) == "STATUS=1 task(s) running, none stuck"
+        assert listener.expect(r"^STATUS=", timeout=5) == status
         for _ in range(3):
             listener.expect(r"^WATCHDOG=1$", timeout=10)
         d.signal(signal.SIGTERM)
@@ -109,6 +113,7 @@ def test_ready_status_watchdog_and_stopping(listener, prefix, tmp_path):
         assert d.wait_exit(30) == 0
     after_stop = listener.lines[listener.lines.index("STOPPING=1"):] + listener.during(0.5)
     assert "WATCHDOG=1" not in after_stop
+    assert listener.lines.count("READY=1") == 1
 
 
 def test_watchdog_pings_stop_while_a_task_is_stalled(prefix, client, tmp_path):
