@@ -114,6 +114,16 @@ def _iocs_of(tmp_path: Path) -> list:
     return found
 
 
+def test_a_failing_test_leaves_no_ioc_behind(tmp_path):
+    folder = fresh_folder(tmp_path)
+    (folder / "test_fails.py").write_text(
+        "from vacuum import interlock\n\n"
+        "def test_fails(bridge_ioc):\n    bridge_ioc(interlock)\n    assert False, 'on purpose'\n")
+    done = run_pytest(folder, "test_fails.py")
+    assert done.returncode == 1 and "on purpose" in done.stdout
+    assert not _iocs_of(tmp_path)
+
+
 def test_an_external_ioc_is_used_as_it_is(tmp_path):
     """--bridge-ioc-external: no IOC is started; the tests use the one EPICS_PVA_* points at."""
     folder = fresh_folder(tmp_path)
@@ -215,3 +225,4 @@ def test_a_stuck_task_fails_the_test_instead_of_ending_pytest(tmp_path, monkeypa
     assert "the watchdog would have ended the process (exit 3): task 'stuck': a cycle has been running" in str(
         failed.value)
     assert "no cycle finished within 2.5 s; watchdog: a cycle has been running" in str(failed.value.__context__)
+
