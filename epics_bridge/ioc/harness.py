@@ -190,7 +190,10 @@ def _check_served(tasks: List[Task], io: BridgeIO, timeout: float) -> None:
 def _claim_ports(stack: ExitStack) -> Tuple[int, int]:
     """A TCP and a UDP port, free now and claimed by no other test process. pvxs silently moves
     to another port when its own is taken, so two IOCs must never be handed the same one."""
-    PORT_CLAIMS.mkdir(exist_ok=True)
+    if not PORT_CLAIMS.is_dir():
+        PORT_CLAIMS.mkdir(exist_ok=True)
+        with suppress(OSError):  # shared by every user of the machine, like /tmp itself
+            PORT_CLAIMS.chmod(0o1777)
     for _ in range(100):
         tcp, udp = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
         paths = [PORT_CLAIMS / f"tcp-{tcp}", PORT_CLAIMS / f"udp-{udp}"]
