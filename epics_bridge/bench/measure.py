@@ -19,7 +19,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from .client import Handshake, Monitors, stamp
 
 __all__ = ["BenchError", "Child", "Handshake", "HeartbeatWatch", "Monitors", "OrderCheck", "UPSTREAM",
-           "idle_usage", "upstream_python", "upstream_versions"]
+           "idle_usage", "process_tree", "pss_mb", "tree_cpu_seconds", "tree_figures", "upstream_python",
+           "upstream_versions"]
 
 UPSTREAM = "epics-bridge==5.0.0"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -47,6 +48,58 @@ def rss_mb(pid: int) -> float:
 
 def thread_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size: pages shared with other processes (e.g. forked workers) count by share."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024.0
+    raise BenchError(f"no Pss for process {pid}")
+
+
+def process_tree(pid: int) -> List[int]:
+    """``pid`` and every process descended from it, now (a service: its supervisor and workers)."""
+    children: Dict[int, List[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):  # gone meanwhile
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo.extend(children.get(tree[-1], ()))
+    return tree
+
+
+def tree_figures(pid: int) -> Dict[str, Any]:
+    """Memory, threads, file descriptors and CPU seconds summed over the process tree of ``pid``.
+
+    ``cpu_s`` maps each process to its CPU time so far, so that a window's CPU is the difference
+    of two calls; a process that ends between the reads is left out."""
+    out: Dict[str, Any] = {"processes": 0, "threads": 0, "fds": 0, "rss_mb": 0.0, "pss_mb": 0.0, "cpu_s": {}}
+    for p in process_tree(pid):
+        try:
+            figures = (rss_mb(p), pss_mb(p), thread_count(p), len(os.listdir(f"/proc/{p}/fd")), cpu_seconds(p))
+        except (OSError, BenchError):
+            continue
+        out["processes"] += 1
+        out["rss_mb"] += figures[0]
+        out["pss_mb"] += figures[1]
+        out["threads"] += figures[2]
+        out["fds"] += figures[3]
+        out["cpu_s"][p] = figures[4]
+    return out
+
+
+def tree_cpu_seconds(before: Mapping[int, float], after: Mapping[int, float]) -> float:
+    """CPU used between two :func:`tree_figures` reads by the processes alive at the second one."""
+    return sum(cpu - before.get(p, 0.0) for p, cpu in after.items())
 
 
 def _die_with_parent() -> None:
@@ -101,14 +154,17 @@ class Child:
 
 
 def idle_usage(child: Child, seconds: float) -> Dict[str, Any]:
-    """% of one core over ``seconds`` of wall time, then RSS and thread count, of a process left alone."""
+    """A process left alone, with everything it started (a supervisor and its workers): % of one
+    core over ``seconds`` of wall time, then RSS and PSS, threads and processes, all summed."""
     child.check()
-    cpu0, t0 = cpu_seconds(child.pid), time.monotonic()
+    before, t0 = tree_figures(child.pid), time.monotonic()
     time.sleep(seconds)
-    cpu1, t1 = cpu_seconds(child.pid), time.monotonic()
+    after, t1 = tree_figures(child.pid), time.monotonic()
     child.check()
-    return {"cpu_percent": round(100.0 * (cpu1 - cpu0) / (t1 - t0), 3), "rss_mb": round(rss_mb(child.pid), 1),
-            "threads": thread_count(child.pid), "seconds": round(t1 - t0, 2)}
+    cpu = tree_cpu_seconds(before["cpu_s"], after["cpu_s"])
+    return {"cpu_percent": round(100.0 * cpu / (t1 - t0), 3), "rss_mb": round(after["rss_mb"], 1),
+            "pss_mb": round(after["pss_mb"], 1), "threads": after["threads"], "processes": after["processes"],
+            "seconds": round(t1 - t0, 2)}
 
 
 # -- the client side (the handshake itself is in .client) -------------------------------------------

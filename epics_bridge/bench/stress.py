@@ -60,12 +60,14 @@ class Rig:
 
     ``with Rig(8, workdir) as rig:`` returns once every task's heartbeat has pulsed; ``rig.monitors``
     subscribes on a client of the IOC and ``rig.heartbeats`` has recorded every Heartbeat update
-    since the start.
+    since the start. The tasks are spread evenly over ``files`` task files, run by the launcher's
+    default (a worker process per file, under a supervisor).
     """
 
     def __init__(self, tasks: int, workdir: Path, heartbeat_period: float = 1.0,
-                 start_timeout: float = 120.0) -> None:
+                 start_timeout: float = 120.0, files: int = 1) -> None:
         self.prefixes = [f"STRESS:{i:03d}:" for i in range(tasks)]
+        self.files = files
         self.workdir = workdir
         self.heartbeat_period = heartbeat_period
         self.start_timeout = start_timeout
@@ -77,21 +79,24 @@ class Rig:
         #: Seconds the daemon took to exit on SIGTERM (None: it had to be killed or had died).
         self.stop_seconds: Optional[float] = None
 
-    def _write_files(self) -> Path:
+    def _write_files(self) -> List[Path]:
         count_db = self.workdir / "count.db"
         count_db.write_text(COUNT_DB)
         self.databases = [Database(db_dir() / "bridge.db", {"P": p}) for p in self.prefixes]
         self.databases += [Database(count_db, {"P": p}) for p in self.prefixes]
-        lines = [TASK_HEADER]
-        for i, prefix in enumerate(self.prefixes):
-            lines.append(f"bridge.task(counting, prefix={prefix!r}, name='count{i:03d}', "
-                         f"pvs={{'count': 'Count'}}, heartbeat_period={self.heartbeat_period!r})\n")
-        task_file = self.workdir / "stress_tasks.py"
-        task_file.write_text("".join(lines))
-        return task_file
+        paths = []
+        for f in range(self.files):
+            lines = [TASK_HEADER]
+            for i, prefix in enumerate(self.prefixes):
+                if i % self.files == f:
+                    lines.append(f"bridge.task(counting, prefix={prefix!r}, name='count{i:03d}', "
+                                 f"pvs={{'count': 'Count'}}, heartbeat_period={self.heartbeat_period!r})\n")
+            paths.append(self.workdir / f"stress_tasks{f:02d}.py")
+            paths[-1].write_text("".join(lines))
+        return paths
 
     def __enter__(self) -> Rig:
-        task_file = self._write_files()
+        task_files = self._write_files()
         try:
             self.ioc = SoftIOC(self.databases, output=self.workdir / "ioc.log")
             self.ioc.start(timeout=self.start_timeout)
@@ -100,7 +105,7 @@ class Rig:
             self.monitors = Monitors(self.ctx)
             self.heartbeats = HeartbeatWatch(self.monitors, self.prefixes)
             since = time.time()
-            cmd = [sys.executable, "-m", "epics_bridge", str(task_file),
+            cmd = [sys.executable, "-m", "epics_bridge", *map(str, task_files),
                    "--log-dir", str(self.workdir / "logs")]
             self.daemon = Child("daemon", cmd, {**os.environ, **env}, self.workdir)
             names = [p + "Heartbeat" for p in self.prefixes]
@@ -229,6 +234,7 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         description="Closed-loop triggers on counting tasks: lost and doubled cycles, cycles per second.")
     parser.add_argument("--triggers", type=int, default=100_000, help="triggers in all (default 100000)")
     parser.add_argument("--tasks", type=int, default=1, help="counting tasks in the daemon (default 1)")
+    parser.add_argument("--files", type=int, default=1, help="task files the tasks are spread over (default 1)")
     parser.add_argument("--lanes", type=int, default=None,
                         help="concurrent closed-loop clients, each on its own share of the tasks "
                              "(default: min(tasks, 4))")
@@ -239,15 +245,15 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep the IOC, daemon and task logs here (default: a temporary folder)")
     args = parser.parse_args(argv)
-    if args.triggers < 1 or args.tasks < 1 or args.max_seconds <= 0:
-        parser.error("--triggers and --tasks must be >= 1 and --max-seconds > 0")
+    if args.triggers < 1 or args.tasks < 1 or args.max_seconds <= 0 or not 1 <= args.files <= args.tasks:
+        parser.error("--triggers and --tasks must be >= 1, --files between 1 and --tasks, --max-seconds > 0")
     return args
 
 
 def run(args: argparse.Namespace, workdir: Path) -> Dict[str, Any]:
     lanes = args.lanes or min(args.tasks, 4)
     _log(f"starting a soft IOC and a daemon with {args.tasks} counting task(s) in {workdir}")
-    with Rig(args.tasks, workdir) as rig:
+    with Rig(args.tasks, workdir, files=args.files) as rig:
         _log(f"driving {args.triggers} triggers over {lanes} lane(s), at most {args.max_seconds:g} s")
         assert rig.monitors is not None  # set by entering the rig
         load = drive(rig.monitors, rig.prefixes, triggers=args.triggers, max_seconds=args.max_seconds,

@@ -63,35 +63,62 @@ def _targets(results):
 
 
 def test_targets_are_ratios_against_the_same_run():
-    targets = _targets(_results(ours=1.0, floor=1.0, flat=2.0))
-    assert targets["median cycle vs floor"]["value"] == pytest.approx(1.0)
+    targets = _targets(_results(ours=1.0, floor=2.0, flat=4.0))
+    assert targets["median cycle vs floor"]["value"] == pytest.approx(0.5)
     assert targets["median cycle vs floor"]["pass"] is True
-    assert targets["median cycle vs 5.0.0 flat out"]["value"] == pytest.approx(0.5)
+    assert targets["median cycle vs 5.0.0 flat out"]["value"] == pytest.approx(0.25)
     assert targets["idle CPU, one task"]["pass"] is True
-    assert _targets(_results(ours=1.0, floor=0.5))["median cycle vs floor"]["pass"] is False
+    assert _targets(_results(ours=1.0, floor=1.5))["median cycle vs floor"]["pass"] is False  # 0.67x > 0.6x
 
 
-def test_scale_targets_fail_on_excess_and_on_missing_acknowledges_and_are_na_when_not_measured():
-    assert _targets(_results())["RSS, 200 tasks"]["pass"] is None
-    step = {"tasks": 200, "rss_mb": 300.0, "cpu_percent": 3.0, "reference_cpu_percent": 2.0,
-            "heartbeat": heartbeat_summary({"A": [0.5, 1.5, 2.5]}, 1.0, (0.0, 3.0)),
-            "ack": ack_summary([{"a": 0.1}], expected=200)}
-    targets = _targets(_results(scale=[step]))
-    assert targets["RSS, 200 tasks"]["pass"] is False
-    assert targets["idle CPU, 200 tasks vs 200 plain puts/s"]["value"] == pytest.approx(1.5)
-    assert targets["idle CPU, 200 tasks vs 200 plain puts/s"]["pass"] is True
-    assert targets["heartbeats of 200 tasks within period"]["pass"] is True
-    assert targets["all 200 acknowledge one trigger"]["pass"] is False
-    assert "199 acknowledges missing" in targets["all 200 acknowledge one trigger"]["measured"]
+def test_a_skipped_pulse_is_counted():
+    hb = heartbeat_summary({"A": [0.2, 1.2, 3.2, 4.2, 6.3], "B": [0.5, 1.5, 2.5, 3.5, 4.5]}, 1.0, (0.0, 7.0))
+    assert hb["skipped"] == 2 and hb["stale_pvs"] == 1  # B fell silent at 4.5 s of 7
 
 
-def test_render_shows_machine_responders_and_verdicts():
-    results = _results(ours=1.0, floor=0.5)
+def _step(tasks, files, pss=400.0, cpu=3.0, reference=4.0, beats=None, acks=None):
+    beats = beats or {f"T{i}": [0.5, 1.51, 2.5, 3.5] for i in range(100)}
+    return {"tasks": tasks, "files": files, "pss_mb": pss, "cpu_percent": cpu, "reference_cpu_percent": reference,
+            "heartbeat": heartbeat_summary(beats, 1.0, (0.0, 4.0)),
+            "ack": ack_summary([acks or {f"T{i}": 1.0 for i in range(tasks)}], expected=tasks)}
+
+
+SPREAD = "1000 tasks in 10 files"
+
+
+def test_the_service_targets_use_the_spread_step_and_the_one_file_step():
+    targets = _targets(_results(scale=[_step(1000, 10), _step(1000, 1, acks={f"T{i}": 2.5 for i in range(1000)})]))
+    assert targets[f"PSS of the whole service, {SPREAD}"]["pass"] is True
+    assert targets[f"idle CPU, {SPREAD} vs 1000 plain puts/s"]["value"] == pytest.approx(0.75)
+    assert targets[f"heartbeat error p99, {SPREAD}"]["value"] == pytest.approx(10.0)
+    assert targets[f"heartbeat error p99, {SPREAD}"]["pass"] is True
+    assert targets["all 1000 in 10 files acknowledge one batch trigger"]["pass"] is True
+    assert targets["all 1000 in one file acknowledge one batch trigger"]["value"] == pytest.approx(2.5)
+    assert targets["all 1000 in one file acknowledge one batch trigger"]["pass"] is True
+    assert targets["heartbeat error p99, 1000 tasks in one file"]["pass"] is True
+
+
+def test_service_targets_fail_on_excess_skipped_pulses_missing_acknowledges_and_are_na_unmeasured():
+    assert _targets(_results())[f"PSS of the whole service, {SPREAD}"]["pass"] is None
+    skipping = {"A": [0.5, 1.5, 3.5], "B": [0.5, 1.5, 2.5, 3.5]}
+    targets = _targets(_results(scale=[_step(1000, 10, pss=600.0, cpu=5.0, beats=skipping,
+                                             acks={"T0": 0.1})]))
+    assert targets[f"PSS of the whole service, {SPREAD}"]["pass"] is False
+    assert targets[f"idle CPU, {SPREAD} vs 1000 plain puts/s"]["pass"] is False  # 1.25x
+    hb = targets[f"heartbeat error p99, {SPREAD}"]
+    assert hb["value"] is not None and hb["pass"] is False and "1 skipped" in hb["measured"]
+    ack = targets["all 1000 in 10 files acknowledge one batch trigger"]
+    assert ack["pass"] is False and "999 acknowledges missing" in ack["measured"]
+    assert targets["all 1000 in one file acknowledge one batch trigger"]["pass"] is None
+
+
+def test_render_shows_machine_responders_service_rows_and_verdicts():
+    results = _results(ours=1.0, floor=0.5, scale=[{**_step(1000, 10), "processes": 11, "threads": 2030}])
     results["machine"] = {"cpu": "Test CPU", "cores": 2, "python": "3.x", "p4p": "4.3.0"}
     results["responders"]["v5_default"] = {"label": "x", "error": "skipped (--no-upstream)"}
     text = render(results)
     assert "Test CPU, 2 cores" in text
-    assert "| median cycle vs floor | 2.00x | <= 1.25x | **FAIL** |" in text
-    assert "| RSS, 200 tasks | not measured | <= 250 MB | n/a |" in text
+    assert "| median cycle vs floor | 2.00x | <= 0.60x | **FAIL** |" in text
+    assert "| all 1000 in one file acknowledge one batch trigger | not measured | <= 3.000 s | n/a |" in text
+    assert "| 1000 | 10 | 11 | – | 400 | 2030 | 3.00 | 4.00 | 0.75x |" in text
     assert "not measured: skipped (--no-upstream)" in text
-
