@@ -18,14 +18,15 @@ from .registry import ConfigError, Registry, Task, bridge
 from .status import TaskStatus
 
 if TYPE_CHECKING:
-    from .context import TaskContext
+    from .context import TaskContext, UnknownNameError
     from .daemon import BridgeDaemon
     from .io import BridgeIO, PVDisconnectedError, PVError, PVRejectedError, PVTimeoutError
 
 #: Names whose modules import p4p, loaded on first use: a task file (and pytest, which loads the
 #: bridge_ioc plugin in every project of the environment) imports only what it touches.
 _LAZY = {
-    "TaskContext": ".context", "BridgeDaemon": ".daemon", "BridgeIO": ".io", "PVError": ".io",
+    "TaskContext": ".context", "UnknownNameError": ".context", "BridgeDaemon": ".daemon", "BridgeIO": ".io",
+    "PVError": ".io",
     "PVTimeoutError": ".io", "PVDisconnectedError": ".io", "PVRejectedError": ".io",
 }
 
@@ -42,7 +43,7 @@ def __getattr__(name: str) -> Any:
 __version__ = "6.0.0.dev0"
 
 __all__ = [
-    "bridge", "TaskStatus", "TaskContext", "Task", "Registry", "ConfigError",
+    "bridge", "TaskStatus", "TaskContext", "Task", "Registry", "ConfigError", "UnknownNameError",
     "BridgeDaemon", "BasePVInterface", "BridgeIO",
     "PVError", "PVTimeoutError", "PVDisconnectedError", "PVRejectedError",
 ]

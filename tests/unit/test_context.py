@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+import epics_bridge
 from epics_bridge.context import TaskContext, UnknownNameError
 from epics_bridge.memory_io import MemoryIO
 from epics_bridge.registry import ConfigError, Registry
@@ -43,6 +44,7 @@ def test_a_typo_in_get_raises_at_once_naming_the_known_names_and_the_closest(io)
     assert "pressure" in message and "valve" in message and "trigger" in message
     assert "did you mean 'pressure'?" in message
     assert isinstance(caught.value, KeyError) and isinstance(caught.value, ConfigError)
+    assert epics_bridge.UnknownNameError is UnknownNameError
 
 
 def test_a_typo_in_a_batch_read_raises_before_any_read(io):
