@@ -221,7 +221,7 @@ def test_a_second_daemon_on_one_prefix_waits_until_the_first_is_gone(stop, isola
     if stop == signal.SIGTERM:  # a graceful stop released the prefix: no heartbeat timeout to wait out
         assert "taking over" not in log
     else:
-        assert f"taking over: {prefix}Owner names {first_owner}, whose heartbeat has been silent" in log
+        assert f"taking over: {prefix}Owner names {first_owner}, whose process " in log  # it ended, on this host
 
 
 def test_a_restarted_worker_takes_its_prefix_over_from_the_one_killed(ioc, prefix, client, tmp_path):
@@ -240,9 +240,10 @@ def test_a_restarted_worker_takes_its_prefix_over_from_the_one_killed(ioc, prefi
         assert ready_trigger(client, prefix).cycle() == TaskStatus.SUCCESS
         log = d.log("counted")
     print(f"\nthe restarted worker served {took:.2f} s after the kill")
-    assert f"taking over: {prefix}Owner names {before}, whose heartbeat has been silent" in log
+    assert f"taking over: {prefix}Owner names {before}, whose process {before.split(':')[1]} on this host has " \
+           "ended" in log
     assert after.split(":")[1] != before.split(":")[1]
-    assert took <= 5.0 + 2 * 1.0 + 5.0  # stale after 5 s, a round or two, the supervisor's restart
+    assert took <= 2.0 + 1.0 + 5.0  # two silent seconds, a round, the supervisor's restart
 
 
 def test_a_serving_task_yields_to_a_foreign_claim_and_takes_an_emptied_record_back(prefix, client, lines):

@@ -5,9 +5,10 @@ still running, one task folder on two hosts, two replicas during a rolling updat
 claims its prefix before it serves, by writing ``host:pid:start-time`` into ``$(P)Owner``, and a
 newcomer that finds another daemon's claim waits. A claim only counts while its holder is alive,
 judged by the IOC itself: ``$(P)HeartbeatAge`` (seconds since the last pulse) must stay below
-:attr:`Ownership.stale_after`. A crashed or killed holder stops pulsing, so its successor (a
-restart with a new pid, or the waiting newcomer) takes over a few seconds later without anyone
-clearing the record; a graceful stop clears it, and the successor takes over at once.
+:attr:`Ownership.stale_after` (sooner for a holder on this host whose process has ended). A
+crashed or killed holder stops pulsing, so its successor (a restart with a new pid, or the waiting
+newcomer) takes over seconds later without anyone clearing the record; a graceful stop clears it,
+and the successor takes over at once.
 
 The holder watches the record (a monitor, no polling): when another daemon's name appears in it
 (two started in the same instant, or this one was stalled long enough to be taken over), it stops
@@ -35,6 +36,16 @@ def owner_token() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{started}"
 
 
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def owner_label(token: str) -> str:
     """``host:pid`` of a token, as messages name an owner."""
     return ":".join(token.split(":")[:2])
@@ -53,6 +64,8 @@ class Ownership:
         #: enough that a live holder on a loaded host keeps its claim; as long as bridge.db's
         #: HeartbeatAge alarm takes (HBTMO, 5 s) for the usual 1 s period.
         self.stale_after = max(5.0, 3 * task.heartbeat_period)
+        #: The same for a holder on this host whose process is known to have ended.
+        self.local_stale = max(2.0, 2 * task.heartbeat_period)
         self.timeout = min(1.0, task.timeout)
         #: Whether the IOC has the Owner record (None until the first complete handshake).
         self.supported: Optional[bool] = None
@@ -80,11 +93,27 @@ class Ownership:
         holder, age = str(to_python(values[self.pv]) or ""), float(to_python(values[self.age_pv]))
         if not holder or holder == self.token:
             return None
-        if age >= self.stale_after:
-            self.log.warning("taking over: {} names {}, whose heartbeat has been silent for {:g} s (the limit is "
-                             "{:g} s): it is gone", self.pv, holder, age, self.stale_after)
+        gone = self._gone(holder, age)
+        if gone:
+            self.log.warning("taking over: {} names {}, {}: it is gone", self.pv, holder, gone)
             return None
         return holder
+
+    def _gone(self, holder: str, age: float) -> Optional[str]:
+        """Why ``holder``'s claim has lapsed, or None while it stands.
+
+        A holder on this host whose process has ended (a crashed or killed worker: its restart
+        is here) lapses once its heartbeat has missed two periods; the silence is required too,
+        since a container with the host's name but its own pid namespace may hold a live claim.
+        Any other holder lapses after :attr:`stale_after` s of silence.
+        """
+        if age >= self.stale_after:
+            return f"whose heartbeat has been silent for {age:g} s (the limit is {self.stale_after:g} s)"
+        host, _, rest = holder.partition(":")
+        pid = rest.partition(":")[0]
+        if host == socket.gethostname() and pid.isdigit() and age >= self.local_stale and not _running(int(pid)):
+            return f"whose process {pid} on this host has ended (heartbeat silent for {age:g} s)"
+        return None
 
     def claim(self, busy_pv: str, heartbeat: Dict[str, Any]) -> Tuple[Optional[str], Any]:
         """Write this daemon's token, then read it back with Busy in one round.
