@@ -29,11 +29,12 @@ from epics_bridge.status import TaskStatus
 A = "HSK:A:"
 
 
-def _without_busy(folder: Path) -> Path:
-    """db/bridge.db minus its Busy record: an IOC that serves only part of the handshake."""
+def _bridge_db_without(folder: Path, record: str) -> Path:
+    """db/bridge.db minus one record, e.g. 'bi, "$(P)Busy"' (an IOC that serves only part of the
+    handshake) or 'lsi, "$(P)Owner"' (one loaded with a db/bridge.db older than the owner record)."""
     source = (ROOT / "db" / "bridge.db").read_text()
-    start = source.index('record(bi, "$(P)Busy")')
-    path = folder / "bridge-without-busy.db"
+    start = source.index(f"record({record})")
+    path = folder / "bridge-without.db"
     path.write_text(source[:start] + source[source.index("}\n", start) + 2:])
     return path
 
@@ -66,7 +67,7 @@ class Readiness(Hooks):
 
 
 def test_an_ioc_without_busy_is_named_once_and_the_task_is_not_ready(make_ioc, monkeypatch, lines, tmp_path):
-    ioc = make_ioc(extra=[Database(_without_busy(tmp_path), {"P": A})])
+    ioc = make_ioc(extra=[Database(_bridge_db_without(tmp_path, 'bi, "$(P)Busy"'), {"P": A})])
     for key, value in ioc.client_env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(handshake, "INCOMPLETE_RETRY", 0.2)
@@ -138,6 +139,28 @@ def test_a_fully_served_task_is_ready_and_its_silent_pvs_are_named(prefix, clien
     assert len(warnings) == 1 and warnings[0].startswith("WARNING")
     assert "temperature (NOT:SERVED:Temp: timeout" in warnings[0] and "position" not in warnings[0]
     assert not [m for m in lines if m.startswith("ERROR")]
+
+
+def test_an_ioc_without_the_owner_record_is_served_as_before(make_ioc, monkeypatch, lines, tmp_path):
+    ioc = make_ioc(extra=[Database(_bridge_db_without(tmp_path, 'lsi, "$(P)Owner"'), {"P": A})])
+    for key, value in ioc.client_env.items():
+        monkeypatch.setenv(key, value)
+    reg = Registry()
+
+    @reg.task(prefix=A, heartbeat_period=0.2)
+    def older(t):
+        pass
+
+    ctx = client_for(ioc.client_env)
+    try:
+        with running(reg.tasks):
+            wait_heartbeat(ctx, A)
+            assert ready_trigger(ctx, A).cycle() == TaskStatus.SUCCESS
+    finally:
+        ctx.close()
+    notes = [m for m in lines if f"the IOC has no {A}Owner record" in m]
+    assert len(notes) == 1 and notes[0].startswith("INFO")
+    assert not [m for m in lines if m.startswith(("ERROR", "WARNING"))]
 
 
 def test_kinds_of_records_over_qsrv(client):
