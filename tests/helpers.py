@@ -130,12 +130,12 @@ class Daemon:
         return processes_marked(self.marker)
 
     def workers(self) -> List[int]:
-        """The daemon's worker processes now."""
-        return [pid for pid in self.descendants() if "epics_bridge.service.worker" in cmdline(pid)]
+        """The daemon's worker processes now (not the spare that waits for the next start)."""
+        return [pid for pid in self.descendants() if comm(pid).startswith("eb:")]
 
     def worker(self, name: str) -> int:
-        """The pid of the worker named ``name`` (its task file, or its task), waiting for it to exist."""
-        return wait_for(lambda: next((p for p in self.workers() if cmdline(p).split()[-1:] == [name]), None),
+        """The pid of the worker named ``name`` (its task file, or its task), waiting for it to run."""
+        return wait_for(lambda: next((p for p in self.workers() if comm(p) == f"eb:{name}"[:15]), None),
                         timeout=30, what=f"worker {name}")
 
     def assert_nothing_left(self, timeout: float = 10.0) -> None:
@@ -168,6 +168,14 @@ LEFTOVER_MARKER = "EPICS_BRIDGE_TEST_DAEMON"
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def comm(pid: int) -> str:
+    """The process's name (``/proc/PID/comm``): a worker names itself ``eb:<worker name>``."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
 

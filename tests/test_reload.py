@@ -32,10 +32,16 @@ def versioned(folder: Path, name: str, prefix: str, status: str) -> Path:
 
 def serving(ctx, prefix: str, status: TaskStatus, timeout: float = 20.0) -> None:
     """Wait until a triggered cycle of ``prefix`` returns ``status`` (that version serves)."""
-    trigger = ready_trigger(ctx, prefix)
+    trigger = ready_trigger(ctx, prefix, timeout=timeout)
+
+    def serves() -> bool:
+        try:
+            return trigger.cycle(timeout=5) == status
+        except TimeoutError:  # its worker is (re)starting
+            return False
+
     try:
-        wait_for(lambda: trigger.cycle(timeout=10) == status, timeout, interval=0.2,
-                 what=f"{prefix} serving the version that returns {status.name}")
+        wait_for(serves, timeout, interval=0.2, what=f"{prefix} serving the version that returns {status.name}")
     finally:
         trigger.close()
 

@@ -73,14 +73,18 @@ class Worker:
     kill_sent: Optional[float] = None
     health: Dict[str, Optional[str]] = field(default_factory=dict)
     ready: Dict[str, Tuple[bool, Optional[str]]] = field(default_factory=dict)
-    #: The user files the worker imported, as (mtime, size) when it started: a change means new code.
+    #: The task files' text the worker was given: a reload that validated other text restarts it.
+    code: Dict[str, Optional[str]] = field(default_factory=dict)
+    #: The other user files it imported (helpers beside the task files), as (mtime, size) when it
+    #: started: they come from disk, so a change of one means new code too.
     files: Dict[str, Tuple[int, int]] = field(default_factory=dict)
     #: Stopped on purpose: start again at once (replace) or never (retire), not counted as a failure.
     replace: bool = False
     retire: bool = False
 
-    def changed_files(self) -> List[str]:
-        return [path for path, stamp in self.files.items() if _stamp(path) != stamp]
+    def changed_files(self, sources: Mapping[str, str]) -> List[str]:
+        edited = [path for path, text in self.code.items() if sources.get(path) != text]
+        return edited + [path for path, stamp in self.files.items() if _stamp(path) != stamp and path not in self.code]
 
     @property
     def pid(self) -> Optional[int]:
@@ -147,6 +151,7 @@ class Supervisor:
         self.notifier = from_environment()
         self._next_ping = 0.0
         self._watch_stop: Any = None
+        self._spare: Optional[_Spare] = None
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> int:
@@ -254,7 +259,7 @@ class Supervisor:
         kept = []
         for w in self.workers:
             spec = specs.pop(w.spec.name, None)
-            changed = w.changed_files()
+            changed = w.changed_files(self.sources)
             if spec is None:
                 logger.info("reload: worker {} removed (tasks {})", w.spec.name, ", ".join(w.spec.tasks))
                 self._retire(w)
@@ -300,31 +305,36 @@ class Supervisor:
                 self._spawn(w)
 
     def _spawn(self, w: Worker) -> None:
-        read_fd, write_fd = os.pipe()
-        env = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_ONLY}  # only we speak to systemd
+        spare, self._spare = self._spare, None
         try:
-            # its own session: Ctrl-C reaches the supervisor only, and killpg reaches the worker's tree
-            w.process = subprocess.Popen(worker_module.command(w.spec), env=env, pass_fds=(write_fd,),
-                                         stdin=subprocess.PIPE, start_new_session=True)
-            assert w.process.stdin is not None  # stdin=PIPE
-            with w.process.stdin as payload:  # read at once by the worker; a pipe's buffer takes most
-                payload.write(worker_module.payload(w.spec, self.worker_options, write_fd, self.sources))
-        except OSError as exc:
-            os.close(read_fd)
+            if spare is None or spare.process.poll() is not None:
+                _discard(spare)
+                spare = _Spare.start()
+            assert spare.process.stdin is not None  # stdin=PIPE
+            with spare.process.stdin as stdin:  # a pipe's buffer takes it at once; the spare reads it now
+                stdin.write(worker_module.payload(w.spec, self.worker_options, spare.status_fd, self.sources))
+        except OSError as exc:  # no process could be started, or the spare died meanwhile
+            _discard(spare)
             w.started_at = time.monotonic()
             w.last_words = f"cannot start a process: {exc}"
             self._exited(w, None)
             return
-        finally:
-            os.close(write_fd)
-        os.set_blocking(read_fd, False)
-        w.fd, w.buffer = read_fd, b""
+        w.process, w.fd, w.buffer = spare.process, spare.read_fd, b""
+        w.code = {str(f): self.sources.get(str(f)) for f in w.spec.files}
         w.started_at = w.last_heard = time.monotonic()
         w.up, w.last_words, w.term_sent, w.kill_sent, w.next_start = False, None, None, None, None
         w.health.clear()
         w.ready.clear()
-        self.selector.register(read_fd, selectors.EVENT_READ, w)
+        self.selector.register(spare.read_fd, selectors.EVENT_READ, w)
         logger.info("worker {} started (pid {}): {}", w.spec.name, w.pid, ", ".join(w.spec.tasks))
+        self._keep_spare()
+
+    def _keep_spare(self) -> None:
+        """Start the next spare now, so it has its imports done when a worker next (re)starts."""
+        try:
+            self._spare = _Spare.start()
+        except OSError as exc:
+            logger.warning("supervisor: cannot start a spare worker process ({}); the next start waits", exc)
 
     def _read(self, w: Worker) -> None:
         assert w.fd is not None
@@ -438,6 +448,8 @@ class Supervisor:
                 _signal_group(w.process.pid, signal.SIGKILL)
                 w.process.wait()
                 w.process = None
+        _discard(self._spare)
+        self._spare = None
         logger.info("supervisor: every worker stopped")
 
     # -- health -----------------------------------------------------------------------------------
@@ -496,6 +508,47 @@ class Supervisor:
     def _send(self, *messages: str) -> None:
         if self.notifier is not None:
             self.notifier.send(*messages)
+
+
+@dataclass
+class _Spare:
+    """A worker interpreter started ahead of need: imports done, waiting for its payload on stdin."""
+
+    process: subprocess.Popen
+    read_fd: int
+    #: The status pipe's write end, by the number it has in the child.
+    status_fd: int
+
+    @classmethod
+    def start(cls) -> _Spare:
+        read_fd, write_fd = os.pipe()
+        env = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_ONLY}  # only we speak to systemd
+        try:
+            # its own session: Ctrl-C reaches the supervisor only, and killpg reaches the worker's tree
+            process = subprocess.Popen(worker_module.command(), env=env, pass_fds=(write_fd,),
+                                       stdin=subprocess.PIPE, start_new_session=True)
+        except OSError:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        return cls(process, read_fd, write_fd)
+
+
+def _discard(spare: Optional[_Spare]) -> None:
+    """End a spare that will not be used: an empty payload makes it exit at once."""
+    if spare is None:
+        return
+    with contextlib.suppress(OSError):
+        if spare.process.stdin is not None:
+            spare.process.stdin.close()
+    try:
+        spare.process.wait(timeout=KILL_GRACE)
+    except subprocess.TimeoutExpired:
+        spare.process.kill()
+        spare.process.wait()
+    os.close(spare.read_fd)
 
 
 def _stamp(path: str) -> Tuple[int, int]:

@@ -31,6 +31,7 @@ __all__ = ["WorkerSpec", "Reporter", "command", "main", "payload", "plan"]
 #: How often a worker says it is alive, at most (from its heartbeat threads: proof that they run).
 TICK = 1.0
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
 
 
 @dataclass(frozen=True)
@@ -120,10 +121,19 @@ def _die_with_parent(parent: int) -> None:
         sys.exit(0)
 
 
-def command(spec: WorkerSpec) -> List[str]:
-    """A worker is this module run by a fresh interpreter; what it runs comes on its stdin
-    (:func:`payload`). Its name is on the command line only for people reading ``ps``."""
-    return [sys.executable, "-m", "epics_bridge.service.worker", spec.name]
+def command() -> List[str]:
+    """A worker is this module run by a fresh interpreter. It imports what every worker needs, then
+    waits for :func:`payload` on its stdin: the supervisor keeps one such spare ready, so a restart
+    does not wait for numpy and p4p to load."""
+    return [sys.executable, "-m", "epics_bridge.service.worker", str(os.getpid())]
+
+
+def _name_process(name: str) -> None:
+    """What ``ps -o comm``, ``top`` and ``/proc/PID/comm`` show for this worker (15 bytes at most)."""
+    try:
+        ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def payload(spec: WorkerSpec, options: Mapping[str, Any], status_fd: int, sources: Mapping[str, str]) -> bytes:
@@ -131,18 +141,23 @@ def payload(spec: WorkerSpec, options: Mapping[str, Any], status_fd: int, source
     files = [str(f) for f in spec.files]
     return json.dumps({"name": spec.name, "tasks": list(spec.tasks), "files": files,
                        "sources": {f: sources[f] for f in files if f in sources}, "options": dict(options),
-                       "parent": os.getpid(), "status_fd": status_fd}, default=str).encode()
+                       "status_fd": status_fd}, default=str).encode()
 
 
 def main() -> int:
     """A worker: import its task files from the text it was given, run its tasks."""
-    payload = json.loads(sys.stdin.buffer.read())
-    _die_with_parent(payload["parent"])
+    _die_with_parent(int(sys.argv[1]))
+    import p4p.client.thread  # noqa: F401 - loaded while the spare waits, not when it is needed
     from loguru import logger
 
     from ..engine.runner import EXIT_CONFIG, prepare
     from .launcher import load
 
+    data = sys.stdin.buffer.read()
+    if not data:  # a spare that was never needed
+        return 0
+    payload = json.loads(data)
+    _name_process(f"eb:{payload['name']}")
     reporter = Reporter(payload["status_fd"])
     try:
         tasks = load(payload["files"], only=payload["tasks"], sources=payload["sources"])
