@@ -1,9 +1,10 @@
-"""The benchmark's instruments: the processes it measures and their /proc figures, the client side of
-the Trigger handshake, a recorder of Heartbeat pulses, and the throw-away venv of epics-bridge 5.0.0.
+"""The benchmark's instruments: the processes it measures and their /proc figures, the order of the
+handshake's writes, a recorder of Heartbeat pulses, and the throw-away venv of epics-bridge 5.0.0.
 
-The client runs in the benchmark process on its own p4p context. Monitor callbacks only record
-(arrival time, IOC timestamp, value) and hand over through a queue or an append; waiting happens
-here, always under a deadline.
+The client side of the handshake itself is :mod:`epics_bridge.bench.client`, shared with the tests.
+It runs in the benchmark process on its own p4p context: monitor callbacks only record (arrival
+time, IOC timestamp, value) and hand over through a queue or an append; waiting happens here,
+always under a deadline.
 """
 from __future__ import annotations
 
