@@ -304,3 +304,16 @@ def test_unknown_isolation_is_refused(tmp_path):
 def test_backoff_doubles_to_its_cap():
     backoff = Backoff()
     assert [backoff.delay(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
+
+
+def test_reload_without_workers_is_refused(tmp_path):
+    source = write_tasks(tmp_path, """
+        from epics_bridge import bridge
+
+        @bridge.task(prefix="BAD:")
+        def fine(t):
+            pass
+    """)
+    with daemon([source, "--reload", "--isolation", "none"], {}, tmp_path) as d:
+        assert d.wait_exit(30) == 2
+        assert "--reload restarts worker processes" in d.stderr
