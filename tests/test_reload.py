@@ -58,11 +58,12 @@ def test_reload_on_save_keeps_the_last_good_code(make_ioc, tmp_path):
         versioned(folder, "a", "RL:A:", "LOGIC_FAILURE")
         serving(ctx, "RL:A:", TaskStatus.LOGIC_FAILURE)
         source.write_text(source.read_text() + "\ndef broken(:\n")
-        wait_for(lambda: "reload: the task files do not validate" in d.stderr, what="the refused save")
+        wait_for(lambda: "reload: the task files do not validate" in d.stderr, timeout=30, what="the refused save")
         assert f"{source}:" in d.stderr and "syntax error" in d.stderr
         # a worker that restarts now (here: killed) still runs the last good code, not the broken file
         os.kill(d.worker("a.py"), signal.SIGKILL)
-        wait_for(lambda: "worker a.py (pid" in d.stderr.split("killed by SIGKILL")[-1], what="a.py restarted")
+        wait_for(lambda: "worker a.py started (pid" in d.stderr.split("killed by SIGKILL")[-1], timeout=30,
+                 what="a.py restarted")
         serving(ctx, "RL:A:", TaskStatus.LOGIC_FAILURE)
         versioned(folder, "a", "RL:A:", "SKIPPED")
         serving(ctx, "RL:A:", TaskStatus.SKIPPED)
