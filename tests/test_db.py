@@ -40,6 +40,11 @@ def test_task_status_reads_back_each_state_with_its_severity(client, prefix):
     assert seen == {int(s): state for s, state in STATES.items()}
 
 
+def test_task_status_before_any_cycle_raises_no_alarm(client, prefix):
+    v = client.get(prefix + "TaskStatus")
+    assert v["alarm.severity"] == NO_ALARM, "an IOC reboot must not light up the alarm tree"
+
+
 def test_task_status_three_is_code_crash_major_for_bridge_io(io, prefix):
     io.put({prefix + "TaskStatus": TaskStatus.EXCEPTION})
     value = io.get(prefix + "TaskStatus")
