@@ -7,6 +7,7 @@ import contextlib
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -20,6 +21,7 @@ from p4p.client.thread import Context
 
 from epics_bridge.bench.client import Trigger
 from epics_bridge.engine.runner import Runner
+from epics_bridge.ioc.softioc import free_port
 from epics_bridge.registry import Task
 
 
@@ -277,3 +279,17 @@ def ready_trigger(ctx: Context, prefix: str, timeout: float = 10.0) -> Trigger:
     trigger = Trigger(ctx, prefix)
     wait_for(lambda: not trigger.handshake.updates.empty(), timeout, what=f"a first update of {prefix}Trigger")
     return trigger
+
+
+def embedded_ports() -> Dict[str, str]:
+    """Private server ports for an ``--ioc`` run (PVA and CA), never the standard ones that another
+    run on this host may hold; :func:`embedded_client_env` is how a client then finds that IOC."""
+    return {"EPICS_PVAS_SERVER_PORT": str(free_port()), "EPICS_PVAS_BROADCAST_PORT": str(free_port(socket.SOCK_DGRAM)),
+            "EPICS_CAS_SERVER_PORT": str(free_port()), "EPICS_CAS_BEACON_PORT": str(free_port(socket.SOCK_DGRAM))}
+
+
+def embedded_client_env(ports: Mapping[str, str]) -> Dict[str, str]:
+    return {"EPICS_PVA_ADDR_LIST": "127.0.0.1", "EPICS_PVA_AUTO_ADDR_LIST": "NO",
+            "EPICS_PVA_SERVER_PORT": ports["EPICS_PVAS_SERVER_PORT"],
+            "EPICS_PVA_BROADCAST_PORT": ports["EPICS_PVAS_BROADCAST_PORT"]}
+

@@ -6,7 +6,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,11 +14,10 @@ from typing import Dict, Tuple
 
 import numpy as np
 import pytest
-from helpers import Daemon, Trigger, client_for, daemon, read, wait_for
+from helpers import Daemon, Trigger, client_for, daemon, embedded_ports, read, wait_for
 
 from epics_bridge import Registry, TaskStatus
 from epics_bridge.ioc.embedded import databases
-from epics_bridge.ioc.softioc import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MOTOR = "IOC:MOTOR:01:"
@@ -27,9 +25,7 @@ MOTOR = "IOC:MOTOR:01:"
 
 def _env() -> Dict[str, str]:
     """Private ports (never the 5075/5076 defaults, which other runs on this host may use)."""
-    return {"EPICS_PVAS_SERVER_PORT": str(free_port()),
-            "EPICS_PVAS_BROADCAST_PORT": str(free_port(socket.SOCK_DGRAM)),
-            "EPICS_PVAS_INTF_ADDR_LIST": ""}
+    return {**embedded_ports(), "EPICS_PVAS_INTF_ADDR_LIST": ""}
 
 
 def _announcement(d: Daemon) -> Tuple[Dict[str, str], int, str]:

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 from pathlib import Path
 
-from helpers import client_for, daemon, ready_trigger, wait_for, write_tasks
+from helpers import client_for, daemon, embedded_client_env, embedded_ports, ready_trigger, wait_for, write_tasks
 
 from epics_bridge import TaskStatus
-from epics_bridge.ioc.softioc import free_port
 
 VERSION = """
 from epics_bridge import TaskStatus, bridge
@@ -95,11 +93,8 @@ def test_sighup_restarts_only_changed_added_and_removed_files(make_ioc, tmp_path
 
 
 def test_reload_with_the_embedded_ioc_serves_a_new_prefix(tmp_path):
-    ports = {"EPICS_PVAS_SERVER_PORT": str(free_port()), "EPICS_PVAS_BROADCAST_PORT": str(free_port(socket.SOCK_DGRAM)),
-             "EPICS_CA_SERVER_PORT": str(free_port()), "EPICS_CA_REPEATER_PORT": str(free_port(socket.SOCK_DGRAM))}
-    client_env = {"EPICS_PVA_ADDR_LIST": "127.0.0.1", "EPICS_PVA_AUTO_ADDR_LIST": "NO",
-                  "EPICS_PVA_SERVER_PORT": ports["EPICS_PVAS_SERVER_PORT"],
-                  "EPICS_PVA_BROADCAST_PORT": ports["EPICS_PVAS_BROADCAST_PORT"]}
+    ports = embedded_ports()
+    client_env = embedded_client_env(ports)
     folder = tmp_path / "tasks"
     versioned(folder, "a", "RI:A:", "SUCCESS")
     with daemon([folder, "--reload", "--ioc"], ports, tmp_path / "run") as d:

@@ -2,14 +2,12 @@
 options from its own command line: the same first run on an embedded IOC as ``python -m epics_bridge``."""
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
-from helpers import client_for, daemon, ready_trigger, wait_for, write_tasks
+from helpers import client_for, daemon, embedded_client_env, embedded_ports, ready_trigger, wait_for, write_tasks
 
 from epics_bridge import TaskStatus
-from epics_bridge.ioc.softioc import free_port
 
 SCRIPT = """
 from epics_bridge import TaskStatus, bridge
@@ -37,17 +35,6 @@ if __name__ == "__main__":
 """
 
 
-def _ports():
-    return {"EPICS_PVAS_SERVER_PORT": str(free_port()), "EPICS_PVAS_BROADCAST_PORT": str(free_port(socket.SOCK_DGRAM)),
-            "EPICS_CA_SERVER_PORT": str(free_port()), "EPICS_CA_REPEATER_PORT": str(free_port(socket.SOCK_DGRAM))}
-
-
-def _client_env(ports):
-    return {"EPICS_PVA_ADDR_LIST": "127.0.0.1", "EPICS_PVA_AUTO_ADDR_LIST": "NO",
-            "EPICS_PVA_SERVER_PORT": ports["EPICS_PVAS_SERVER_PORT"],
-            "EPICS_PVA_BROADCAST_PORT": ports["EPICS_PVAS_BROADCAST_PORT"]}
-
-
 def test_list_from_the_scripts_command_line(tmp_path):
     script = write_tasks(tmp_path, SCRIPT, "scripted.py")
     listed = subprocess.run([sys.executable, str(script), "--list"], capture_output=True, text=True, timeout=60)
@@ -56,12 +43,12 @@ def test_list_from_the_scripts_command_line(tmp_path):
 
 
 def _serves_on_embedded_ioc(script, prefix, tmp_path):
-    ports = _ports()
+    ports = embedded_ports()
     with daemon(["--ioc", "--no-log-files"], ports, tmp_path / "run", script=script) as d:
         wait_for(lambda: "embedded soft IOC" in d.stderr or d.proc.poll() is not None, timeout=60,
                  what="the embedded IOC's announcement")
         assert d.proc.poll() is None, d.stderr[-3000:]
-        ctx = client_for(_client_env(ports))
+        ctx = client_for(embedded_client_env(ports))
         trigger = ready_trigger(ctx, prefix, timeout=30)
         assert trigger.cycle(timeout=10) == TaskStatus.SKIPPED
         trigger.close()

@@ -11,17 +11,25 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from helpers import HeartbeatRecorder, client_for, daemon, read, ready_trigger, wait_for, wait_value, write_tasks
+from helpers import (
+    HeartbeatRecorder,
+    client_for,
+    daemon,
+    embedded_ports,
+    read,
+    ready_trigger,
+    wait_for,
+    wait_value,
+    write_tasks,
+)
 
 from epics_bridge import TaskStatus
-from epics_bridge.ioc.softioc import free_port
 from epics_bridge.service.supervisor import Backoff
 
 PERIOD, STALL, STUCK = 0.5, 2.0, 4
@@ -193,8 +201,7 @@ def test_a_killed_worker_is_restarted_alone(sig, make_ioc, tmp_path):
 
 
 def test_supervisor_killed_leaves_no_process(tmp_path):
-    ports = {"EPICS_PVAS_SERVER_PORT": str(free_port()), "EPICS_PVAS_BROADCAST_PORT": str(free_port(socket.SOCK_DGRAM)),
-             "EPICS_CA_SERVER_PORT": str(free_port()), "EPICS_CA_REPEATER_PORT": str(free_port(socket.SOCK_DGRAM))}
+    ports = embedded_ports()
     folder = two_files(tmp_path, ["SK:A:", "SK:B:"])
     with daemon([folder, "--ioc"], ports, tmp_path) as d:
         wait_for(lambda: "serves 2 task(s)" in d.stderr or d.proc.poll() is not None, timeout=60,
