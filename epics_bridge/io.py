@@ -96,27 +96,6 @@ def _builder(value: Any) -> Any:
 _PENDING = object()
 
 
-class _Finished(threading.local):
-    """Each thread's operations that completed in its last batch, not yet closed.
-
-    Closing a p4p operation hops to pvxs's network thread and back (~60 us of wall time here)
-    even when it has completed. A thread closes its previous batch's operations right after it
-    issued its next requests, so the hop overlaps that round trip instead of lengthening a cycle
-    (Busy=1 is acknowledged, the task function runs at once). Its own thread, so no other thread
-    has to win the GIL for it.
-    """
-
-    ops: List[Any] = []
-
-    def close_all(self) -> None:
-        ops, self.ops = self.ops, []
-        for op in ops:
-            op.close()
-
-
-_FINISHED = _Finished()
-
-
 class _Pending:
     """Collects the completions of one batch; called from p4p's network thread, so never blocks."""
 
@@ -169,17 +148,13 @@ def _batch(names: List[str], timeout: float, start: Callable[[str, Callable], An
                 ops.append(start(name, pending.callback(i)))
             except Exception as exc:  # could not even be issued (bad name, closed context)
                 pending.callback(i)(exc)
-        _FINISHED.close_all()  # the previous batch's, while this one's requests travel
         deadline = time.monotonic() + timeout
         if settle is not None and pending.first_done.wait(timeout):
             deadline = min(deadline, time.monotonic() + settle[1])
         pending.done.wait(max(0.0, deadline - time.monotonic()))
     finally:
-        if pending.done.is_set():
-            _FINISHED.ops = ops  # nothing left to cancel: closed during this thread's next batch
-        else:
-            for op in ops:  # cancel what is still under way, now
-                op.close()
+        for op in ops:
+            op.close()
     return [TimeoutError(f"no answer within {timeout:g} s") if r is _PENDING else r for r in pending.results]
 
 
