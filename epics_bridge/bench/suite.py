@@ -11,12 +11,13 @@ One run starts its own soft IOC (loopback, free ports) and measures, each proces
   skipped pulses (IOC timestamps), and the time until all N acknowledge one batch trigger.
 
 It prints a markdown table (for the README) with its targets and writes every figure
-as JSON. A full run takes about three minutes on two cores (the first one also makes the venv
-of epics-bridge 5.0.0: a pip install); ``--only``, ``--scales``, ``--cycles`` and
+as JSON. A full run takes about five to ten minutes on two cores (the first one also makes the
+venv of epics-bridge 5.0.0: a pip install); ``--only``, ``--scales``, ``--files``, ``--cycles`` and
 ``--idle-seconds`` make development runs short::
 
     python -m epics_bridge.bench --only latency --cycles 100
-    python -m epics_bridge.bench --cycles 100 --idle-seconds 3 --scales 1,10
+    python -m epics_bridge.bench --cycles 100 --idle-seconds 3 --scales 1,10 --files 2
+    python -m epics_bridge.bench --only scale --scales 1000 --files 10 --isolation task
 """
 from __future__ import annotations
 
