@@ -17,7 +17,7 @@ venv of epics-bridge 5.0.0: a pip install); ``--only``, ``--scales``, ``--files`
 
     python -m epics_bridge.bench --only latency --cycles 100
     python -m epics_bridge.bench --cycles 100 --idle-seconds 3 --scales 1,10 --files 2
-    python -m epics_bridge.bench --only scale --scales 1000 --files 10 --isolation task
+    python -m epics_bridge.bench --only scale --scales 1000 --files 10 --isolation none
 """
 from __future__ import annotations
 
