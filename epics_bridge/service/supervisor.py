@@ -36,8 +36,9 @@ KILL_GRACE = 5.0
 _SYSTEMD_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 #: Longest a worker may take from its start to running its tasks (imports, contexts, threads).
 START_TIMEOUT = 60.0
-#: The loop wakes at least this often (restarts due, silent workers, systemd pings).
-TICK = 0.5
+#: The loop wakes at least this often to look for silent workers; restarts due and systemd's
+#: watchdog pings wake it when they are due, and everything else arrives on a file descriptor.
+TICK = 2.0
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,8 @@ class Supervisor:
     def _step(self, timeout: float) -> None:
         self.loop_at = time.monotonic()
         due = [w.next_start for w in self.workers if w.pid is None and w.next_start is not None]
+        if self.notifier is not None and self.notifier.interval is not None:
+            due.append(self._next_ping)
         if due:
             timeout = max(0.0, min(timeout, min(due) - time.monotonic()))
         for key, _ in self.selector.select(timeout):

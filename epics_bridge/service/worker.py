@@ -29,7 +29,7 @@ from ..registry import ConfigError, Task
 __all__ = ["WorkerSpec", "Reporter", "command", "main", "payload", "plan"]
 
 #: How often a worker says it is alive, at most (from its heartbeat threads: proof that they run).
-TICK = 1.0
+TICK = 2.0
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
 
