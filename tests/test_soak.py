@@ -113,3 +113,25 @@ def test_soak_200_tasks_under_trigger_load(tmp_path: Path):
     assert report["fds"]["max"] <= report["fds"]["reference"]
     assert stuck_lines == 0
     assert exit_status == 0 and rig.stop_seconds is not None
+
+
+def _stress(tmp_path: Path, triggers: int, tasks: int, max_seconds: float) -> Dict[str, Any]:
+    """The stress run through the default launcher (a supervisor and its worker), in-process driver."""
+    from epics_bridge.bench.stress import _parse, run
+
+    args = _parse(["--triggers", str(triggers), "--tasks", str(tasks), "--max-seconds", str(max_seconds)])
+    return run(args, tmp_path)
+
+
+def test_1000_triggers_through_the_supervisor_each_run_exactly_once(tmp_path: Path):
+    report = _stress(tmp_path, 1000, 2, 120)
+    assert (report["lost"], report["doubled"], report["unacknowledged"]) == (0, 0, 0), report
+    assert report["ok"], report
+
+
+@pytest.mark.slow
+def test_100000_triggers_through_the_supervisor_each_run_exactly_once(tmp_path: Path):
+    report = _stress(tmp_path, 100_000, 1, 1800)
+    print(json.dumps(report, indent=2))
+    assert (report["lost"], report["doubled"], report["unacknowledged"]) == (0, 0, 0), report
+    assert report["ok"], report
