@@ -110,3 +110,30 @@ def test_healthy_daemon_is_not_ended_by_the_watchdog(make_ioc, tmp_path):
     assert "stuck heartbeat period" not in d.log("stuck") + d.log("healthy")
     beats.close()
     ctx.close()
+
+
+@pytest.mark.parametrize("body", [b for _, b in HANGS], ids=[i for i, _ in HANGS])
+def test_stuck_task_under_the_supervisor_ends_only_its_worker(body, make_ioc, tmp_path):
+    """The same hangs with each task in a worker of its own: the stuck one's worker ends with the
+    same diagnosis and is restarted, reporting the lost cycle; the healthy one's never stops pulsing
+    and the service stays up."""
+    ioc = make_ioc(STUCK, HEALTHY)
+    ctx = client_for(ioc.client_env)
+    beats = HeartbeatRecorder(ctx, [STUCK, HEALTHY])
+    with daemon([write_tasks(tmp_path, TASKS.format(body=body)), "--isolation", "task"], ioc.client_env,
+                tmp_path) as d:
+        beats.wait_pulses(STUCK, 2, timeout=30)
+        beats.wait_pulses(HEALTHY, 2, timeout=30)
+        started = time.monotonic()
+        ctx.put(STUCK + "Trigger", 1)
+        wait_value(ctx, STUCK + "Busy", 1)
+        wait_value(ctx, STUCK + "Busy", 0, timeout=STALL + MAX_STUCK * PERIOD + EXIT_MARGIN)  # restarted, reported
+        back = time.monotonic() - started
+        assert d.proc.poll() is None
+        stderr = d.stderr
+    print(f"\n{body}: the stuck task's worker back {back:.2f} s after the trigger")
+    assert "worker stuck (pid" in stderr and "ended: exit status 3 (its watchdog) — task 'stuck' stuck" in stderr
+    during = [started] + [p for p in beats.pulses[HEALTHY] if p > started]
+    assert max(b - a for a, b in zip(during, during[1:])) <= 2 * PERIOD + MARGIN
+    beats.close()
+    ctx.close()
