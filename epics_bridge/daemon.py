@@ -29,7 +29,7 @@ class BridgeDaemon(ABC):
 
     def __init__(self, interface: BasePVInterface, name: Optional[str] = None) -> None:
         self.interface = interface
-        self.io = BridgeIO()
+        self._io: Optional[BridgeIO] = None
         self.name = name or type(self).__name__
         self.max_stall_limit = DEFAULTS.stall_timeout
         self.max_stuck_cycles = DEFAULTS.max_stuck_cycles
@@ -38,6 +38,18 @@ class BridgeDaemon(ABC):
         #: Seconds a cycle may run before it is interrupted (None: no limit); below max_stall_limit.
         self.time_limit: Optional[float] = None
         self._runner: Optional[Runner] = None
+
+    @property
+    def io(self) -> BridgeIO:
+        """The daemon's own PV access, made on first use: by then ``start()`` has read ``--ioc`` and
+        pointed EPICS_PVA_* at the embedded IOC, which a context made in ``__init__`` would miss."""
+        if self._io is None:
+            self._io = BridgeIO()
+        return self._io
+
+    @io.setter
+    def io(self, value: BridgeIO) -> None:
+        self._io = value
 
     def get_poll_rate(self) -> float:
         """Seconds between two calls of an overridden :meth:`trigger`."""
