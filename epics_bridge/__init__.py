@@ -10,6 +10,7 @@
 
 Run with ``python -m epics_bridge tasks/`` (see ``--help``).
 """
+
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +26,14 @@ if TYPE_CHECKING:
 #: Names whose modules import p4p, loaded on first use: a task file (and pytest, which loads the
 #: bridge_ioc plugin in every project of the environment) imports only what it touches.
 _LAZY = {
-    "TaskContext": ".context", "UnknownNameError": ".context", "BridgeDaemon": ".daemon", "BridgeIO": ".io",
+    "TaskContext": ".context",
+    "UnknownNameError": ".context",
+    "BridgeDaemon": ".daemon",
+    "BridgeIO": ".io",
     "PVError": ".io",
-    "PVTimeoutError": ".io", "PVDisconnectedError": ".io", "PVRejectedError": ".io",
+    "PVTimeoutError": ".io",
+    "PVDisconnectedError": ".io",
+    "PVRejectedError": ".io",
 }
 
 
@@ -43,7 +49,18 @@ def __getattr__(name: str) -> Any:
 __version__ = "6.0.0.dev0"
 
 __all__ = [
-    "bridge", "TaskStatus", "TaskContext", "Task", "Registry", "ConfigError", "UnknownNameError",
-    "BridgeDaemon", "BasePVInterface", "BridgeIO",
-    "PVError", "PVTimeoutError", "PVDisconnectedError", "PVRejectedError",
+    "bridge",
+    "TaskStatus",
+    "TaskContext",
+    "Task",
+    "Registry",
+    "ConfigError",
+    "UnknownNameError",
+    "BridgeDaemon",
+    "BasePVInterface",
+    "BridgeIO",
+    "PVError",
+    "PVTimeoutError",
+    "PVDisconnectedError",
+    "PVRejectedError",
 ]

@@ -3,6 +3,7 @@
 A typo in a prefix key or a stray space in a PV name otherwise surfaces as a timeout minutes later,
 on one PV among hundreds; here it is an error at start-up that names the field.
 """
+
 from __future__ import annotations
 
 import re
@@ -71,8 +72,7 @@ def resolve_templates(templates: Mapping[str, object], prefixes: Mapping[str, st
     if problems:
         available = ", ".join(sorted(prefixes)) or "none"
         raise ValueError(
-            f"Configuration error in PV templates (prefix keys given: {available}):\n  "
-            + "\n  ".join(problems)
+            f"Configuration error in PV templates (prefix keys given: {available}):\n  " + "\n  ".join(problems)
         )
     _warn_duplicates(resolved)
     return resolved

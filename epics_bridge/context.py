@@ -1,4 +1,5 @@
 """The ``t`` a task function receives: its PV names, strict IO by logical name, and its logger."""
+
 from __future__ import annotations
 
 import difflib
@@ -23,8 +24,7 @@ class UnknownNameError(ConfigError, KeyError):
     def __init__(self, task: str, name: str, known: Sequence[str]) -> None:
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        super().__init__(f"task '{task}': {name!r} is not one of its logical names "
-                         f"({', '.join(sorted(known))}){hint}")
+        super().__init__(f"task '{task}': {name!r} is not one of its logical names ({', '.join(sorted(known))}){hint}")
 
     def __str__(self) -> str:  # KeyError would show the message quoted
         return str(self.args[0])

@@ -3,6 +3,7 @@
 It is a thin front on the same engine as ``@bridge.task`` (same cycle, heartbeat and watchdog);
 code written against 1.0.1 keeps working unchanged.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -70,10 +71,17 @@ class BridgeDaemon(ABC):
             raise ConfigError(f"{type(self).__name__}: interface.prefixes needs a 'main' prefix")
         polled = type(self).trigger is not BridgeDaemon.trigger
         task = Registry.make(
-            self._cycle, name=self.name, prefix=prefix, pvs=self.interface,
-            heartbeat_period=self.heartbeat_period, stall_timeout=self.max_stall_limit,
-            max_stuck_cycles=self.max_stuck_cycles, timeout=self.timeout, time_limit=self.time_limit,
-            poll=self.trigger if polled else None, poll_period=self.get_poll_rate(),
+            self._cycle,
+            name=self.name,
+            prefix=prefix,
+            pvs=self.interface,
+            heartbeat_period=self.heartbeat_period,
+            stall_timeout=self.max_stall_limit,
+            max_stuck_cycles=self.max_stuck_cycles,
+            timeout=self.timeout,
+            time_limit=self.time_limit,
+            poll=self.trigger if polled else None,
+            poll_period=self.get_poll_rate(),
         )
         # Where the user's code is: the start-up line, --list and the worker grouping name it.
         return replace(task, source=_where(type(self).run_task))

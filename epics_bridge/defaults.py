@@ -4,6 +4,7 @@
 :class:`~epics_bridge.daemon.BridgeDaemon` and :class:`~epics_bridge.io.BridgeIO` all read them
 from here, so the documented defaults cannot drift apart between the two APIs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

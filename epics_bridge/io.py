@@ -5,6 +5,7 @@ failure, logged) and the strict ``get``/``put`` that raise a :class:`PVError` na
 why, which the engine turns into an IO_FAILURE cycle. A batch is always one round of parallel
 requests sharing one timeout, so ten PVs cost one round trip, not ten.
 """
+
 from __future__ import annotations
 
 import threading
@@ -130,8 +131,9 @@ class _Pending:
         return complete
 
 
-def _batch(names: List[str], timeout: float, start: Callable[[str, Callable], Any],
-           settle: Optional[Tuple[int, float]] = None) -> List[Any]:
+def _batch(
+    names: List[str], timeout: float, start: Callable[[str, Callable], Any], settle: Optional[Tuple[int, float]] = None
+) -> List[Any]:
     """Start one operation per name at once and wait for all of them, under one deadline.
 
     Each name gets its own outcome: its result, its own exception, or a TimeoutError if it had
@@ -234,8 +236,9 @@ class BridgeIO:
         """Read all ``names`` at once; map each PV that did not answer to the reason."""
         return self.survey(names, timeout)[1]
 
-    def survey(self, names: Sequence[str], timeout: Optional[float] = None,
-               settle: Optional[Tuple[int, float]] = None) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    def survey(
+        self, names: Sequence[str], timeout: Optional[float] = None, settle: Optional[Tuple[int, float]] = None
+    ) -> Tuple[Dict[str, Any], Dict[str, str]]:
         """Read all ``names`` in one round and never raise: the raw Values of the PVs that answered,
         and why each other one did not. ``settle``: see :func:`_batch`."""
         _, name_list, results, failures = self._get(list(names), timeout, convert=False, settle=settle)
@@ -251,7 +254,10 @@ class BridgeIO:
 
     # -- one round of parallel requests -------------------------------------------------------
     def _get(
-        self, names: Names, timeout: Optional[float], convert: bool = True,
+        self,
+        names: Names,
+        timeout: Optional[float],
+        convert: bool = True,
         settle: Optional[Tuple[int, float]] = None,
     ) -> Tuple[bool, List[str], List[Any], Dict[str, BaseException]]:
         single = isinstance(names, str)

@@ -11,6 +11,7 @@ ones. It never replaces the integration tests on the real soft IOC, which exerci
     io.set("T:Trigger", 1)                                   # another client writes; monitors see it
     assert io.writes[-1] == {"T:Busy": 0}                    # every put batch, in order
 """
+
 from __future__ import annotations
 
 import threading

@@ -3,6 +3,7 @@
 Every check that can be done without the network is done here, so that the launcher can refuse a
 bad file before any task starts, with a message naming the file, the task and the field.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -68,8 +69,7 @@ class Task:
     def standard_handshake(self) -> bool:
         """True when the handshake PVs are the records of ``db/bridge.db`` under ``prefix``."""
         return all(
-            getattr(self.pvs, attr) == template.format(main=self.prefix)
-            for attr, template in STANDARD_FIELDS.items()
+            getattr(self.pvs, attr) == template.format(main=self.prefix) for attr, template in STANDARD_FIELDS.items()
         )
 
 
@@ -116,7 +116,8 @@ def _check_time_limit(time_limit: Optional[float], stall_timeout: float) -> None
         raise ConfigError(
             f"field 'time_limit' ({time_limit:g} s) must be below stall_timeout ({stall_timeout:g} s): a cycle "
             "running that long is already stalled, and the watchdog would restart it before the limit could "
-            "interrupt it")
+            "interrupt it"
+        )
 
 
 def _interface(prefix: str, pvs: PVs, prefixes: Optional[Mapping[str, str]]) -> BasePVInterface:
@@ -154,8 +155,9 @@ def _interface_class(pvs: Mapping[str, object]) -> Type[BasePVInterface]:
     return make_dataclass("PVs", fields_, bases=(BasePVInterface,))
 
 
-def _databases(db: Union[DbSpec, Sequence[DbSpec], None], func: Callable, prefix: str,
-               prefixes: Optional[Mapping[str, str]]) -> Tuple[Tuple[Path, Dict[str, str]], ...]:
+def _databases(
+    db: Union[DbSpec, Sequence[DbSpec], None], func: Callable, prefix: str, prefixes: Optional[Mapping[str, str]]
+) -> Tuple[Tuple[Path, Dict[str, str]], ...]:
     """Each file with its macros; ``P`` (the task's prefix) and every ``prefixes`` key are defaults
     for the macros the file uses, so a db written for the task loads without spelling them out (and
     a file shared by several tasks, using none of them, still loads once)."""
@@ -166,7 +168,7 @@ def _databases(db: Union[DbSpec, Sequence[DbSpec], None], func: Callable, prefix
     base = Path(inspect.getsourcefile(func) or ".").resolve().parent
     out = []
     for spec in specs:
-        path, macros = (spec if isinstance(spec, tuple) else (spec, {}))
+        path, macros = spec if isinstance(spec, tuple) else (spec, {})
         path = Path(path) if Path(path).is_absolute() else base / path
         if not path.is_file():
             raise ConfigError(f"field 'db': database file {str(path)!r} does not exist")
@@ -208,10 +210,23 @@ class Registry:
         """Register ``func`` as a task; returns it unchanged, so it stays callable in unit tests."""
 
         def register(fn: Callable) -> Callable:
-            self.add(self.make(fn, prefix=prefix, pvs=pvs, prefixes=prefixes, name=name, period=period,
-                               heartbeat_period=heartbeat_period, stall_timeout=stall_timeout,
-                               max_stuck_cycles=max_stuck_cycles, timeout=timeout, time_limit=time_limit, db=db,
-                               unknown=unknown))
+            self.add(
+                self.make(
+                    fn,
+                    prefix=prefix,
+                    pvs=pvs,
+                    prefixes=prefixes,
+                    name=name,
+                    period=period,
+                    heartbeat_period=heartbeat_period,
+                    stall_timeout=stall_timeout,
+                    max_stuck_cycles=max_stuck_cycles,
+                    timeout=timeout,
+                    time_limit=time_limit,
+                    db=db,
+                    unknown=unknown,
+                )
+            )
             return fn
 
         return register if func is None else register(func)
@@ -229,30 +244,55 @@ class Registry:
             raise ConfigError(f"{where}: task '{options.get('name') or label}': {exc}") from None
 
     @staticmethod
-    def _build(func: Callable, *, prefix: str, pvs: PVs = None, prefixes: Optional[Mapping[str, str]] = None,
-               name: Optional[str] = None, period: Optional[float] = None,
-               heartbeat_period: float = DEFAULTS.heartbeat_period, stall_timeout: float = DEFAULTS.stall_timeout,
-               max_stuck_cycles: int = DEFAULTS.max_stuck_cycles, timeout: float = DEFAULTS.timeout,
-               time_limit: Optional[float] = None, db: Any = None,
-               poll: Optional[Callable] = None, poll_period: float = DEFAULTS.poll_period) -> Task:
+    def _build(
+        func: Callable,
+        *,
+        prefix: str,
+        pvs: PVs = None,
+        prefixes: Optional[Mapping[str, str]] = None,
+        name: Optional[str] = None,
+        period: Optional[float] = None,
+        heartbeat_period: float = DEFAULTS.heartbeat_period,
+        stall_timeout: float = DEFAULTS.stall_timeout,
+        max_stuck_cycles: int = DEFAULTS.max_stuck_cycles,
+        timeout: float = DEFAULTS.timeout,
+        time_limit: Optional[float] = None,
+        db: Any = None,
+        poll: Optional[Callable] = None,
+        poll_period: float = DEFAULTS.poll_period,
+    ) -> Task:
         _check_func(func)
         name = name if name is not None else func.__name__
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ConfigError(
-                f"field 'name' must be letters, digits, '_', '-' or '.' (it names log files), not {name!r}")
+                f"field 'name' must be letters, digits, '_', '-' or '.' (it names log files), not {name!r}"
+            )
         if period is not None:
             _positive("period", period)
-        for option, value in (("heartbeat_period", heartbeat_period), ("stall_timeout", stall_timeout),
-                              ("timeout", timeout), ("poll_period", poll_period)):
+        for option, value in (
+            ("heartbeat_period", heartbeat_period),
+            ("stall_timeout", stall_timeout),
+            ("timeout", timeout),
+            ("poll_period", poll_period),
+        ):
             _positive(option, value)
         _positive("max_stuck_cycles", max_stuck_cycles, integer=True)
         _check_time_limit(time_limit, stall_timeout)
         return Task(
-            func=func, name=name, prefix=prefix, pvs=_interface(prefix, pvs, prefixes), period=period,
-            heartbeat_period=float(heartbeat_period), stall_timeout=float(stall_timeout),
-            max_stuck_cycles=max_stuck_cycles, timeout=float(timeout),
-            time_limit=None if time_limit is None else float(time_limit), db=_databases(db, func, prefix, prefixes),
-            poll=poll, poll_period=float(poll_period), source=_where(func),
+            func=func,
+            name=name,
+            prefix=prefix,
+            pvs=_interface(prefix, pvs, prefixes),
+            period=period,
+            heartbeat_period=float(heartbeat_period),
+            stall_timeout=float(stall_timeout),
+            max_stuck_cycles=max_stuck_cycles,
+            timeout=float(timeout),
+            time_limit=None if time_limit is None else float(time_limit),
+            db=_databases(db, func, prefix, prefixes),
+            poll=poll,
+            poll_period=float(poll_period),
+            source=_where(func),
         )
 
     def add(self, task: Task) -> Task:

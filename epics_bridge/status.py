@@ -1,4 +1,5 @@
 """The result of one cycle, as the IOC's TaskStatus mbbi shows it."""
+
 from __future__ import annotations
 
 from enum import IntEnum
@@ -34,6 +35,4 @@ def status_of(result: object) -> TaskStatus:
         return result
     if isinstance(result, int) and result in TaskStatus._value2member_map_:
         return TaskStatus(result)
-    raise TypeError(
-        f"a task must return a TaskStatus, True/False or None, not {type(result).__name__} {result!r}"
-    )
+    raise TypeError(f"a task must return a TaskStatus, True/False or None, not {type(result).__name__} {result!r}")

@@ -12,6 +12,7 @@ only has task files, their databases and tests needs no conftest::
 pytest loads this module in every project of the environment, so it imports nothing heavy: the
 IOC, p4p and the engine (:mod:`epics_bridge.ioc.harness`) are imported when the fixture is used.
 """
+
 from __future__ import annotations
 
 from contextlib import ExitStack
@@ -32,18 +33,20 @@ SECONDS = (
     ("start_timeout", "30", "seconds the soft IOC may take to start and answer a first get (default 30)"),
     ("cycle_timeout", "10", "seconds ioc.cycle() waits for a cycle, on top of a timer task's period (default 10)"),
 )
-EXTERNAL_HELP = ("start no IOC: use the one the EPICS_PVA_* environment points at (it must already serve "
-                 "every task's records, bridge.db included)")
+EXTERNAL_HELP = (
+    "start no IOC: use the one the EPICS_PVA_* environment points at (it must already serve "
+    "every task's records, bridge.db included)"
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("epics-bridge", "bridge_ioc: your tasks on a real soft IOC")
     for name, default, help_ in SECONDS:
-        group.addoption(f"--bridge-ioc-{name.replace('_', '-')}", dest=f"bridge_ioc_{name}", metavar="S",
-                        help=help_)
+        group.addoption(f"--bridge-ioc-{name.replace('_', '-')}", dest=f"bridge_ioc_{name}", metavar="S", help=help_)
         parser.addini(f"bridge_ioc_{name}", help_, default=default)
-    group.addoption("--bridge-ioc-external", dest="bridge_ioc_external", action="store_true", default=None,
-                    help=EXTERNAL_HELP)
+    group.addoption(
+        "--bridge-ioc-external", dest="bridge_ioc_external", action="store_true", default=None, help=EXTERNAL_HELP
+    )
     parser.addini("bridge_ioc_external", EXTERNAL_HELP, type="bool", default=False)
 
 
@@ -63,8 +66,9 @@ class Settings:
             try:
                 values[name] = float(raw)
             except ValueError:
-                raise pytest.UsageError(f"--bridge-ioc-{name.replace('_', '-')} / bridge_ioc_{name}: "
-                                        f"{raw!r} is not a number of seconds") from None
+                raise pytest.UsageError(
+                    f"--bridge-ioc-{name.replace('_', '-')} / bridge_ioc_{name}: {raw!r} is not a number of seconds"
+                ) from None
             if values[name] <= 0:
                 raise pytest.UsageError(f"--bridge-ioc-{name.replace('_', '-')} / bridge_ioc_{name}: must be > 0")
         flag = config.getoption("bridge_ioc_external")
@@ -73,8 +77,9 @@ class Settings:
 
 
 @pytest.fixture
-def bridge_ioc(request: pytest.FixtureRequest, tmp_path: Path,
-               monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., BridgeIOC]]:
+def bridge_ioc(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., BridgeIOC]]:
     """``bridge_ioc(*tasks)`` -> a running :class:`~epics_bridge.ioc.harness.BridgeIOC`: a fresh soft
     IOC serving ``tasks`` (decorated functions or task names) and the tasks running on it. Every
     IOC and task started in the test is stopped when it ends, whatever the outcome."""

@@ -4,6 +4,7 @@ Tasks compare and compute with what they read, so a read gives plain ``int``/``f
 ``str`` (never numpy scalars that print and pickle differently), numpy arrays for waveforms and
 images, and never raises: an unknown structure still reaches the task as a dict.
 """
+
 from __future__ import annotations
 
 from typing import Any, List

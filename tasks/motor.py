@@ -4,6 +4,7 @@ Shows the trigger handshake, logical PV names relative to the task prefix, and a
 (``{sys}``) for a PV that lives elsewhere. Trigger it with
 ``python -c "from p4p.client.thread import Context as C; C('pva').put('IOC:MOTOR:01:Trigger', 1)"``.
 """
+
 from epics_bridge import TaskStatus, bridge
 
 

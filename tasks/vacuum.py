@@ -3,6 +3,7 @@
 Shows ``period=`` (no Trigger; runs on a fixed one-second grid) and a LOGIC_FAILURE status that
 the IOC's TaskStatus record turns into a MINOR alarm for the operators.
 """
+
 from epics_bridge import TaskStatus, bridge
 
 

@@ -4,6 +4,7 @@ Shows that a waveform read is a numpy array, and that an empty waveform is not a
 SKIPPED cycle. Fill it with e.g.
 ``C('pva').put('DIAG:BPM:01:Wave', numpy.random.normal(size=1000))``.
 """
+
 import numpy as np
 
 from epics_bridge import TaskStatus, bridge

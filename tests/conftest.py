@@ -1,4 +1,5 @@
 """Fixtures: a real soft IOC (epicscorelibs + pvxslibs) in a subprocess, on loopback, own ports."""
+
 from __future__ import annotations
 
 import itertools

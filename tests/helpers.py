@@ -1,6 +1,7 @@
 """Test helpers: condition waits, monitors, daemons in subprocesses or in-process.
 
 The closed-loop trigger client is the benchmark's (:class:`epics_bridge.bench.client.Trigger`)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -90,8 +91,9 @@ def write_tasks(folder: Path, source: str, name: str = "tasks_under_test.py") ->
 class Daemon:
     """``python -m epics_bridge ARGS`` in a subprocess, its stderr kept in a file."""
 
-    def __init__(self, args: Sequence[str], env: Mapping[str, str], workdir: Path,
-                 script: Optional[Path] = None) -> None:
+    def __init__(
+        self, args: Sequence[str], env: Mapping[str, str], workdir: Path, script: Optional[Path] = None
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.stderr_path = workdir / "daemon.stderr"
@@ -100,8 +102,11 @@ class Daemon:
         with open(self.stderr_path, "wb") as stderr:
             self.proc = subprocess.Popen(
                 [sys.executable, *([str(script)] if script else ["-m", "epics_bridge"]), *map(str, args)],
-                env={**os.environ, **env, LEFTOVER_MARKER: self.marker}, cwd=workdir, stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=stderr,
+                env={**os.environ, **env, LEFTOVER_MARKER: self.marker},
+                cwd=workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
             )
 
     @property
@@ -137,8 +142,11 @@ class Daemon:
 
     def worker(self, name: str) -> int:
         """The pid of the worker named ``name`` (its task file, or its task), waiting for it to run."""
-        return wait_for(lambda: next((p for p in self.workers() if comm(p) == f"eb:{name}"[:15]), None),
-                        timeout=30, what=f"worker {name}")
+        return wait_for(
+            lambda: next((p for p in self.workers() if comm(p) == f"eb:{name}"[:15]), None),
+            timeout=30,
+            what=f"worker {name}",
+        )
 
     def assert_nothing_left(self, timeout: float = 10.0) -> None:
         """No process of this daemon outlives it (a worker dies with its supervisor); kill and fail if one does."""
@@ -153,8 +161,9 @@ class Daemon:
 
 
 @contextmanager
-def daemon(args: Sequence[str], env: Mapping[str, str], workdir: Path,
-           script: Optional[Path] = None) -> Iterator[Daemon]:
+def daemon(
+    args: Sequence[str], env: Mapping[str, str], workdir: Path, script: Optional[Path] = None
+) -> Iterator[Daemon]:
     """``python -m epics_bridge ARGS`` (or ``python SCRIPT ARGS``), killed and checked for leftovers after."""
     d = Daemon(args, env, workdir, script)
     try:
@@ -190,8 +199,10 @@ def processes_marked(marker: str) -> List[int]:
         if not entry.name.isdigit():
             continue
         try:
-            if wanted in (entry / "environ").read_bytes().split(b"\0") and \
-                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            if (
+                wanted in (entry / "environ").read_bytes().split(b"\0")
+                and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            ):
                 found.append(int(entry.name))
         except OSError:
             continue
@@ -229,8 +240,7 @@ class HeartbeatRecorder:
 
     def __init__(self, ctx: Context, prefixes: Sequence[str]) -> None:
         self.pulses: Dict[str, List[float]] = {p: [] for p in prefixes}
-        self._subs = [ctx.monitor(p + "Heartbeat", self._recorder(p), notify_disconnect=True)
-                      for p in prefixes]
+        self._subs = [ctx.monitor(p + "Heartbeat", self._recorder(p), notify_disconnect=True) for p in prefixes]
 
     def _recorder(self, prefix: str) -> Callable[[Any], None]:
         times = self.pulses[prefix]
@@ -249,8 +259,7 @@ class HeartbeatRecorder:
     def wait_pulses(self, prefix: str, count: int = 2, timeout: float = 10.0) -> None:
         """Wait until ``count`` more pulses of ``prefix`` have arrived."""
         target = len(self.pulses[prefix]) + count
-        wait_for(lambda: len(self.pulses[prefix]) >= target, timeout,
-                 what=f"{count} pulses of {prefix}Heartbeat")
+        wait_for(lambda: len(self.pulses[prefix]) >= target, timeout, what=f"{count} pulses of {prefix}Heartbeat")
 
     def close(self) -> None:
         for sub in self._subs:
@@ -284,12 +293,18 @@ def ready_trigger(ctx: Context, prefix: str, timeout: float = 10.0) -> Trigger:
 def embedded_ports() -> Dict[str, str]:
     """Private server ports for an ``--ioc`` run (PVA and CA), never the standard ones that another
     run on this host may hold; :func:`embedded_client_env` is how a client then finds that IOC."""
-    return {"EPICS_PVAS_SERVER_PORT": str(free_port()), "EPICS_PVAS_BROADCAST_PORT": str(free_port(socket.SOCK_DGRAM)),
-            "EPICS_CAS_SERVER_PORT": str(free_port()), "EPICS_CAS_BEACON_PORT": str(free_port(socket.SOCK_DGRAM))}
+    return {
+        "EPICS_PVAS_SERVER_PORT": str(free_port()),
+        "EPICS_PVAS_BROADCAST_PORT": str(free_port(socket.SOCK_DGRAM)),
+        "EPICS_CAS_SERVER_PORT": str(free_port()),
+        "EPICS_CAS_BEACON_PORT": str(free_port(socket.SOCK_DGRAM)),
+    }
 
 
 def embedded_client_env(ports: Mapping[str, str]) -> Dict[str, str]:
-    return {"EPICS_PVA_ADDR_LIST": "127.0.0.1", "EPICS_PVA_AUTO_ADDR_LIST": "NO",
-            "EPICS_PVA_SERVER_PORT": ports["EPICS_PVAS_SERVER_PORT"],
-            "EPICS_PVA_BROADCAST_PORT": ports["EPICS_PVAS_BROADCAST_PORT"]}
-
+    return {
+        "EPICS_PVA_ADDR_LIST": "127.0.0.1",
+        "EPICS_PVA_AUTO_ADDR_LIST": "NO",
+        "EPICS_PVA_SERVER_PORT": ports["EPICS_PVAS_SERVER_PORT"],
+        "EPICS_PVA_BROADCAST_PORT": ports["EPICS_PVAS_BROADCAST_PORT"],
+    }

@@ -1,5 +1,6 @@
 """``epics-bridge alarms``: a Phoebus alarm server configuration generated from task files, in the
 shape Phoebus's own XmlModelWriter writes (so ``-import`` then ``-export`` gives the same file)."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,13 @@ LEAF = ["description", "enabled", "latching", "annunciating", "guidance", "displ
 
 
 def run(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "epics_bridge", "alarms", *map(str, args)], capture_output=True,
-                          text=True, timeout=120, env={**os.environ})
+    return subprocess.run(
+        [sys.executable, "-m", "epics_bridge", "alarms", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ},
+    )
 
 
 def generate(tmp_path: Path, *args: object) -> ET.Element:
@@ -48,8 +54,9 @@ def test_a_component_per_file_and_per_task(examples):
     assert tasks == {"motor.py": ["motor"], "vacuum.py": ["interlock"], "waveform_stats.py": ["waveform_stats"]}
 
 
-@pytest.mark.parametrize("task, prefix", [("motor", "IOC:MOTOR:01:"), ("interlock", "VAC:PUMP:01:"),
-                                          ("waveform_stats", "DIAG:BPM:01:")])
+@pytest.mark.parametrize(
+    "task, prefix", [("motor", "IOC:MOTOR:01:"), ("interlock", "VAC:PUMP:01:"), ("waveform_stats", "DIAG:BPM:01:")]
+)
 def test_heartbeat_age_and_task_status_per_task(examples, task, prefix):
     component = examples.find(f"component/component[@name='{task}']")
     assert names(component, "pv") == [prefix + "HeartbeatAge", prefix + "TaskStatus"]
@@ -70,7 +77,9 @@ def test_heartbeat_age_and_task_status_per_task(examples, task, prefix):
 def test_names_are_unique_hold_no_slash_and_the_order_is_stable(tmp_path):
     # two files of one name in two folders, and a config name of the user's choice
     for folder, prefix in (("a", "DUP:A:"), ("b", "DUP:B:")):
-        write_tasks(tmp_path / folder, f"""
+        write_tasks(
+            tmp_path / folder,
+            f"""
             from epics_bridge import bridge
 
             @bridge.task(prefix="{prefix}")
@@ -80,7 +89,9 @@ def test_names_are_unique_hold_no_slash_and_the_order_is_stable(tmp_path):
             @bridge.task(prefix="{prefix}2:", period=1)
             def other_{folder}(t):
                 pass
-        """, name="same.py")
+        """,
+            name="same.py",
+        )
     root = generate(tmp_path, tmp_path / "b", tmp_path / "a", "--config", "site.tasks")
     assert root.get("name") == "site.tasks"
     assert names(root, "component") == ["same.py", "same.py (2)"]
@@ -95,13 +106,17 @@ def test_names_are_unique_hold_no_slash_and_the_order_is_stable(tmp_path):
 
 
 def test_bad_task_files_are_refused_like_the_launcher_does(tmp_path):
-    write_tasks(tmp_path / "bad", """
+    write_tasks(
+        tmp_path / "bad",
+        """
         from epics_bridge import bridge
 
         @bridge.task(prefix="X:", period=-1)
         def negative(t):
             pass
-    """, name="one.py")
+    """,
+        name="one.py",
+    )
     write_tasks(tmp_path / "bad", "syntax error here\n", name="two.py")
     result = run(tmp_path / "bad", "-o", tmp_path / "alarms.xml")
     assert result.returncode == 2

@@ -1,5 +1,6 @@
 """The benchmark's generated task file, loaded by the launcher as the benchmark runs it, and its figures
 summed over a process tree."""
+
 import os
 import signal
 import subprocess
@@ -13,8 +14,9 @@ from epics_bridge.bench.suite import write_task_file
 
 def test_generated_task_file_has_one_task_per_prefix(tmp_path):
     path = write_task_file(tmp_path / "tasks.py", ["B:A:", "B:B:", "B:C:"])
-    listing = subprocess.run([sys.executable, "-m", "epics_bridge", str(path), "--list"],
-                             capture_output=True, text=True, timeout=60)
+    listing = subprocess.run(
+        [sys.executable, "-m", "epics_bridge", str(path), "--list"], capture_output=True, text=True, timeout=60
+    )
     assert listing.returncode == 0, listing.stderr
     for i, prefix in enumerate(["B:A:", "B:B:", "B:C:"]):
         assert f"noop{i:03d}  [trigger]  prefix {prefix}" in listing.stdout
@@ -22,8 +24,10 @@ def test_generated_task_file_has_one_task_per_prefix(tmp_path):
 
 def test_figures_are_summed_over_the_process_tree(tmp_path):
     """A supervisor-like parent with a child: both counted, their memory and threads summed."""
-    script = ("import subprocess, sys; c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-              "print(c.pid, flush=True); time = __import__('time'); time.sleep(60)")
+    script = (
+        "import subprocess, sys; c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        "print(c.pid, flush=True); time = __import__('time'); time.sleep(60)"
+    )
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         child = int(parent.stdout.readline())
@@ -41,9 +45,12 @@ def test_figures_are_summed_over_the_process_tree(tmp_path):
 
 
 def test_generated_task_files_number_their_tasks_from_first(tmp_path):
-    paths = [write_task_file(tmp_path / "a.py", ["B:A:", "B:B:"]),
-             write_task_file(tmp_path / "b.py", ["B:C:"], first=2)]
-    listing = subprocess.run([sys.executable, "-m", "epics_bridge", *map(str, paths), "--list"],
-                             capture_output=True, text=True, timeout=60)
+    paths = [
+        write_task_file(tmp_path / "a.py", ["B:A:", "B:B:"]),
+        write_task_file(tmp_path / "b.py", ["B:C:"], first=2),
+    ]
+    listing = subprocess.run(
+        [sys.executable, "-m", "epics_bridge", *map(str, paths), "--list"], capture_output=True, text=True, timeout=60
+    )
     assert listing.returncode == 0, listing.stderr
     assert "noop002  [trigger]  prefix B:C:" in listing.stdout

@@ -4,6 +4,7 @@ The first tests run pytest as a user would, in a fresh folder holding only a tas
 database and a test file, so the plugin must come from the installed package's entry point. The
 others use the fixture in this process on tasks built for the test.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,7 @@ record(bo, "$(P)Valve:SP") {
 record(ai, "$(P)Count") {
 }
 """
-TASKS = '''\
+TASKS = """\
 from epics_bridge import bridge, TaskStatus
 
 @bridge.task(prefix="VAC:PUMP:01:", pvs={"pressure": "Press:RBV", "valve": "Valve:SP"}, db="vacuum.db")
@@ -48,8 +49,8 @@ def interlock(t):
 @bridge.task(prefix="VAC:PUMP:02:", pvs={"count": "Count"}, db="vacuum.db", period=0.2)
 def counter(t):
     t.put(count=t.get("count") + 1)
-'''
-TESTS = '''\
+"""
+TESTS = """\
 from epics_bridge import TaskStatus
 from vacuum import counter, interlock
 
@@ -72,14 +73,20 @@ def test_a_timer_task_by_name(bridge_ioc):
 def test_options_reach_the_fixture(request):
     assert request.config.getini("bridge_ioc_cycle_timeout") == "7"
     assert request.config.getoption("bridge_ioc_start_timeout") == "20"
-'''
+"""
 
 
 def run_pytest(folder: Path, *args: str, env: Dict[str, str] = {}) -> subprocess.CompletedProcess:  # noqa: B006
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("EPICS_PVA", "PYTEST_"))}
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args], cwd=folder,
-                          env={**clean, **env}, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
+        cwd=folder,
+        env={**clean, **env},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def fresh_folder(tmp_path: Path) -> Path:
@@ -118,7 +125,8 @@ def test_a_failing_test_leaves_no_ioc_behind(tmp_path):
     folder = fresh_folder(tmp_path)
     (folder / "test_fails.py").write_text(
         "from vacuum import interlock\n\n"
-        "def test_fails(bridge_ioc):\n    bridge_ioc(interlock)\n    assert False, 'on purpose'\n")
+        "def test_fails(bridge_ioc):\n    bridge_ioc(interlock)\n    assert False, 'on purpose'\n"
+    )
     done = run_pytest(folder, "test_fails.py")
     assert done.returncode == 1 and "on purpose" in done.stdout
     assert not _iocs_of(tmp_path)
@@ -127,8 +135,11 @@ def test_a_failing_test_leaves_no_ioc_behind(tmp_path):
 def test_an_external_ioc_is_used_as_it_is(tmp_path):
     """--bridge-ioc-external: no IOC is started; the tests use the one EPICS_PVA_* points at."""
     folder = fresh_folder(tmp_path)
-    dbs = [Database(path, {"P": prefix}) for prefix in ("VAC:PUMP:01:", "VAC:PUMP:02:")
-           for path in (db_dir() / "bridge.db", folder / "vacuum.db")]
+    dbs = [
+        Database(path, {"P": prefix})
+        for prefix in ("VAC:PUMP:01:", "VAC:PUMP:02:")
+        for path in (db_dir() / "bridge.db", folder / "vacuum.db")
+    ]
     with SoftIOC(dbs, output=tmp_path / "external.log") as ioc:
         done = run_pytest(folder, "--bridge-ioc-external", "--bridge-ioc-start-timeout", "20", env=ioc.client_env)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -147,8 +158,9 @@ def test_a_missing_db_file_names_it(tmp_path):
 def make_task(tmp_path: Path, func, prefix: str, db: str = VACUUM_DB, **options):
     path = tmp_path / f"{func.__name__}.db"
     path.write_text(db)
-    return Registry.make(func, prefix=prefix, pvs={"pressure": "Press:RBV", "valve": "Valve:SP"}, db=str(path),
-                         **options)
+    return Registry.make(
+        func, prefix=prefix, pvs={"pressure": "Press:RBV", "valve": "Valve:SP"}, db=str(path), **options
+    )
 
 
 def test_a_cycle_reports_an_exception_with_its_traceback(bridge_ioc, tmp_path):
@@ -223,6 +235,6 @@ def test_a_stuck_task_fails_the_test_instead_of_ending_pytest(tmp_path, monkeypa
             stack.callback(release.set)  # first thing at the end: let the cycle finish
             ioc.cycle(task, timeout=2.5)
     assert "the watchdog would have ended the process (exit 3): task 'stuck': a cycle has been running" in str(
-        failed.value)
+        failed.value
+    )
     assert "no cycle finished within 2.5 s; watchdog: a cycle has been running" in str(failed.value.__context__)
-

@@ -1,4 +1,5 @@
 """``python -m epics_bridge check PATH...``: every PV of every task read once, a table, an exit status."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,13 @@ STANDARD = ["Trigger", "Heartbeat", "Busy", "TaskStatus", "TaskDuration"]
 
 
 def _check(args: List[object], env: Mapping[str, str] = {}) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "epics_bridge", "check", *map(str, args)],
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "epics_bridge", "check", *map(str, args)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _rows(stdout: str) -> Dict[str, str]:
@@ -30,14 +36,17 @@ def _rows(stdout: str) -> Dict[str, str]:
 
 
 def test_a_missing_pv_is_named_and_the_exit_status_is_1(prefix, tmp_path):
-    tasks = write_tasks(tmp_path, f"""
+    tasks = write_tasks(
+        tmp_path,
+        f"""
         from epics_bridge import bridge
 
         @bridge.task(prefix="{prefix}", pvs={{"ghost": "No:Such:Record", "double": "{{v}}Double"}},
                      prefixes={{"v": "{VALUES}"}})
         def probe(t):
             pass
-    """)
+    """,
+    )
     result = _check([tasks, "--timeout", "2"])
     assert result.returncode == 1, result.stdout + result.stderr
     rows = _rows(result.stdout)
@@ -52,13 +61,17 @@ def test_all_reachable_exits_0_and_lists_the_standard_five_per_task(make_ioc, tm
     ioc = make_ioc("CHK:A:", "CHK:B:")
     folder = tmp_path / "tasks"
     for name, task_prefix in (("first", "CHK:A:"), ("second", "CHK:B:")):
-        write_tasks(folder, f"""
+        write_tasks(
+            folder,
+            f"""
             from epics_bridge import bridge
 
             @bridge.task(prefix="{task_prefix}")
             def {name}(t):
                 pass
-        """, name=f"{name}.py")
+        """,
+            name=f"{name}.py",
+        )
     result = _check([folder], env=ioc.client_env)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = _rows(result.stdout)
@@ -71,13 +84,16 @@ def test_all_reachable_exits_0_and_lists_the_standard_five_per_task(make_ioc, tm
 
 
 def test_bad_task_files_exit_2_before_any_pv_is_read(tmp_path):
-    bad = write_tasks(tmp_path, """
+    bad = write_tasks(
+        tmp_path,
+        """
         from epics_bridge import bridge
 
         @bridge.task(prefix="")
         def broken(t):
             pass
-    """)
+    """,
+    )
     result = _check([bad, Path(tmp_path / "absent.py")])
     assert result.returncode == 2
     assert "field 'prefix'" in result.stderr and "absent.py: no such file" in result.stderr

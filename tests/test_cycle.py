@@ -5,6 +5,7 @@ two tasks side by side.
 Tasks run in this process (helpers.running) so the test can see inside the function; every check of
 what the IOC holds is made from a separate p4p client, the way an operator's display sees it.
 """
+
 from __future__ import annotations
 
 import random
@@ -31,8 +32,9 @@ MISSING = "TST:NOT:SERVED"
 def task_log(name: str) -> Iterator[List[str]]:
     """The log lines bound to task ``name`` (its ``t.log`` and the engine's lines about it)."""
     lines: List[str] = []
-    sink = logger.add(lines.append, level="DEBUG", format="{message}",
-                      filter=lambda record: record["extra"].get("task") == name)
+    sink = logger.add(
+        lines.append, level="DEBUG", format="{message}", filter=lambda record: record["extra"].get("task") == name
+    )
     try:
         yield lines
     finally:
@@ -56,13 +58,23 @@ def test_context_reads_writes_and_logs_on_the_ioc(prefix, client):
     seen: Dict[str, Any] = {}
     out_double, out_long, out_bool = round(random.uniform(1, 100), 3), random.randint(1, 10**6), 1
 
-    @reg.task(prefix=prefix, name="ctx", prefixes={"v": VALUES},
-              pvs={"double": "{v}Double", "out_double": "{v}DoubleOut", "out_long": "{v}LongOut"})
+    @reg.task(
+        prefix=prefix,
+        name="ctx",
+        prefixes={"v": VALUES},
+        pvs={"double": "{v}Double", "out_double": "{v}DoubleOut", "out_long": "{v}LongOut"},
+    )
     def ctx_task(t):
         seen.update(
-            name=t.name, pvs=(t.pvs.double, t.pvs.trigger), busy=t.get("busy"),
-            logical=t.get("double"), full=t.get(VALUES + "Long"), batch=t.get(["double", VALUES + "Long"]),
-            io=t.io, pvget=t.io.pvget(VALUES + "Long"), pvget_missing=t.io.pvget(MISSING, timeout=0.3),
+            name=t.name,
+            pvs=(t.pvs.double, t.pvs.trigger),
+            busy=t.get("busy"),
+            logical=t.get("double"),
+            full=t.get(VALUES + "Long"),
+            batch=t.get(["double", VALUES + "Long"]),
+            io=t.io,
+            pvget=t.io.pvget(VALUES + "Long"),
+            pvget_missing=t.io.pvget(MISSING, timeout=0.3),
             pvput=t.io.pvput({VALUES + "BoolOut": out_bool}),
         )
         t.put({"out_double": out_double})
@@ -102,13 +114,15 @@ OUTCOMES: List[Tuple[str, Callable[[Any], Any], TaskStatus, str]] = [
     ("returns None", lambda t: None, S.SUCCESS, ""),
     ("returns False", lambda t: False, S.LOGIC_FAILURE, ""),
     ("returns True", lambda t: True, S.SUCCESS, ""),
-    ("t.get of a PV not served", lambda t: t.get(MISSING, timeout=0.3), S.IO_FAILURE,
-     f"failed on PV IO: get failed for {MISSING}"),
+    (
+        "t.get of a PV not served",
+        lambda t: t.get(MISSING, timeout=0.3),
+        S.IO_FAILURE,
+        f"failed on PV IO: get failed for {MISSING}",
+    ),
     ("raises ValueError", lambda t: _raise(ValueError("boom 17")), S.EXCEPTION, "ValueError: boom 17"),
-    ("raw p4p TimeoutError", lambda t: t.io.ctx.get(MISSING, timeout=0.3), S.IO_FAILURE,
-     "cycle failed on PV IO"),
-    ("returns 'ok'", lambda t: "ok", S.EXCEPTION,
-     "must return a TaskStatus, True/False or None, not str 'ok'"),
+    ("raw p4p TimeoutError", lambda t: t.io.ctx.get(MISSING, timeout=0.3), S.IO_FAILURE, "cycle failed on PV IO"),
+    ("returns 'ok'", lambda t: "ok", S.EXCEPTION, "must return a TaskStatus, True/False or None, not str 'ok'"),
     ("raises PVError itself", lambda t: _raise(PVError("get", {"X:Y": TimeoutError()})), S.IO_FAILURE, "X:Y"),
     ("returns 3.5", lambda t: 3.5, S.EXCEPTION, "not float 3.5"),
 ]
@@ -197,17 +211,21 @@ def test_status_and_duration_are_written_before_the_acknowledge(handshake):
             status = trig.cycle()
             read_after_ack.append((status, read(ctx, names["TaskDuration"]), read(ctx, names["Busy"])))
         n = len(statuses)
-        wait_for(lambda: all(len(updates.of[names[k]]) > n * 2 for k in ("Trigger", "Busy"))
-                 and all(len(updates.of[names[k]]) > n for k in ("TaskStatus", "TaskDuration")),
-                 what="every update of the cycles")
+        wait_for(
+            lambda: (
+                all(len(updates.of[names[k]]) > n * 2 for k in ("Trigger", "Busy"))
+                and all(len(updates.of[names[k]]) > n for k in ("TaskStatus", "TaskDuration"))
+            ),
+            what="every update of the cycles",
+        )
     updates.close()
 
     assert busy_inside == [1] * len(statuses)
     # [0] is the value before the first cycle
     of = {k: [(u.value, u.stamp) for u in updates.of[pv][1:]] for k, pv in names.items()}
     for i, expected in enumerate(statuses):
-        (trig1, t1), (trig0, t0) = of["Trigger"][2 * i: 2 * i + 2]
-        (busy1, b1), (busy0, b0) = of["Busy"][2 * i: 2 * i + 2]
+        (trig1, t1), (trig0, t0) = of["Trigger"][2 * i : 2 * i + 2]
+        (busy1, b1), (busy0, b0) = of["Busy"][2 * i : 2 * i + 2]
         status, s = of["TaskStatus"][i]
         duration, d = of["TaskDuration"][i]
         assert (trig1, trig0, busy1, busy0, status) == (1, 0, 1, 0, expected)
@@ -285,8 +303,10 @@ def test_busy_left_at_start_up_is_reported_and_not_rerun(prefix, client):
     client.put(prefix + "Trigger", 1)
     client.put(prefix + "Busy", 1)  # as left by an instance killed mid-cycle
     with task_log("interrupted") as lines, running(reg.tasks):
-        wait_for(lambda: read(client, prefix + "Busy") == 0 and read(client, prefix + "Trigger") == 0,
-                 what="Busy and Trigger cleared")
+        wait_for(
+            lambda: read(client, prefix + "Busy") == 0 and read(client, prefix + "Trigger") == 0,
+            what="Busy and Trigger cleared",
+        )
         assert read(client, prefix + "TaskStatus") == S.EXCEPTION
         assert Trigger(client, prefix).cycle() == S.SUCCESS  # the next request is served ...
         assert runs == [1]  # ... and is the only run: the interrupted cycle was not re-run
@@ -361,8 +381,13 @@ def test_timer_mode_runs_on_its_grid_and_never_touches_trigger(prefix, client):
     origin = time.monotonic()
     with running(reg.tasks):
         wait_for(lambda: len(calls) >= 6, what="6 timer cycles")
-        wait_for(lambda: sum(u.value == 1 for u in updates.of[prefix + "Busy"]) >= 5
-                 and updates.of[prefix + "Busy"][-1].value == 0, what="Busy 1 then 0 for each cycle")
+        wait_for(
+            lambda: (
+                sum(u.value == 1 for u in updates.of[prefix + "Busy"]) >= 5
+                and updates.of[prefix + "Busy"][-1].value == 0
+            ),
+            what="Busy 1 then 0 for each cycle",
+        )
         assert read(client, prefix + "TaskStatus") == S.LOGIC_FAILURE
         assert read(client, prefix + "TaskDuration") >= 0.01
     updates.close()

@@ -1,6 +1,7 @@
 """The class API of epics-bridge 1.0.1 on a real IOC: its README Quick Start run verbatim, the ERROR path, polling
 through an overridden ``trigger()``, and the daemon's settings carried into the engine's task.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -23,7 +24,7 @@ from epics_bridge.daemon import BridgeDaemon
 from epics_bridge.ioc.softioc import Database
 
 #: The Python blocks of the Quick Start of epics-bridge 1.0.1's README (sections 2, 3 and 4), verbatim.
-QUICK_START = '''\
+QUICK_START = """\
 from dataclasses import dataclass
 from epics_bridge.base_pv_interface import BasePVInterface
 
@@ -68,7 +69,7 @@ def main():
 
 if __name__ == "__main__":
     main()
-'''
+"""
 MOTOR = "IOC:MOTOR:01:"
 
 
@@ -91,8 +92,14 @@ def test_the_1_0_1_quick_start_runs_verbatim(make_ioc, tmp_path):
     env = {**ioc.client_env}
     script = quick_start(tmp_path)
     with open(tmp_path / "daemon.out", "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env={**os.environ, **env},
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, str(script)],
+            cwd=tmp_path,
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     ctx = client_for(env)
     try:
         wait_heartbeat(ctx, MOTOR)
@@ -156,8 +163,7 @@ def test_overridden_trigger_is_polled_at_the_poll_rate(prefix, client):
     try:
         with running([task]):
             wait_for(lambda: len(daemon.polls) >= 8, what="8 polls")
-            wait_for(lambda: read(client, prefix + "TaskStatus") == TaskStatus.SKIPPED,
-                     what="the polled cycle")
+            wait_for(lambda: read(client, prefix + "TaskStatus") == TaskStatus.SKIPPED, what="the polled cycle")
             assert daemon.runs == [None]  # one cycle, for the one truthy answer
     finally:
         daemon.io.close()
@@ -196,4 +202,3 @@ def test_daemon_settings_become_the_tasks():
             daemon.as_task()
     finally:
         daemon.io.close()
-

@@ -1,4 +1,5 @@
 """db/bridge.db on a real soft IOC: TaskStatus states and alarms, heartbeat-age alarm, CycleEnd group."""
+
 from __future__ import annotations
 
 import time
@@ -96,8 +97,16 @@ def test_heartbeat_age_alarms_when_pulses_stop_and_clears_on_the_next(make_ioc):
 def test_cycle_end_writes_status_duration_busy_trigger_in_order(io, client, prefix):
     io.put({prefix + "Busy": 1, prefix + "Trigger": 1})
     before = {rec: stamp(client, prefix + rec) for rec in CYCLE_END_ORDER}
-    io.put({prefix + "CycleEnd": {"status.value.index": 3, "duration.value": 0.25,
-                                  "busy.value.index": 0, "trigger.value.index": 0}})
+    io.put(
+        {
+            prefix + "CycleEnd": {
+                "status.value.index": 3,
+                "duration.value": 0.25,
+                "busy.value.index": 0,
+                "trigger.value.index": 0,
+            }
+        }
+    )
     after = [stamp(client, prefix + rec) for rec in CYCLE_END_ORDER]
     assert after == sorted(after) and len(set(after)) == 4, dict(zip(CYCLE_END_ORDER, after))
     assert all(new > before[rec] for rec, new in zip(CYCLE_END_ORDER, after))

@@ -1,5 +1,6 @@
 """``epics-bridge display``: Phoebus screens generated from task files, checked against the task
 files and the IOC databases they describe (every PV on a screen must be one the tasks have)."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,13 @@ MACRO = re.compile(r"\$\((\w+)\)")
 
 
 def run(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "epics_bridge", *map(str, args)], capture_output=True,
-                          text=True, timeout=120, env={**os.environ})
+    return subprocess.run(
+        [sys.executable, "-m", "epics_bridge", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ},
+    )
 
 
 def screens(tmp_path: Path, *paths: object) -> Dict[str, ET.Element]:
@@ -47,7 +53,7 @@ def pv_names(root: ET.Element) -> Set[str]:
     names = set()
     for name in found:
         assert name.startswith("pva://"), f"{name}: not written for PV Access"
-        names.add(MACRO.sub(lambda m: macros[m.group(1)], name[len("pva://"):]))
+        names.add(MACRO.sub(lambda m: macros[m.group(1)], name[len("pva://") :]))
     return names
 
 
@@ -101,8 +107,14 @@ def test_the_overview_row_of_each_task(examples, example_tasks):
     overview = examples["overview.bob"]
     names = pv_names(overview)
     for task in example_tasks:
-        assert {task.prefix + "TaskStatus", task.prefix + "HeartbeatAge", task.prefix + "Heartbeat",
-                task.prefix + "Busy", task.prefix + "TaskDuration", task.prefix + "InfoLog"} <= names
+        assert {
+            task.prefix + "TaskStatus",
+            task.prefix + "HeartbeatAge",
+            task.prefix + "Heartbeat",
+            task.prefix + "Busy",
+            task.prefix + "TaskDuration",
+            task.prefix + "InfoLog",
+        } <= names
         age = by_name(overview, f"{task.name} heartbeat age")
         assert age.findtext("border_alarm_sensitive") == "true" and age.findtext("show_units") == "true"
         status = by_name(overview, f"{task.name} status")
@@ -124,8 +136,10 @@ def test_the_overview_row_of_each_task(examples, example_tasks):
 
 
 def _boxes(parent: ET.Element) -> List[tuple]:
-    return [(w.findtext("name"), *(int(w.findtext(k)) for k in ("x", "y", "width", "height")))
-            for w in parent.findall("widget")]
+    return [
+        (w.findtext("name"), *(int(w.findtext(k)) for k in ("x", "y", "width", "height")))
+        for w in parent.findall("widget")
+    ]
 
 
 def test_widgets_neither_overlap_nor_leave_their_group_or_the_1280_px(examples):
@@ -137,7 +151,7 @@ def test_widgets_neither_overlap_nor_leave_their_group_or_the_1280_px(examples):
                 assert x >= 0 and y >= 0 and x + w <= int(parent.findtext("width")), (file, name)
                 if parent is not root:
                     assert y + h <= int(parent.findtext("height")), (file, name)
-                for other, ox, oy, ow, oh in boxes[i + 1:]:
+                for other, ox, oy, ow, oh in boxes[i + 1 :]:
                     apart = x + w <= ox or ox + ow <= x or y + h <= oy or oy + oh <= y
                     assert apart, f"{file}: {name} overlaps {other}"
         assert int(root.findtext("height")) >= max(y + h for _, _, y, _, h in _boxes(root)), file
@@ -173,7 +187,8 @@ def test_many_generated_tasks_in_aligned_rows_and_the_same_bytes_each_time(tmp_p
         source = "from epics_bridge import bridge\n" + "".join(
             f"\n@bridge.task(prefix='GEN:{i:03d}:', pvs={{'value': 'Value', 'setpoint': 'Set:SP'}}"
             f"{', period=2.5' if i % 2 else ''})\ndef gen_{i:03d}(t):\n    pass\n"
-            for i in range(10 * part, 10 * part + 10))
+            for i in range(10 * part, 10 * part + 10)
+        )
         write_tasks(tmp_path / "tasks", source, name=f"generated_{part}.py")
     first = screens(tmp_path / "a", tmp_path / "tasks")
     assert len(first) == 41
@@ -181,7 +196,8 @@ def test_many_generated_tasks_in_aligned_rows_and_the_same_bytes_each_time(tmp_p
     rows = [int(by_name(overview, f"gen_{i:03d} status").findtext("y")) for i in range(40)]
     assert rows == sorted(rows) and len(set(rows)) == 40
     assert {int(by_name(overview, f"gen_{i:03d} status").findtext("x")) for i in range(40)} == {
-        int(by_name(overview, "gen_000 status").findtext("x"))}
+        int(by_name(overview, "gen_000 status").findtext("x"))
+    }
     assert int(overview.findtext("height")) > rows[-1]  # the display is as tall as its rows: Phoebus scrolls it
     assert by_name(overview, "gen_001 mode").findtext("text") == "timer every 2.5 s"
     assert by_name(overview, "subtitle").findtext("text") == f"40 task(s) from 4 files in {tmp_path / 'tasks'}"
@@ -195,13 +211,17 @@ def test_only_some_tasks(tmp_path):
 
 
 def test_bad_task_files_are_refused_like_the_launcher_does(tmp_path):
-    write_tasks(tmp_path / "bad", """
+    write_tasks(
+        tmp_path / "bad",
+        """
         from epics_bridge import bridge
 
         @bridge.task(prefix="")
         def no_prefix(t):
             pass
-    """, name="one.py")
+    """,
+        name="one.py",
+    )
     write_tasks(tmp_path / "bad", "import no_such_module_here\n", name="two.py")
     out = tmp_path / "opi"
     result = run("display", tmp_path / "bad", "-o", out)
@@ -218,13 +238,16 @@ def test_an_unknown_task_name_is_refused(tmp_path):
 
 
 def test_a_task_named_overview_is_refused(tmp_path):
-    write_tasks(tmp_path / "tasks", """
+    write_tasks(
+        tmp_path / "tasks",
+        """
         from epics_bridge import bridge
 
         @bridge.task(prefix="OV:")
         def overview(t):
             pass
-    """)
+    """,
+    )
     result = run("display", tmp_path / "tasks", "-o", tmp_path / "opi")
     assert result.returncode == 2 and "task 'overview'" in result.stderr
     assert not (tmp_path / "opi").exists()

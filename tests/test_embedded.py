@@ -1,5 +1,6 @@
 """``python -m epics_bridge tasks/ --ioc``: the example tasks on the embedded soft IOC, reached the
 way a first-time user would, from the settings and the command the launcher prints."""
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,11 @@ def _env() -> Dict[str, str]:
 def _announcement(d: Daemon) -> Tuple[Dict[str, str], int, str]:
     """The printed client settings, the IOC's pid and the printed trigger command."""
     pattern = re.compile(r"\(pid (\d+)\).*\n\s+export (.+)\n\s+(python -c .+Trigger.+)\n")
-    text = wait_for(lambda: pattern.search(d.stderr) or d.proc.poll() is not None, timeout=60,
-                    what="the launcher's how-to-reach message")
+    text = wait_for(
+        lambda: pattern.search(d.stderr) or d.proc.poll() is not None,
+        timeout=60,
+        what="the launcher's how-to-reach message",
+    )
     assert text is not True, f"launcher exited:\n{d.stderr[-3000:]}"
     env = dict(item.split("=", 1) for item in text.group(2).split())
     return env, int(text.group(1)), text.group(3)

@@ -1,5 +1,6 @@
 """``--ioc`` serves Channel Access too: the first run seen by a CA client no one here wrote (pyepics),
 with nothing but the settings the launcher prints."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,14 @@ def first_run(args: Sequence[object], env: Mapping[str, str], workdir: Path) -> 
     Stopped with SIGTERM (it stops its IOC), SIGKILL if it does not end."""
     stderr = workdir / "launcher.stderr"
     with open(stderr, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "epics_bridge", *map(str, args)], env={**os.environ, **env},
-                                cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=sink)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "epics_bridge", *map(str, args)],
+            env={**os.environ, **env},
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
         try:
             yield proc, stderr
         finally:
@@ -65,20 +72,30 @@ def _ioc_pid(stderr: str) -> int:
 
 
 def test_caget_and_caput_reach_the_first_run(tmp_path):
-    tasks = write_tasks(tmp_path / "tasks", f"""
+    tasks = write_tasks(
+        tmp_path / "tasks",
+        f"""
         from epics_bridge import bridge
 
         @bridge.task(prefix="{PREFIX}")
         def crashes(t):
             raise RuntimeError("on purpose")
-    """)
+    """,
+    )
     ca_port = free_ca_port()
-    ports = {"EPICS_PVAS_SERVER_PORT": str(free_port()), "EPICS_PVAS_BROADCAST_PORT": str(free_port(socket.SOCK_DGRAM)),
-             "EPICS_PVAS_INTF_ADDR_LIST": "", "EPICS_CAS_SERVER_PORT": str(ca_port),
-             "EPICS_CAS_BEACON_PORT": str(free_port(socket.SOCK_DGRAM))}
+    ports = {
+        "EPICS_PVAS_SERVER_PORT": str(free_port()),
+        "EPICS_PVAS_BROADCAST_PORT": str(free_port(socket.SOCK_DGRAM)),
+        "EPICS_PVAS_INTF_ADDR_LIST": "",
+        "EPICS_CAS_SERVER_PORT": str(ca_port),
+        "EPICS_CAS_BEACON_PORT": str(free_port(socket.SOCK_DGRAM)),
+    }
     with first_run([tasks, "--ioc"], ports, tmp_path) as (launcher, stderr):
-        wait_for(lambda: "export " in stderr.read_text() or launcher.poll() is not None, timeout=60,
-                 what="the launcher's how-to-reach message")
+        wait_for(
+            lambda: "export " in stderr.read_text() or launcher.poll() is not None,
+            timeout=60,
+            what="the launcher's how-to-reach message",
+        )
         said = stderr.read_text()
         assert launcher.poll() is None, said[-3000:]
         env = _export(said)
@@ -87,13 +104,17 @@ def test_caget_and_caput_reach_the_first_run(tmp_path):
         assert env["EPICS_CA_REPEATER_PORT"] == ports["EPICS_CAS_BEACON_PORT"]
         assert f"127.0.0.1:{ca_port} (Channel Access)" in said
         clean = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
-        result = subprocess.run([sys.executable, "-c", CLIENT], env={**clean, **env}, capture_output=True,
-                                text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-c", CLIENT], env={**clean, **env}, capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         read = json.loads(result.stdout.strip().splitlines()[-1])
     ioc = Path(f"/proc/{_ioc_pid(said)}")
-    wait_for(lambda: not ioc.exists() or "zombie" in (ioc / "status").read_text(), timeout=20,
-             what="the embedded IOC to end with the launcher")
+    wait_for(
+        lambda: not ioc.exists() or "zombie" in (ioc / "status").read_text(),
+        timeout=20,
+        what="the embedded IOC to end with the launcher",
+    )
     assert read["before"] != "Code Crash"
     assert read["after"] == "Code Crash"  # the cycle the CA put asked for ran, and failed as written
     assert read["severity"] == 2  # MAJOR, as bridge.db gives "Code Crash"
@@ -108,15 +129,23 @@ def test_private_iocs_stay_pva_only():
 
 
 def test_a_bad_ca_port_setting_is_refused_before_anything_starts(tmp_path):
-    tasks = write_tasks(tmp_path / "tasks", f"""
+    tasks = write_tasks(
+        tmp_path / "tasks",
+        f"""
         from epics_bridge import bridge
 
         @bridge.task(prefix="{PREFIX}")
         def idle(t):
             pass
-    """)
-    result = subprocess.run([sys.executable, "-m", "epics_bridge", str(tasks), "--ioc"], cwd=tmp_path,
-                            env={**os.environ, "EPICS_CAS_SERVER_PORT": "not-a-port"}, capture_output=True,
-                            text=True, timeout=60)
+    """,
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "epics_bridge", str(tasks), "--ioc"],
+        cwd=tmp_path,
+        env={**os.environ, "EPICS_CAS_SERVER_PORT": "not-a-port"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "EPICS_CAS_SERVER_PORT='not-a-port' is not a port number" in result.stderr

@@ -2,6 +2,7 @@
 one a user's own tests get): bridge.db for the example's prefix plus the example's own database.
 ``tests/test_embedded.py`` runs the same files as users run them, ``python -m epics_bridge tasks/ --ioc``.
 """
+
 from __future__ import annotations
 
 from typing import Dict

@@ -7,6 +7,7 @@ and SIGINT stop it with status 0 and Busy=0 whatever its cycles were doing.
 Every task counts its calls in a file beside it, so a lost or doubled cycle shows even when the
 IOC (and any counter on it) was restarted.
 """
+
 from __future__ import annotations
 
 import signal
@@ -88,10 +89,15 @@ def test_short_ioc_fault_is_ridden_out(fault, isolation, make_ioc, tmp_path):
         back = time.monotonic()
         after = client_for(ioc.client_env)  # a fresh client: the daemon may not have reconnected yet
         after.put(P + "Trigger", 1, timeout=5.0)
-        wait_for(lambda: calls(tmp_path, "counting") == 2 and read(after, P + "Trigger") == 0, timeout=20,
-                 what="the trigger put right after the fault to be served")
-        print(f"\n{fault.__name__}: the trigger put once the IOC was back was served "
-              f"{time.monotonic() - back:.2f} s later")
+        wait_for(
+            lambda: calls(tmp_path, "counting") == 2 and read(after, P + "Trigger") == 0,
+            timeout=20,
+            what="the trigger put right after the fault to be served",
+        )
+        print(
+            f"\n{fault.__name__}: the trigger put once the IOC was back was served "
+            f"{time.monotonic() - back:.2f} s later"
+        )
 
         HeartbeatRecorder(after, [P]).wait_pulses(P, 2, timeout=10)
         assert ready_trigger(after, P).cycle() == TaskStatus.SUCCESS

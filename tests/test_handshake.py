@@ -1,6 +1,7 @@
 """What a task checks before it serves, on real soft IOCs: the whole handshake answers (else one
 ERROR naming what is missing and what to load, and the task not ready), its own PVs answer (else a
 warning naming them), and no other daemon serves its prefix (two real daemons on one IOC)."""
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,7 @@ def _bridge_db_without(folder: Path, record: str) -> Path:
     source = (ROOT / "db" / "bridge.db").read_text()
     start = source.index(f"record({record})")
     path = folder / "bridge-without.db"
-    path.write_text(source[:start] + source[source.index("}\n", start) + 2:])
+    path.write_text(source[:start] + source[source.index("}\n", start) + 2 :])
     return path
 
 
@@ -88,14 +89,20 @@ def test_an_ioc_without_busy_is_named_once_and_the_task_is_not_ready(make_ioc, m
     ctx = client_for(ioc.client_env)
     try:
         with running(reg.tasks, hooks=[metrics, readiness, notifier]):
-            rounds = wait_for(lambda: [m for m in lines if "answers only part of the handshake" in m][3:], 15,
-                              what="four handshake rounds")
+            rounds = wait_for(
+                lambda: [m for m in lines if "answers only part of the handshake" in m][3:],
+                15,
+                what="four handshake rounds",
+            )
             ctx.put(A + "Trigger", 1)
             status = _status_lines(notify, until="not ready")
             samples = scrape(port)
             seen = len(lines)
-            wait_for(lambda: [m for m in lines[seen:] if "answers only part of the handshake" in m], 15,
-                     what="a round after the Trigger put")
+            wait_for(
+                lambda: [m for m in lines[seen:] if "answers only part of the handshake" in m],
+                15,
+                what="a round after the Trigger put",
+            )
             heartbeat_age = read(ctx, A + "HeartbeatAge")
     finally:
         metrics.close()
@@ -118,8 +125,11 @@ def test_an_ioc_without_busy_is_named_once_and_the_task_is_not_ready(make_ioc, m
 def test_a_fully_served_task_is_ready_and_its_silent_pvs_are_named(prefix, client, lines, tmp_path):
     reg = Registry()
 
-    @reg.task(prefix=prefix, pvs={"temperature": "{x}Temp", "position": "{v}Double"},
-              prefixes={"x": "NOT:SERVED:", "v": "TST:V:"})
+    @reg.task(
+        prefix=prefix,
+        pvs={"temperature": "{x}Temp", "position": "{v}Double"},
+        prefixes={"x": "NOT:SERVED:", "v": "TST:V:"},
+    )
     def served(t):
         pass
 
@@ -165,8 +175,14 @@ def test_an_ioc_without_the_owner_record_is_served_as_before(make_ioc, monkeypat
 
 def test_kinds_of_records_over_qsrv(client):
     kinds = {name: kind_of(client.get("TST:V:" + name)) for name in ("Bool", "Mode", "Long", "Double", "Text", "Wave")}
-    assert kinds == {"Bool": "enum", "Mode": "enum", "Long": "integer", "Double": "float", "Text": "string",
-                     "Wave": "array"}
+    assert kinds == {
+        "Bool": "enum",
+        "Mode": "enum",
+        "Long": "integer",
+        "Double": "float",
+        "Text": "string",
+        "Wave": "array",
+    }
 
 
 # -- two daemons on one prefix -----------------------------------------------------------------------------
@@ -201,10 +217,10 @@ def _owner(ctx, prefix: str) -> str:
 
 
 # SIGKILL: a crash, nothing released (in one process, so that no supervisor outlives it to stop a worker)
-@pytest.mark.parametrize("stop, isolation", [(signal.SIGTERM, "file"), (signal.SIGKILL, "none")],
-                         ids=["SIGTERM", "SIGKILL"])
-def test_a_second_daemon_on_one_prefix_waits_until_the_first_is_gone(stop, isolation, ioc, prefix, client,
-                                                                      tmp_path):
+@pytest.mark.parametrize(
+    "stop, isolation", [(signal.SIGTERM, "file"), (signal.SIGKILL, "none")], ids=["SIGTERM", "SIGKILL"]
+)
+def test_a_second_daemon_on_one_prefix_waits_until_the_first_is_gone(stop, isolation, ioc, prefix, client, tmp_path):
     source = write_tasks(tmp_path, COUNTING.format(prefix=prefix))
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
     port = free_port()
@@ -213,8 +229,11 @@ def test_a_second_daemon_on_one_prefix_waits_until_the_first_is_gone(stop, isola
         first_owner = _owner(client, prefix)
         wait_heartbeat(client, prefix)
         with daemon([source, "--metrics-port", port], ioc.client_env, second_dir) as second:
-            waiting = wait_for(lambda: [line for line in second.log("counted").splitlines()
-                                        if "another daemon serves prefix" in line], 60, what="the second to wait")
+            waiting = wait_for(
+                lambda: [line for line in second.log("counted").splitlines() if "another daemon serves prefix" in line],
+                60,
+                what="the second to wait",
+            )
             wait_for(lambda: sample(scrape(port), "epics_bridge_task_ready", task="counted") == 0, 10)
             not_ready = _readyz(port)
             trigger = ready_trigger(client, prefix)
@@ -226,8 +245,11 @@ def test_a_second_daemon_on_one_prefix_waits_until_the_first_is_gone(stop, isola
             first.signal(stop)
             first.wait_exit(15)
             gone = time.monotonic()
-            wait_for(lambda: "handshake complete: serving prefix" in second.log("counted"), 15,
-                     what="the second to take over")
+            wait_for(
+                lambda: "handshake complete: serving prefix" in second.log("counted"),
+                15,
+                what="the second to take over",
+            )
             took = time.monotonic() - gone
             second_owner = _owner(client, prefix)
             assert trigger.cycle() == TaskStatus.SUCCESS
@@ -257,14 +279,18 @@ def test_a_restarted_worker_takes_its_prefix_over_from_the_one_killed(ioc, prefi
         wait_heartbeat(client, prefix)
         os.kill(int(before.split(":")[1]), signal.SIGKILL)
         killed = time.monotonic()
-        after = wait_for(lambda: (_owner(client, prefix) or before) != before and _owner(client, prefix), 30,
-                         what="a new worker's claim")
+        after = wait_for(
+            lambda: (_owner(client, prefix) or before) != before and _owner(client, prefix),
+            30,
+            what="a new worker's claim",
+        )
         took = time.monotonic() - killed
         assert ready_trigger(client, prefix).cycle() == TaskStatus.SUCCESS
         log = d.log("counted")
     print(f"\nthe restarted worker served {took:.2f} s after the kill")
-    assert f"taking over: {prefix}Owner names {before}, whose process {before.split(':')[1]} on this host has " \
-           "ended" in log
+    assert (
+        f"taking over: {prefix}Owner names {before}, whose process {before.split(':')[1]} on this host has ended" in log
+    )
     assert after.split(":")[1] != before.split(":")[1]
     assert took <= 2.0 + 1.0 + 5.0  # two silent seconds, a round, the supervisor's restart
 
@@ -287,8 +313,14 @@ def test_a_serving_task_yields_to_a_foreign_claim_and_takes_an_emptied_record_ba
         wait_for(lambda: _owner(client, prefix) == mine, 10, what="the emptied record claimed again")
 
         client.put(prefix + "Owner", "elsewhere:4242:2026-01-01T00:00:00Z")
-        wait_for(lambda: (False, "prefix served by elsewhere:4242 (this is " + ":".join(mine.split(":")[:2]) + ")")
-                 in readiness.events, 10, what="the task to stop serving")
+        wait_for(
+            lambda: (
+                (False, "prefix served by elsewhere:4242 (this is " + ":".join(mine.split(":")[:2]) + ")")
+                in readiness.events
+            ),
+            10,
+            what="the task to stop serving",
+        )
         client.put(prefix + "Trigger", 1)  # not served while another daemon holds the prefix
         wait_for(lambda: readiness.events[-1] == (True, None), 15, what="the stale claim taken over")
         wait_for(lambda: read(client, prefix + "Trigger") == 0, 10, what="the request served")

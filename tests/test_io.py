@@ -1,4 +1,5 @@
 """BridgeIO on the session IOC: epics-bridge 1.0.1's pvget/pvput and the strict get/put with their PVError family."""
+
 from __future__ import annotations
 
 import threading

@@ -5,6 +5,7 @@ the Kubernetes schemas, and the container's command line is parsed by the launch
 parser, so a renamed option, a probe on the wrong port or replicas that differ from ``--shard
 auto/N`` fail here rather than in a cluster.
 """
+
 from __future__ import annotations
 
 import os
@@ -76,11 +77,13 @@ def test_command_is_the_launcher():
 
 def test_every_replica_runs_its_own_shard(monkeypatch):
     name, replicas = STATEFULSET["metadata"]["name"], STATEFULSET["spec"]["replicas"]
-    assert [container_args(f"{name}-{i}", monkeypatch).shard for i in range(replicas)] == \
-        [Shard(i, replicas) for i in range(replicas)]
+    assert [container_args(f"{name}-{i}", monkeypatch).shard for i in range(replicas)] == [
+        Shard(i, replicas) for i in range(replicas)
+    ]
     env = {e["name"]: e for e in CONTAINER["env"]}
-    assert env["HOSTNAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", \
+    assert env["HOSTNAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", (
         "auto/N must read the pod's name, also under hostNetwork"
+    )
     assert STATEFULSET["spec"]["podManagementPolicy"] == "Parallel"
 
 
@@ -90,8 +93,10 @@ def test_probes_reach_the_metrics_server(monkeypatch):
     assert ports["metrics"] == args.metrics_port and args.metrics_addr == "0.0.0.0"
     probes = {kind: CONTAINER[kind]["httpGet"] for kind in ("startupProbe", "livenessProbe", "readinessProbe")}
     assert {kind: (p["path"], p["port"]) for kind, p in probes.items()} == {
-        "startupProbe": ("/livez", "metrics"), "livenessProbe": ("/livez", "metrics"),
-        "readinessProbe": ("/readyz", "metrics")}
+        "startupProbe": ("/livez", "metrics"),
+        "livenessProbe": ("/livez", "metrics"),
+        "readinessProbe": ("/readyz", "metrics"),
+    }
     live, ready = CONTAINER["livenessProbe"], CONTAINER["readinessProbe"]
     assert live["failureThreshold"] * live["periodSeconds"] > ready["failureThreshold"] * ready["periodSeconds"]
     service = RESOURCES["Service", "epics-bridge"]["spec"]
@@ -128,8 +133,12 @@ def test_example_tasks_load_and_every_replica_has_some(tmp_path):
         (folder / name).write_text(source)
     replicas, seen = STATEFULSET["spec"]["replicas"], []
     for index in range(replicas):
-        result = subprocess.run([sys.executable, "-m", "epics_bridge", str(folder), "--list", "--shard",
-                                 f"{index}/{replicas}"], capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "epics_bridge", str(folder), "--list", "--shard", f"{index}/{replicas}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         share = [line.split()[0] for line in result.stdout.splitlines()[1:] if not line.startswith(" ")]
         assert share, f"replica {index} would have no task: {result.stdout}"
@@ -142,13 +151,17 @@ def test_probe_paths_answer_on_a_real_service(ioc, tmp_path):
     port = free_port()
     folder = tmp_path / "tasks"
     folder.mkdir()
-    (folder / "probe.py").write_text('from epics_bridge import bridge\n\n@bridge.task(prefix="KUBE:")\n'
-                                     'def probe(t):\n    pass\n')
+    (folder / "probe.py").write_text(
+        'from epics_bridge import bridge\n\n@bridge.task(prefix="KUBE:")\ndef probe(t):\n    pass\n'
+    )
     paths = {CONTAINER[kind]["httpGet"]["path"] for kind in ("startupProbe", "livenessProbe", "readinessProbe")}
     with daemon([folder, "--metrics-port", port], ioc.client_env, tmp_path) as service:
         for path in sorted(paths):
-            wait_for(lambda p=path: status(port, p) in (200, 503) or service.proc.poll() is not None, timeout=20,
-                     what=f"an answer on {path}")
+            wait_for(
+                lambda p=path: status(port, p) in (200, 503) or service.proc.poll() is not None,
+                timeout=20,
+                what=f"an answer on {path}",
+            )
             assert service.proc.poll() is None, service.stderr[-3000:]
 
 

@@ -4,6 +4,7 @@ Each run is a real subprocess. Its PVA client points at a port where nothing lis
 passes shows that loading, listing and refusing need no IOC; a refusal must exit 2 with a message
 naming the file, task and field, and start nothing (no log folder, nothing on stdout).
 """
+
 from __future__ import annotations
 
 import os
@@ -27,9 +28,15 @@ NO_IOC = {
 
 
 def launch(cwd: Path, *args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "epics_bridge", *map(str, args)], cwd=cwd,
-                          env={**os.environ, **NO_IOC}, stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "epics_bridge", *map(str, args)],
+        cwd=cwd,
+        env={**os.environ, **NO_IOC},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def write(folder: Path, files: Dict[str, str]) -> Path:
@@ -49,7 +56,7 @@ GOOD = task('prefix="LCH:GOOD:"', name="good")
 
 # -- loading and listing -----------------------------------------------------------------------------
 LISTED = {
-    "a.py": '''\
+    "a.py": """\
 from epics_bridge import bridge
 
 @bridge.task(prefix="LCH:A:", pvs={"position": "Pos:RBV", "temperature": "{sys}Temp:Mon"},
@@ -60,7 +67,7 @@ def alpha(t):
 @bridge.task(prefix="LCH:B:", name="beta_timer", period=0.5)
 def beta(t):
     pass
-''',
+""",
     "c.py": task('prefix="LCH:C:"', name="gamma"),
     "_private.py": "raise RuntimeError('a file starting with _ is not a task file')\n",
     "notes.txt": "not python",
@@ -75,8 +82,12 @@ def test_list_prints_tasks_modes_and_pvs_without_an_ioc(tmp_path):
     assert f"alpha  [trigger]  prefix LCH:A:  ({folder / 'a.py'}:3)" in out
     assert "beta_timer  [timer every 0.5 s]  prefix LCH:B:" in out
     assert "gamma  [trigger]  prefix LCH:C:" in out
-    for logical, pv in [("position", "LCH:A:Pos:RBV"), ("temperature", "LCH:SYS:Temp:Mon"),
-                        ("trigger", "LCH:A:Trigger"), ("task_duration", "LCH:B:TaskDuration")]:
+    for logical, pv in [
+        ("position", "LCH:A:Pos:RBV"),
+        ("temperature", "LCH:SYS:Temp:Mon"),
+        ("trigger", "LCH:A:Trigger"),
+        ("task_duration", "LCH:B:TaskDuration"),
+    ]:
         assert any(line.split() == [logical, pv] for line in out.splitlines()), f"{logical} {pv} not listed"
     assert not (tmp_path / "logs").exists()
 
@@ -101,8 +112,11 @@ def test_a_single_file_is_loaded(tmp_path):
 
 
 # -- refusals ----------------------------------------------------------------------------------------
-NUMERIC = [(option, value) for value in (0, -1)
-           for option in ("period", "heartbeat_period", "stall_timeout", "timeout", "max_stuck_cycles")]
+NUMERIC = [
+    (option, value)
+    for value in (0, -1)
+    for option in ("period", "heartbeat_period", "stall_timeout", "timeout", "max_stuck_cycles")
+]
 #: Where a message about the task in :func:`task` must point. ``{d}`` is the task folder.
 AT_TASK = ("{d}/bad.py:2", "task 'motor'")
 NOT_CALLABLE = 'from epics_bridge import bridge\nmotor = 42\nbridge.task(prefix="LCH:A:")(motor)\n'
@@ -117,41 +131,67 @@ def bad(source: str, *fragments: str) -> tuple:
 
 
 REFUSALS: Dict[str, tuple] = {
-    "missing template key": bad(task('prefix="LCH:A:", pvs={"temp": "{sys}Temp:Mon"}'),
-                                *AT_TASK, "field 'temp'", "prefix key 'sys'"),
+    "missing template key": bad(
+        task('prefix="LCH:A:", pvs={"temp": "{sys}Temp:Mon"}'), *AT_TASK, "field 'temp'", "prefix key 'sys'"
+    ),
     "empty prefix": bad(task('prefix=""'), *AT_TASK, "field 'prefix'"),
-    "PV name with a space": bad(task('prefix="LCH:A:", pvs={"valve": "Valve SP"}'),
-                                *AT_TASK, "field 'valve'", "'LCH:A:Valve SP'"),
-    "PV name with quotes": bad(task('prefix="LCH:A:", pvs={"single": "V\'SP", "double": \'V"SP\'}'),
-                               *AT_TASK, "field 'single'", "field 'double'"),
-    "syntax error": bad("from epics_bridge import bridge\n\ndef motor(t)\n    pass\n",
-                        "{d}/bad.py:3", "syntax error"),
-    "import error": bad("from epics_bridge import bridge\nimport no_such_module_for_bridge_tests\n",
-                        "{d}/bad.py:2", "ModuleNotFoundError", "no_such_module_for_bridge_tests"),
-    "exception while importing": bad("x = 1\nraise RuntimeError('half-written file')\n",
-                                     "{d}/bad.py:2", "RuntimeError: half-written file"),
-    "two tasks on one prefix": bad(DUPLICATE_PREFIX, "{d}/bad.py:6", "task 'second'",
-                                   "field 'prefix' 'LCH:A:' is already used by task 'first' ({d}/bad.py:2)"),
-    "two tasks with one name": bad(task('prefix="LCH:A:"') + RENAMED, "{d}/bad.py:6",
-                                   "field 'name' 'motor' is already used by task 'motor' ({d}/bad.py:2)"),
+    "PV name with a space": bad(
+        task('prefix="LCH:A:", pvs={"valve": "Valve SP"}'), *AT_TASK, "field 'valve'", "'LCH:A:Valve SP'"
+    ),
+    "PV name with quotes": bad(
+        task('prefix="LCH:A:", pvs={"single": "V\'SP", "double": \'V"SP\'}'),
+        *AT_TASK,
+        "field 'single'",
+        "field 'double'",
+    ),
+    "syntax error": bad("from epics_bridge import bridge\n\ndef motor(t)\n    pass\n", "{d}/bad.py:3", "syntax error"),
+    "import error": bad(
+        "from epics_bridge import bridge\nimport no_such_module_for_bridge_tests\n",
+        "{d}/bad.py:2",
+        "ModuleNotFoundError",
+        "no_such_module_for_bridge_tests",
+    ),
+    "exception while importing": bad(
+        "x = 1\nraise RuntimeError('half-written file')\n", "{d}/bad.py:2", "RuntimeError: half-written file"
+    ),
+    "two tasks on one prefix": bad(
+        DUPLICATE_PREFIX,
+        "{d}/bad.py:6",
+        "task 'second'",
+        "field 'prefix' 'LCH:A:' is already used by task 'first' ({d}/bad.py:2)",
+    ),
+    "two tasks with one name": bad(
+        task('prefix="LCH:A:"') + RENAMED,
+        "{d}/bad.py:6",
+        "field 'name' 'motor' is already used by task 'motor' ({d}/bad.py:2)",
+    ),
     "two tasks with one name in two files": (
-        {"a.py": task('prefix="LCH:A:"'), "b.py": RENAMED}, [],
-        ["{d}/b.py:2", "field 'name' 'motor' is already used by task 'motor' ({d}/a.py:2)"]),
-    "function without arguments": bad(task('prefix="LCH:A:"', params=""),
-                                      *AT_TASK, "field 'function'", "exactly one argument"),
-    "function with two arguments": bad(task('prefix="LCH:A:"', params="t, extra"),
-                                       *AT_TASK, "field 'function'", "exactly one argument"),
+        {"a.py": task('prefix="LCH:A:"'), "b.py": RENAMED},
+        [],
+        ["{d}/b.py:2", "field 'name' 'motor' is already used by task 'motor' ({d}/a.py:2)"],
+    ),
+    "function without arguments": bad(
+        task('prefix="LCH:A:"', params=""), *AT_TASK, "field 'function'", "exactly one argument"
+    ),
+    "function with two arguments": bad(
+        task('prefix="LCH:A:"', params="t, extra"), *AT_TASK, "field 'function'", "exactly one argument"
+    ),
     "not callable": bad(NOT_CALLABLE, "{d}/bad.py:3", "decorates a function, not int 42"),
-    **{f"{option}={value}": bad(task(f'prefix="LCH:A:", {option}={value}'),
-                                *AT_TASK, f"field '{option}' must be a positive", f"not {value}")
-       for option, value in NUMERIC},
-    "unknown keyword": bad(task('prefix="LCH:A:", perod=1.0'),
-                           *AT_TASK, "unknown argument(s) to bridge.task: perod"),
+    **{
+        f"{option}={value}": bad(
+            task(f'prefix="LCH:A:", {option}={value}'), *AT_TASK, f"field '{option}' must be a positive", f"not {value}"
+        )
+        for option, value in NUMERIC
+    },
+    "unknown keyword": bad(task('prefix="LCH:A:", perod=1.0'), *AT_TASK, "unknown argument(s) to bridge.task: perod"),
     "folder without tasks": ({"helpers.py": "LIMIT = 1e-5\n"}, [], ["{d}: no tasks found"]),
     "folder without task files": ({"_common.py": "LIMIT = 1e-5\n"}, [], ["{d}: no task files"]),
     "nonexistent path": ({}, ["{d}/missing.py"], ["{d}/missing.py: no such file or folder"]),
-    "unwritable log dir": ({"good.py": GOOD}, ["--log-dir", "{d}/good.py/logs"],
-                           ["--log-dir '{d}/good.py/logs' is not writable"]),
+    "unwritable log dir": (
+        {"good.py": GOOD},
+        ["--log-dir", "{d}/good.py/logs"],
+        ["--log-dir '{d}/good.py/logs' is not writable"],
+    ),
     "unknown --only": ({"good.py": GOOD}, ["--only", "nope"], ["--only: no task named 'nope' (tasks: good)"]),
 }
 
@@ -212,9 +252,11 @@ def test_a_bad_option_value_is_refused_while_parsing_also_with_list(tmp_path, ca
 
 def test_every_documented_form_of_an_option_is_accepted(tmp_path):
     folder = write(tmp_path / "tasks", {"good.py": GOOD})
-    for args in (["--stop-grace", "0", "--log-level", "debug", "--p4p-log-level", "ERROR", "--metrics-port", "0"],
-                 ["--log-rotation", "1 day", "--log-retention", "14 days"],
-                 ["--log-rotation", "00:00", "--log-retention", "3"]):
+    for args in (
+        ["--stop-grace", "0", "--log-level", "debug", "--p4p-log-level", "ERROR", "--metrics-port", "0"],
+        ["--log-rotation", "1 day", "--log-retention", "14 days"],
+        ["--log-rotation", "00:00", "--log-retention", "3"],
+    ):
         result = launch(tmp_path, folder, "--list", *args)
         assert result.returncode == 0, f"{args}: {result.stderr}"
         assert listed(result.stdout) == ["good"]

@@ -1,5 +1,6 @@
 """Unit tests of pure logic in the logging setup: option checks, file-name collisions, fitting lines
 into a log PV. (Logging on a real IOC is in test_observability.py.)"""
+
 from __future__ import annotations
 
 import logging
@@ -29,12 +30,15 @@ def restore_logging() -> Iterator[None]:
     reset_logging()
 
 
-@pytest.mark.parametrize("option, config", [
-    ("--log-level 'LOUD'", LogConfig(level="LOUD")),
-    ("--p4p-log-level 'chatty'", LogConfig(p4p_level="chatty")),
-    ("--log-rotation 'often'", LogConfig(rotation="often")),
-    ("--log-retention 'forever-ish'", LogConfig(retention="forever-ish")),
-])
+@pytest.mark.parametrize(
+    "option, config",
+    [
+        ("--log-level 'LOUD'", LogConfig(level="LOUD")),
+        ("--p4p-log-level 'chatty'", LogConfig(p4p_level="chatty")),
+        ("--log-rotation 'often'", LogConfig(rotation="often")),
+        ("--log-retention 'forever-ish'", LogConfig(retention="forever-ish")),
+    ],
+)
 def test_a_bad_option_is_a_config_error_and_changes_nothing(option, config, tmp_path, restore_logging):
     seen = []
     logger.remove()
@@ -47,11 +51,14 @@ def test_a_bad_option_is_a_config_error_and_changes_nothing(option, config, tmp_
     assert not (tmp_path / "logs" / PROCESS_LOG).exists()
 
 
-@pytest.mark.parametrize("names, culprit", [
-    (("epics-bridge",), "epics-bridge"),
-    (("epics-bridge.pump",), "epics-bridge.pump"),
-    (("pump", "pump.backup"), "pump.backup"),
-])
+@pytest.mark.parametrize(
+    "names, culprit",
+    [
+        (("epics-bridge",), "epics-bridge"),
+        (("epics-bridge.pump",), "epics-bridge.pump"),
+        (("pump", "pump.backup"), "pump.backup"),
+    ],
+)
 def test_task_names_whose_files_collide_are_refused(names, culprit, tmp_path, restore_logging):
     with pytest.raises(ConfigError, match=rf"task '{culprit}': its log file"):
         configure(tasks(*names), LogConfig(directory=tmp_path))

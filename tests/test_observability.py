@@ -5,6 +5,7 @@ run ``python -m epics_bridge`` as a subprocess, as an operator would, including 
 files and metrics. Tasks that need log records or two prefixes run on this module's own IOC; the
 others use the session IOC.
 """
+
 from __future__ import annotations
 
 import re
@@ -68,8 +69,14 @@ def on_obs_ioc(obs_ioc: SoftIOC, monkeypatch: pytest.MonkeyPatch):
 
 
 @contextmanager
-def observed(tasks: List[Task], log_dir: Path, *, log_pvs: bool = False, log_pv_queue: int = QUEUE_SIZE,
-             metrics_port: Optional[int] = None) -> Iterator[None]:
+def observed(
+    tasks: List[Task],
+    log_dir: Path,
+    *,
+    log_pvs: bool = False,
+    log_pv_queue: int = QUEUE_SIZE,
+    metrics_port: Optional[int] = None,
+) -> Iterator[None]:
     """Run ``tasks`` in this process with the launcher's logging, and log PVs / metrics if asked."""
     configure(tasks, LogConfig(directory=log_dir, console=False))
     observers: list = []
@@ -96,8 +103,10 @@ def lines(path: Path) -> List[Dict[str, str]]:
 
 def wait_log_pvs(task_file: Path, level: str = "INFO") -> None:
     """Until the task follows its LogLevel PV (so later lines are the newest on its log PVs)."""
-    wait_for(lambda: f"log PVs: publishing {level} and above" in task_file.read_text(),
-             what=f"{task_file.stem} to follow its LogLevel ({level})")
+    wait_for(
+        lambda: f"log PVs: publishing {level} and above" in task_file.read_text(),
+        what=f"{task_file.stem} to follow its LogLevel ({level})",
+    )
 
 
 def scripted(reg: Registry, prefix: str, name: str, **options) -> List[Callable]:
@@ -173,12 +182,21 @@ def test_log_pvs_show_recent_lines_newest_last(on_obs_ioc, tmp_path):
     with observed(reg.tasks, tmp_path, log_pvs=True):
         wait_log_pvs(task_log(tmp_path, "chatty"))
         assert Trigger(on_obs_ioc, LOGS).cycle() == TaskStatus.EXCEPTION
-        error = wait_for(lambda: "ZeroDivisionError" in read(on_obs_ioc, LOGS + "ErrorLog")
-                         and read(on_obs_ioc, LOGS + "ErrorLog"), what="the exception in ErrorLog")
-        info = wait_for(lambda: "info line 7" in read(on_obs_ioc, LOGS + "InfoLog")
-                        and read(on_obs_ioc, LOGS + "InfoLog"), what="the last line in InfoLog")
-        warning = wait_for(lambda: "cycle status EXCEPTION" in read(on_obs_ioc, LOGS + "WarningLog")
-                           and read(on_obs_ioc, LOGS + "WarningLog"), what="the status change in WarningLog")
+        error = wait_for(
+            lambda: "ZeroDivisionError" in read(on_obs_ioc, LOGS + "ErrorLog") and read(on_obs_ioc, LOGS + "ErrorLog"),
+            what="the exception in ErrorLog",
+        )
+        info = wait_for(
+            lambda: "info line 7" in read(on_obs_ioc, LOGS + "InfoLog") and read(on_obs_ioc, LOGS + "InfoLog"),
+            what="the last line in InfoLog",
+        )
+        warning = wait_for(
+            lambda: (
+                "cycle status EXCEPTION" in read(on_obs_ioc, LOGS + "WarningLog")
+                and read(on_obs_ioc, LOGS + "WarningLog")
+            ),
+            what="the status change in WarningLog",
+        )
 
     info_lines = info.split("\n")
     assert all(re.match(f"{TIME} INFO info line ", line) for line in info_lines)
@@ -254,8 +272,9 @@ def test_a_frozen_ioc_never_blocks_logging_and_drops_the_oldest_lines(make_ioc, 
         # the newest line survives a full queue: the oldest were dropped
         wait_for(lambda: "burst 99" in read(ctx, frozen + "InfoLog"), timeout=30, what="the newest line")
         dropped = re.compile(r"(\d+) log line\(s\) not published")
-        warning = wait_for(lambda: dropped.search(read(ctx, frozen + "WarningLog")), timeout=30,
-                           what="the count of dropped lines")
+        warning = wait_for(
+            lambda: dropped.search(read(ctx, frozen + "WarningLog")), timeout=30, what="the count of dropped lines"
+        )
     ctx.close()
     assert int(warning.group(1)) > 0  # how many the publisher took before it blocked varies
     in_file = [line["message"] for line in lines(task_log(tmp_path, "patient"))]
@@ -292,8 +311,11 @@ def scrape(port: int) -> Samples:
     """GET /metrics on loopback (no proxy) and index every sample by name and labels."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     text = opener.open(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def sample(samples: Samples, name: str, **labels: str) -> Optional[float]:
@@ -301,14 +323,21 @@ def sample(samples: Samples, name: str, **labels: str) -> Optional[float]:
 
 
 def cycles(samples: Samples, task: str) -> Dict[str, float]:
-    return {status.name: sample(samples, "epics_bridge_cycles_total", task=task, status=status.name)
-            for status in TaskStatus}
+    return {
+        status.name: sample(samples, "epics_bridge_cycles_total", task=task, status=status.name)
+        for status in TaskStatus
+    }
 
 
 def test_metrics_count_cycles_by_status(prefix, client, tmp_path):
     reg = Registry()
-    results: List[Callable] = [lambda: TaskStatus.SUCCESS, lambda: None, lambda: False, lambda: 1 / 0,
-                               lambda: TaskStatus.SKIPPED]
+    results: List[Callable] = [
+        lambda: TaskStatus.SUCCESS,
+        lambda: None,
+        lambda: False,
+        lambda: 1 / 0,
+        lambda: TaskStatus.SKIPPED,
+    ]
 
     @reg.task(prefix=prefix)
     def counted(t):
@@ -326,8 +355,13 @@ def test_metrics_count_cycles_by_status(prefix, client, tmp_path):
     trig.close()
 
     assert statuses == [0, 0, 1, 3, 4]
-    assert cycles(samples, "counted") == {"SUCCESS": 2, "LOGIC_FAILURE": 1, "IO_FAILURE": 0, "EXCEPTION": 1,
-                                          "SKIPPED": 1}
+    assert cycles(samples, "counted") == {
+        "SUCCESS": 2,
+        "LOGIC_FAILURE": 1,
+        "IO_FAILURE": 0,
+        "EXCEPTION": 1,
+        "SKIPPED": 1,
+    }
     assert sample(samples, "epics_bridge_cycle_duration_seconds_count", task="counted") == 5
     assert sample(samples, "epics_bridge_heartbeat_ok", task="counted") == 1
     assert sample(samples, "epics_bridge_stuck_periods", task="counted") == 0
@@ -349,13 +383,19 @@ def test_metrics_follow_a_stalled_loop(prefix, client, tmp_path):
         wait_heartbeat(client, prefix)
         client.put(prefix + "Trigger", 1)
         try:
-            wait_for(lambda: (sample(scrape(port), "epics_bridge_stuck_periods", task="slow") or 0) >= 2,
-                     timeout=20, what="two stuck periods")
+            wait_for(
+                lambda: (sample(scrape(port), "epics_bridge_stuck_periods", task="slow") or 0) >= 2,
+                timeout=20,
+                what="two stuck periods",
+            )
             assert sample(scrape(port), "epics_bridge_heartbeat_ok", task="slow") == 0
         finally:
             release.set()
-        wait_for(lambda: sample(scrape(port), "epics_bridge_stuck_periods", task="slow") == 0, timeout=20,
-                 what="the stuck count to reset")
+        wait_for(
+            lambda: sample(scrape(port), "epics_bridge_stuck_periods", task="slow") == 0,
+            timeout=20,
+            what="the stuck count to reset",
+        )
         assert sample(scrape(port), "epics_bridge_heartbeat_ok", task="slow") == 1
         assert sample(scrape(port), "epics_bridge_cycles_total", task="slow", status="SUCCESS") == 1
 
@@ -363,7 +403,9 @@ def test_metrics_follow_a_stalled_loop(prefix, client, tmp_path):
 # -- the launcher, as an operator runs it -----------------------------------------------------------
 def test_done_when_two_tasks_logs_and_metrics(obs_ioc, tmp_path):
     """Two tasks with --log-dir logs --metrics-port N; one logs, one raises."""
-    source = write_tasks(tmp_path, f"""
+    source = write_tasks(
+        tmp_path,
+        f"""
         from epics_bridge import bridge
 
         @bridge.task(prefix="{DONE1}")
@@ -373,7 +415,8 @@ def test_done_when_two_tasks_logs_and_metrics(obs_ioc, tmp_path):
         @bridge.task(prefix="{DONE2}")
         def crasher(t):
             raise RuntimeError("crasher broke down")
-    """)
+    """,
+    )
     port = free_port()
     ctx = client_for(obs_ioc.client_env)
     with daemon([source, "--log-dir", "logs", "--metrics-port", port], obs_ioc.client_env, tmp_path) as d:
@@ -392,21 +435,34 @@ def test_done_when_two_tasks_logs_and_metrics(obs_ioc, tmp_path):
     assert "| ERROR    | crasher | cycle raised an exception\nTraceback (most recent call last):" in crasher
     assert 'raise RuntimeError("crasher broke down")' in crasher
     assert "RuntimeError: crasher broke down" in crasher and "crasher broke down" not in talker
-    assert cycles(samples, "talker") == {"SUCCESS": 1, "LOGIC_FAILURE": 0, "IO_FAILURE": 0, "EXCEPTION": 0,
-                                         "SKIPPED": 0}
-    assert cycles(samples, "crasher") == {"SUCCESS": 0, "LOGIC_FAILURE": 0, "IO_FAILURE": 0, "EXCEPTION": 1,
-                                          "SKIPPED": 0}
+    assert cycles(samples, "talker") == {
+        "SUCCESS": 1,
+        "LOGIC_FAILURE": 0,
+        "IO_FAILURE": 0,
+        "EXCEPTION": 0,
+        "SKIPPED": 0,
+    }
+    assert cycles(samples, "crasher") == {
+        "SUCCESS": 0,
+        "LOGIC_FAILURE": 0,
+        "IO_FAILURE": 0,
+        "EXCEPTION": 1,
+        "SKIPPED": 0,
+    }
     assert "stopped" in d.log("epics-bridge")
 
 
 def test_metrics_port_in_use_is_a_config_error(ioc, prefix, tmp_path):
-    source = write_tasks(tmp_path, f"""
+    source = write_tasks(
+        tmp_path,
+        f"""
         from epics_bridge import bridge
 
         @bridge.task(prefix="{prefix}")
         def idle(t):
             pass
-    """)
+    """,
+    )
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -419,14 +475,17 @@ def test_metrics_port_in_use_is_a_config_error(ioc, prefix, tmp_path):
 
 
 def test_watchdog_lines_go_to_the_task_file_and_the_exit_to_the_process_file(ioc, prefix, tmp_path):
-    source = write_tasks(tmp_path, f"""
+    source = write_tasks(
+        tmp_path,
+        f"""
         import time
         from epics_bridge import bridge
 
         @bridge.task(prefix="{prefix}", heartbeat_period=0.2, stall_timeout=0.5, max_stuck_cycles=3)
         def hang(t):
             time.sleep(1e9)
-    """)
+    """,
+    )
     with daemon([source, "--isolation", "none"], ioc.client_env, tmp_path) as d:
         ctx = client_for(ioc.client_env)
         wait_heartbeat(ctx, prefix, timeout=30)
@@ -438,7 +497,10 @@ def test_watchdog_lines_go_to_the_task_file_and_the_exit_to_the_process_file(ioc
     stuck = [m.split(":")[0] for m in task_messages if m.startswith("stuck heartbeat period")]
     assert stuck == [f"stuck heartbeat period {n}/3" for n in (1, 2, 3)]
     assert any(m.startswith("watchdog: stuck for 3 heartbeat periods") for m in task_messages)
-    assert any(line["level"] == "CRITICAL" and "watchdog: task 'hang'" in line["message"]
-               and f"status {EXIT_STUCK}" in line["message"] for line in process_lines)
+    assert any(
+        line["level"] == "CRITICAL"
+        and "watchdog: task 'hang'" in line["message"]
+        and f"status {EXIT_STUCK}" in line["message"]
+        for line in process_lines
+    )
     assert not any("stuck heartbeat period" in line["message"] for line in process_lines)
-

@@ -1,6 +1,7 @@
 """The service tells an orchestrator the truth through an IOC outage: ``/readyz`` turns 503 naming
 the tasks within seconds of the IOC going away while ``/livez`` stays 200 (the IOC's fault must not
 get the service killed), both are 200 again once it is back, and the service never exits."""
+
 from __future__ import annotations
 
 import urllib.error
@@ -42,18 +43,28 @@ def test_probes_through_an_ioc_outage(make_ioc, tmp_path):
         wait_for(lambda: probe(port, "/readyz")[0] == 200, timeout=30, interval=0.2, what="ready")
         assert probe(port, "/livez")[0] == 200
         ioc.stop()
-        status, body = wait_for(lambda: (r := probe(port, "/readyz"))[0] == 503 and r, timeout=10, interval=0.2,
-                                what="/readyz 503 after the IOC went away")
+        status, body = wait_for(
+            lambda: (r := probe(port, "/readyz"))[0] == 503 and r,
+            timeout=10,
+            interval=0.2,
+            what="/readyz 503 after the IOC went away",
+        )
         assert "alpha:" in body and "beta:" in body, body
         # past every task's stuck budget, the workers' watchdogs give up and they restart with
         # backoff; /livez is sampled all along and must never fail, nor the service exit
-        wait_for(lambda: probe(port, "/livez")[0] != 200 or d.proc.poll() is not None
-                 or d.stderr.count("restarting it in") >= 2, timeout=40, interval=0.3,
-                 what="the workers' watchdogs to give up on the IOC and be restarted")
+        wait_for(
+            lambda: (
+                probe(port, "/livez")[0] != 200 or d.proc.poll() is not None or d.stderr.count("restarting it in") >= 2
+            ),
+            timeout=40,
+            interval=0.3,
+            what="the workers' watchdogs to give up on the IOC and be restarted",
+        )
         assert probe(port, "/livez")[0] == 200 and d.proc.poll() is None, d.stderr[-2000:]
         ioc.start()
-        wait_for(lambda: probe(port, "/readyz")[0] == 200, timeout=90, interval=0.5,
-                 what="ready again once the IOC is back")
+        wait_for(
+            lambda: probe(port, "/readyz")[0] == 200, timeout=90, interval=0.5, what="ready again once the IOC is back"
+        )
         ctx = client_for(ioc.client_env)
         trigger = ready_trigger(ctx, "PR:A:")
         assert trigger.cycle(timeout=10) == TaskStatus.SUCCESS
@@ -61,4 +72,3 @@ def test_probes_through_an_ioc_outage(make_ioc, tmp_path):
         ctx.close()
         metrics = probe(port, "/metrics")[1]
         assert 'epics_bridge_worker_restarts_total{task="alpha"}' in metrics
-

@@ -1,5 +1,6 @@
 """The README's snippets that say they are files: one that names a shipped file is that file, word
 for word; one that names a test is run, in a fresh project holding the shipped files it uses."""
+
 from __future__ import annotations
 
 import os
@@ -36,7 +37,14 @@ def test_test_snippets_pass_on_the_shipped_files(tmp_path):
         (tmp_path / path).parent.mkdir(exist_ok=True)
         (tmp_path / path).write_text(body)
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("EPICS_PVA", "PYTEST_"))}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], cwd=tmp_path,
-                          env=clean, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+        cwd=tmp_path,
+        env=clean,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{len(tests)} passed" in done.stdout

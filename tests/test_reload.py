@@ -4,6 +4,7 @@ Each version of the task file returns another TaskStatus, so one triggered cycle
 serves. A save that does not validate changes nothing (the last good code keeps serving, even in
 a worker that restarts meanwhile); only the workers of changed files restart.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,8 +61,11 @@ def test_reload_on_save_keeps_the_last_good_code(make_ioc, tmp_path):
         assert f"{source}:" in d.stderr and "syntax error" in d.stderr
         # a worker that restarts now (here: killed) still runs the last good code, not the broken file
         os.kill(d.worker("a.py"), signal.SIGKILL)
-        wait_for(lambda: "worker a.py started (pid" in d.stderr.split("killed by SIGKILL")[-1], timeout=30,
-                 what="a.py restarted")
+        wait_for(
+            lambda: "worker a.py started (pid" in d.stderr.split("killed by SIGKILL")[-1],
+            timeout=30,
+            what="a.py restarted",
+        )
         serving(ctx, "RL:A:", TaskStatus.LOGIC_FAILURE)
         versioned(folder, "a", "RL:A:", "SKIPPED")
         serving(ctx, "RL:A:", TaskStatus.SKIPPED)
@@ -79,9 +83,9 @@ def test_sighup_restarts_only_changed_added_and_removed_files(make_ioc, tmp_path
         serving(ctx, "HU:A:", TaskStatus.SUCCESS)
         serving(ctx, "HU:B:", TaskStatus.SUCCESS)
         b_worker = d.worker("b.py")
-        versioned(folder, "a", "HU:A:", "LOGIC_FAILURE")   # changed
-        b.unlink()                                          # removed
-        versioned(folder, "c", "HU:C:", "SKIPPED")          # added
+        versioned(folder, "a", "HU:A:", "LOGIC_FAILURE")  # changed
+        b.unlink()  # removed
+        versioned(folder, "c", "HU:C:", "SKIPPED")  # added
         d.signal(signal.SIGHUP)
         serving(ctx, "HU:A:", TaskStatus.LOGIC_FAILURE)
         serving(ctx, "HU:C:", TaskStatus.SKIPPED)

@@ -3,6 +3,7 @@
 Each task does the odd thing on its first call and a plain read on its second, so every test also
 shows that the cycle after the failure works (on the session IOC, tasks run in this process).
 """
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,14 @@ from loguru import logger
 
 from epics_bridge import PVError, PVRejectedError, PVTimeoutError, Registry, TaskStatus
 
-PVS = {"double": "{v}Double", "scratch": "{v}Scratch", "double_out": "{v}DoubleOut", "wave": "{v}Wave",
-       "long": "{v}Long", "ghost": "Ghost"}
+PVS = {
+    "double": "{v}Double",
+    "scratch": "{v}Scratch",
+    "double_out": "{v}DoubleOut",
+    "wave": "{v}Wave",
+    "long": "{v}Long",
+    "ghost": "Ghost",
+}
 
 
 @pytest.fixture

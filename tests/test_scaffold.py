@@ -3,6 +3,7 @@
 Each check runs what a user runs there: the command, then ``python -m pytest`` (the tests use the
 bridge_ioc fixture, so they start their own soft IOC), ``--list`` and ``--ioc``.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,15 @@ FILES = ["tasks/pump.py", "db/pump.db", "tests/test_pump.py", "pytest.ini"]
 
 def run(folder: Path, *args: str, module: str = "epics_bridge") -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("EPICS_PVA", "PYTEST_"))}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=folder, env=clean, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=folder,
+        env=clean,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def contents(folder: Path) -> Dict[str, str]:
@@ -82,11 +90,16 @@ def test_bad_names_and_prefixes_are_refused_like_the_decorator_does(tmp_path, ca
 
 def test_the_new_task_runs_on_the_embedded_ioc(tmp_path):
     assert run(tmp_path, "new", "pump", "--prefix", "X:").returncode == 0
-    server = {"EPICS_PVAS_SERVER_PORT": str(free_port()),
-              "EPICS_PVAS_BROADCAST_PORT": str(free_port(socket.SOCK_DGRAM))}
-    client_env = {"EPICS_PVA_ADDR_LIST": "127.0.0.1", "EPICS_PVA_AUTO_ADDR_LIST": "NO",
-                  "EPICS_PVA_SERVER_PORT": server["EPICS_PVAS_SERVER_PORT"],
-                  "EPICS_PVA_BROADCAST_PORT": server["EPICS_PVAS_BROADCAST_PORT"]}
+    server = {
+        "EPICS_PVAS_SERVER_PORT": str(free_port()),
+        "EPICS_PVAS_BROADCAST_PORT": str(free_port(socket.SOCK_DGRAM)),
+    }
+    client_env = {
+        "EPICS_PVA_ADDR_LIST": "127.0.0.1",
+        "EPICS_PVA_AUTO_ADDR_LIST": "NO",
+        "EPICS_PVA_SERVER_PORT": server["EPICS_PVAS_SERVER_PORT"],
+        "EPICS_PVA_BROADCAST_PORT": server["EPICS_PVAS_BROADCAST_PORT"],
+    }
     daemon = Daemon(["tasks/", "--ioc", "--no-log-files"], server, tmp_path)
     ctx = client_for(client_env)
     try:

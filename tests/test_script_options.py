@@ -1,5 +1,6 @@
 """A script ending in ``bridge.run()`` (or a class-API daemon's ``start()``) takes the launcher's
 options from its own command line: the same first run on an embedded IOC as ``python -m epics_bridge``."""
+
 from __future__ import annotations
 
 import subprocess
@@ -47,8 +48,11 @@ def test_list_from_the_scripts_command_line(tmp_path):
 def _serves_on_embedded_ioc(script, prefix, tmp_path):
     ports = embedded_ports()
     with daemon(["--ioc", "--no-log-files"], ports, tmp_path / "run", script=script) as d:
-        wait_for(lambda: "embedded soft IOC" in d.stderr or d.proc.poll() is not None, timeout=60,
-                 what="the embedded IOC's announcement")
+        wait_for(
+            lambda: "embedded soft IOC" in d.stderr or d.proc.poll() is not None,
+            timeout=60,
+            what="the embedded IOC's announcement",
+        )
         assert d.proc.poll() is None, d.stderr[-3000:]
         ctx = client_for(embedded_client_env(ports))
         trigger = ready_trigger(ctx, prefix, timeout=30)

@@ -4,6 +4,7 @@ The share is a pure function of the task name (pure-logic tests below), the opti
 anything starts when it cannot be honoured, and two real services on one soft IOC serve a folder
 between them, each cycle acknowledged, each task's cycles run by its owner only.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,9 +45,17 @@ def test_share_is_the_same_in_every_process():
     """Python's hash() is salted per process; the share must not be."""
     code = "import sys; from epics_bridge.service.shard import owner; print([owner(n, 5) for n in sys.argv[1:]])"
     names = NAMES[:200]
-    outputs = {subprocess.run([sys.executable, "-c", code, *names], env={**os.environ, "PYTHONHASHSEED": seed},
-                              capture_output=True, text=True, check=True, timeout=60).stdout
-               for seed in ("1", "2")}
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code, *names],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        for seed in ("1", "2")
+    }
     assert outputs == {f"{[owner(n, 5) for n in names]}\n"}
 
 
@@ -57,21 +66,33 @@ def test_growing_n_moves_tasks_only_to_the_new_instance():
 
 
 # -- parsing -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("text, host, expected", [
-    ("0/1", None, Shard(0, 1)), (" 2 / 3 ", None, Shard(2, 3)),
-    ("auto/4", "bridge-3", Shard(3, 4)), ("auto/20", "epics-bridge-vac-12", Shard(12, 20)),
-    ("auto/2", "bridge-0\n", Shard(0, 2)),
-])
+@pytest.mark.parametrize(
+    "text, host, expected",
+    [
+        ("0/1", None, Shard(0, 1)),
+        (" 2 / 3 ", None, Shard(2, 3)),
+        ("auto/4", "bridge-3", Shard(3, 4)),
+        ("auto/20", "epics-bridge-vac-12", Shard(12, 20)),
+        ("auto/2", "bridge-0\n", Shard(0, 2)),
+    ],
+)
 def test_parse(text, host, expected):
     assert parse(text, host) == expected
 
 
-@pytest.mark.parametrize("text, host, message", [
-    ("2/2", None, "I must be 0..1"), ("0/0", None, "N must be at least 1"), ("1", None, "is not I/N"),
-    ("-1/2", None, "is not I/N"), ("a/2", None, "is not I/N"),
-    ("auto/3", "bridge", "does not end in -<ordinal>"), ("auto/3", "bridge-3", "gives index 3, not below 3"),
-    ("auto/3", "bridge-3.lab", "does not end in -<ordinal>"),
-])
+@pytest.mark.parametrize(
+    "text, host, message",
+    [
+        ("2/2", None, "I must be 0..1"),
+        ("0/0", None, "N must be at least 1"),
+        ("1", None, "is not I/N"),
+        ("-1/2", None, "is not I/N"),
+        ("a/2", None, "is not I/N"),
+        ("auto/3", "bridge", "does not end in -<ordinal>"),
+        ("auto/3", "bridge-3", "gives index 3, not below 3"),
+        ("auto/3", "bridge-3.lab", "does not end in -<ordinal>"),
+    ],
+)
 def test_parse_refuses(text, host, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
         parse(text, host)
@@ -84,7 +105,7 @@ def test_auto_reads_hostname_from_the_environment(monkeypatch):
 
 
 # -- the command line --------------------------------------------------------------------------------
-TASK = '''\
+TASK = """\
 import os
 from pathlib import Path
 from epics_bridge import bridge
@@ -93,7 +114,7 @@ from epics_bridge import bridge
 def {name}(t):
     with open(Path(os.environ["SHARD_OUT"]) / f"{{t.name}}.{{os.environ['SHARD_INSTANCE']}}", "a") as out:
         out.write("cycle\\n")
-'''
+"""
 #: Six tasks in three files; at N=2 four fall to instance 0 and two to instance 1.
 FILES = {"vacuum.py": ["pump", "valve"], "diag.py": ["gauge", "motor"], "cooling.py": ["chiller", "shutter"]}
 TASKS = [name for names in FILES.values() for name in names]
@@ -108,8 +129,15 @@ def tasks_folder(folder: Path) -> Path:
 
 
 def run_cli(cwd: Path, *args: str, env: Dict[str, str] = {}) -> subprocess.CompletedProcess:  # noqa: B006
-    return subprocess.run([sys.executable, "-m", "epics_bridge", *args], cwd=cwd, env={**os.environ, **env},
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "epics_bridge", *args],
+        cwd=cwd,
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def listed(output: str) -> List[str]:
@@ -129,12 +157,15 @@ def test_list_shows_each_share_and_the_shares_cover_the_folder(tmp_path):
     assert sorted(seen) == sorted(TASKS)
 
 
-@pytest.mark.parametrize("shard, host, message", [
-    ("2/2", "bridge-0", "'2/2': I must be 0..1"),
-    ("two", "bridge-0", "is not I/N or auto/N"),
-    ("auto/2", "controls", "the host name 'controls' does not end in -<ordinal>"),
-    ("auto/2", "bridge-2", "the host name 'bridge-2' gives index 2, not below 2"),
-])
+@pytest.mark.parametrize(
+    "shard, host, message",
+    [
+        ("2/2", "bridge-0", "'2/2': I must be 0..1"),
+        ("two", "bridge-0", "is not I/N or auto/N"),
+        ("auto/2", "controls", "the host name 'controls' does not end in -<ordinal>"),
+        ("auto/2", "bridge-2", "the host name 'bridge-2' gives index 2, not below 2"),
+    ],
+)
 def test_bad_shard_is_refused_before_anything_starts(tmp_path, shard, host, message):
     folder = tasks_folder(tmp_path / "tasks")
     result = run_cli(tmp_path, str(folder), "--shard", shard, env={"HOSTNAME": host})
@@ -151,8 +182,10 @@ def test_two_instances_serve_every_task_exactly_once(make_ioc, tmp_path):
     out.mkdir()
     ctx = client_for(ioc.client_env)
     env = {**ioc.client_env, "SHARD_OUT": str(out)}
-    with daemon([folder, "--shard", "0/2"], {**env, "SHARD_INSTANCE": "0"}, tmp_path / "i0") as first, \
-            daemon([folder, "--shard", "1/2"], {**env, "SHARD_INSTANCE": "1"}, tmp_path / "i1") as second:
+    with (
+        daemon([folder, "--shard", "0/2"], {**env, "SHARD_INSTANCE": "0"}, tmp_path / "i0") as first,
+        daemon([folder, "--shard", "1/2"], {**env, "SHARD_INSTANCE": "1"}, tmp_path / "i1") as second,
+    ):
         pulses = HeartbeatRecorder(ctx, [f"SHD:{name}:" for name in TASKS])
         try:
             for name in TASKS:  # both instances serve
@@ -184,8 +217,11 @@ def test_an_instance_with_no_task_stays_up_ready(ioc, tmp_path):
     empty, port = 1 - owner("pump", 2), free_port()
     with daemon([folder, "--shard", f"{empty}/2", "--metrics-port", port], ioc.client_env, tmp_path) as service:
         for path in ("/livez", "/readyz"):
-            wait_for(lambda p=path: answer(port, p) == 200 or service.proc.poll() is not None, timeout=20,
-                     what=f"{path} answering 200")
+            wait_for(
+                lambda p=path: answer(port, p) == 200 or service.proc.poll() is not None,
+                timeout=20,
+                what=f"{path} answering 200",
+            )
             assert service.proc.poll() is None, service.stderr[-3000:]
         assert f"shard {empty}/2: 0 of 1 task(s): none; this instance stays up idle" in service.stderr
         service.signal(signal.SIGTERM)

@@ -1,4 +1,5 @@
 """The whole path once: a task on the session IOC answers the handshake with the right status."""
+
 from helpers import Trigger, running, wait_heartbeat
 
 from epics_bridge import Registry, TaskStatus

@@ -17,6 +17,7 @@ figures, which are also printed (``pytest -s -m slow tests/test_soak.py``). Pass
 - no thread or file-descriptor growth: after the warm-up no sample has more than the first one;
 - the service logged no stuck heartbeat period and exits 0 on SIGTERM at the end.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,17 +47,29 @@ WARM_UP = max(20.0, 0.1 * SOAK_SECONDS)
 def sample(pid: int, t: float) -> Dict[str, float]:
     """Figures of the service's whole process tree (supervisor and workers) at ``t`` s."""
     tree = tree_figures(pid)
-    return {"t": round(t, 1), "rss_mb": round(tree["rss_mb"], 2), "pss_mb": round(tree["pss_mb"], 2),
-            "threads": tree["threads"], "fds": tree["fds"], "processes": tree["processes"]}
+    return {
+        "t": round(t, 1),
+        "rss_mb": round(tree["rss_mb"], 2),
+        "pss_mb": round(tree["pss_mb"], 2),
+        "threads": tree["threads"],
+        "fds": tree["fds"],
+        "processes": tree["processes"],
+    }
 
 
 def steadiness(samples: List[Dict[str, float]], key: str) -> Dict[str, Any]:
     """The first value after the warm-up (the reference), and the range and growth after it."""
     after = [s[key] for s in samples if s["t"] >= WARM_UP]
     reference = after[0]
-    return {"start": samples[0][key], "reference": reference, "min": min(after), "max": max(after),
-            "end": after[-1], "growth_percent": round(100.0 * (max(after) - reference) / reference, 2),
-            "drop_percent": round(100.0 * (reference - min(after)) / reference, 2)}
+    return {
+        "start": samples[0][key],
+        "reference": reference,
+        "min": min(after),
+        "max": max(after),
+        "end": after[-1],
+        "growth_percent": round(100.0 * (max(after) - reference) / reference, 2),
+        "drop_percent": round(100.0 * (reference - min(after)) / reference, 2),
+    }
 
 
 def test_tally_counts_lost_and_doubled_cycles_per_task():
@@ -73,8 +86,11 @@ def test_soak_200_tasks_under_trigger_load(tmp_path: Path):
     with Rig(TASKS, tmp_path, heartbeat_period=PERIOD, files=FILES) as rig:
         pid = rig.daemon.pid
         result: Dict[str, Load] = {}
-        driver = threading.Thread(target=lambda: result.update(load=drive(
-            rig.monitors, rig.prefixes, triggers=None, max_seconds=SOAK_SECONDS, lanes=LANES)))
+        driver = threading.Thread(
+            target=lambda: result.update(
+                load=drive(rig.monitors, rig.prefixes, triggers=None, max_seconds=SOAK_SECONDS, lanes=LANES)
+            )
+        )
         window_start, started = time.time(), time.monotonic()
         driver.start()
         samples = []
@@ -92,12 +108,23 @@ def test_soak_200_tasks_under_trigger_load(tmp_path: Path):
     stuck_lines = sum(log.read_text().count("stuck heartbeat period") for log in logs)
 
     report = {
-        "tasks": TASKS, "files": FILES, "lanes": LANES, "soak_seconds": SOAK_SECONDS, "heartbeat_period": PERIOD,
-        "warm_up_seconds": WARM_UP, "load": tally(result["load"], counts), "heartbeats": beats,
-        "rss_mb": steadiness(samples, "rss_mb"), "pss_mb": steadiness(samples, "pss_mb"),
-        "threads": steadiness(samples, "threads"), "processes": steadiness(samples, "processes"),
-        "fds": steadiness(samples, "fds"), "stuck_heartbeat_log_lines": stuck_lines,
-        "exit_status_on_sigterm": exit_status, "stop_seconds": rig.stop_seconds, "samples": samples,
+        "tasks": TASKS,
+        "files": FILES,
+        "lanes": LANES,
+        "soak_seconds": SOAK_SECONDS,
+        "heartbeat_period": PERIOD,
+        "warm_up_seconds": WARM_UP,
+        "load": tally(result["load"], counts),
+        "heartbeats": beats,
+        "rss_mb": steadiness(samples, "rss_mb"),
+        "pss_mb": steadiness(samples, "pss_mb"),
+        "threads": steadiness(samples, "threads"),
+        "processes": steadiness(samples, "processes"),
+        "fds": steadiness(samples, "fds"),
+        "stuck_heartbeat_log_lines": stuck_lines,
+        "exit_status_on_sigterm": exit_status,
+        "stop_seconds": rig.stop_seconds,
+        "samples": samples,
     }
     print("\nsoak:", json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1))
     if os.environ.get("SOAK_REPORT"):

@@ -1,4 +1,5 @@
 """SoftIOC: the test IOC stays on loopback, serves PV Access only, and never outlives its owner."""
+
 from __future__ import annotations
 
 import os
@@ -30,7 +31,7 @@ class Sock(NamedTuple):
 
 def _address(hex_addr: str) -> str:
     if len(hex_addr) == 8:  # IPv4, little-endian
-        return ".".join(str(int(hex_addr[i:i + 2], 16)) for i in (6, 4, 2, 0))
+        return ".".join(str(int(hex_addr[i : i + 2], 16)) for i in (6, 4, 2, 0))
     return "ipv6:" + hex_addr
 
 
@@ -129,7 +130,8 @@ time.sleep(120)
 def test_ioc_exits_when_its_parent_is_killed(tmp_path):
     parent = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(PARENT), str(VALUES_DB), str(tmp_path / "ioc.log")],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     ioc_pid = None
     try:

@@ -6,6 +6,7 @@ the cycle it lost; a worker killed by any signal is restarted alone; the supervi
 leaves no process behind; SIGTERM stops everything with Busy=0; a time limit interrupts a
 runaway cycle without a restart.
 """
+
 from __future__ import annotations
 
 import os
@@ -103,14 +104,18 @@ def two_files(root: Path, prefixes: List[str], body: str = "pass") -> Path:
     """A folder with a.py and b.py, one task each (on the two prefixes), whose function is ``body``."""
     folder = root / "tasks"
     for name, prefix in zip(("a", "b"), prefixes):
-        write_tasks(folder, f"""
+        write_tasks(
+            folder,
+            f"""
             import time
             from epics_bridge import bridge
 
             @bridge.task(prefix="{prefix}", heartbeat_period={PERIOD})
             def {name}(t):
                 {body}
-        """, f"{name}.py")
+        """,
+            f"{name}.py",
+        )
     return folder
 
 
@@ -138,8 +143,11 @@ def test_a_task_blocked_forever_costs_only_itself(make_ioc, tmp_path):
             wait_value(ctx, HANG + "Busy", 1)
             hung_at = time.monotonic()
             # the restarted worker finds Busy=1, reports the lost cycle, clears Busy and Trigger
-            wait_for(lambda: read(ctx, HANG + "Busy") == 0 and read(ctx, HANG + "Trigger") == 0, timeout=30,
-                     what=f"the hung task's worker back (attempt {attempt + 1})")
+            wait_for(
+                lambda: read(ctx, HANG + "Busy") == 0 and read(ctx, HANG + "Trigger") == 0,
+                timeout=30,
+                what=f"the hung task's worker back (attempt {attempt + 1})",
+            )
             back_after.append(time.monotonic() - hung_at)
             assert read(ctx, HANG + "TaskStatus") == TaskStatus.EXCEPTION
             assert d.proc.poll() is None, "the service itself must never exit"
@@ -151,10 +159,12 @@ def test_a_task_blocked_forever_costs_only_itself(make_ioc, tmp_path):
         hang_log = d.log("hang")
     beats.close()
     ctx.close()
-    gaps = {p: max_gap(beats.pulses[p][pulses_before[p]:]) for p in healthy}
-    print(f"\nhung task back after {', '.join(f'{t:.1f}' for t in back_after)} s; healthy cycles "
-          f"{sum(r.acknowledged for r in drivers)} acknowledged, {sum(r.lost for r in drivers)} lost; "
-          f"largest heartbeat gap {max(gaps.values()):.2f} s")
+    gaps = {p: max_gap(beats.pulses[p][pulses_before[p] :]) for p in healthy}
+    print(
+        f"\nhung task back after {', '.join(f'{t:.1f}' for t in back_after)} s; healthy cycles "
+        f"{sum(r.acknowledged for r in drivers)} acknowledged, {sum(r.lost for r in drivers)} lost; "
+        f"largest heartbeat gap {max(gaps.values()):.2f} s"
+    )
     # nothing lost elsewhere: every trigger acknowledged, every cycle run exactly once
     for driver in drivers:
         assert driver.lost == 0, f"{driver.prefix}: {driver.lost} cycles lost"
@@ -167,8 +177,11 @@ def test_a_task_blocked_forever_costs_only_itself(make_ioc, tmp_path):
     assert back_after[2] <= BACK_WITHIN + 3.0 + 1.0, back_after
     for delay in ("1 s", "2 s", "4 s"):
         assert f"restarting it in {delay}" in log
-    assert re.search(r"worker hang\.py .* ended: exit status 3 \(its watchdog\) — task 'hang' stuck: .*hang\.py:\d+ "
-                     r"in hang: time\.sleep\(3600\)", log), log[-3000:]
+    assert re.search(
+        r"worker hang\.py .* ended: exit status 3 \(its watchdog\) — task 'hang' stuck: .*hang\.py:\d+ "
+        r"in hang: time\.sleep\(3600\)",
+        log,
+    ), log[-3000:]
     assert "Busy=1 at start-up" in hang_log
 
 
@@ -186,8 +199,11 @@ def test_a_killed_worker_is_restarted_alone(sig, make_ioc, tmp_path):
         survivor = (before - {victim}).pop()
         b_pulses = len(beats.pulses["KW:B:"])
         os.kill(victim, sig)
-        after = wait_for(lambda: len(d.workers()) == 2 and set(d.workers()) != before and d.workers(), timeout=15,
-                         what="a new worker for a.py")
+        after = wait_for(
+            lambda: len(d.workers()) == 2 and set(d.workers()) != before and d.workers(),
+            timeout=15,
+            what="a new worker for a.py",
+        )
         assert survivor in after, "the other worker is never touched"
         beats.wait_pulses("KW:A:", 2, timeout=15)
         trigger = ready_trigger(ctx, "KW:A:")
@@ -204,8 +220,11 @@ def test_supervisor_killed_leaves_no_process(tmp_path):
     ports = embedded_ports()
     folder = two_files(tmp_path, ["SK:A:", "SK:B:"])
     with daemon([folder, "--ioc"], ports, tmp_path) as d:
-        wait_for(lambda: "serves 2 task(s)" in d.stderr or d.proc.poll() is not None, timeout=60,
-                 what="the service up with its embedded IOC")
+        wait_for(
+            lambda: "serves 2 task(s)" in d.stderr or d.proc.poll() is not None,
+            timeout=60,
+            what="the service up with its embedded IOC",
+        )
         assert d.proc.poll() is None, d.stderr[-3000:]
         assert len(d.workers()) == 2 and len(d.descendants()) == 5, "the supervisor, its IOC, 2 workers, a spare"
         d.proc.kill()
@@ -237,7 +256,9 @@ def test_sigterm_stops_every_worker_with_busy_cleared(make_ioc, tmp_path):
 def test_time_limit_interrupts_a_python_cycle_without_a_restart(make_ioc, tmp_path):
     ioc = make_ioc("TL:S:", "TL:C:")
     folder = tmp_path / "tasks"
-    write_tasks(folder, f"""
+    write_tasks(
+        folder,
+        f"""
         import time
         from epics_bridge import bridge
 
@@ -250,7 +271,9 @@ def test_time_limit_interrupts_a_python_cycle_without_a_restart(make_ioc, tmp_pa
         @bridge.task(prefix="TL:C:", heartbeat_period={PERIOD}, stall_timeout=2.0, max_stuck_cycles=4, time_limit=1.0)
         def sleeper(t):
             time.sleep(3600)  # blocked in C: the limit cannot interrupt it, the watchdog restarts the worker
-    """, "limits.py")
+    """,
+        "limits.py",
+    )
     ctx = client_for(ioc.client_env)
     beats = HeartbeatRecorder(ctx, ["TL:S:"])
     with daemon([folder, "--isolation", "task"], ioc.client_env, tmp_path) as d:
@@ -270,39 +293,51 @@ def test_time_limit_interrupts_a_python_cycle_without_a_restart(make_ioc, tmp_pa
         assert re.search(r"cycle interrupted by its time limit \(1 s\) at .*limits\.py:\d+ in spin", d.log("spin"))
         ctx.put("TL:C:Trigger", 1)
         wait_value(ctx, "TL:C:Busy", 1)
-        wait_for(lambda: read(ctx, "TL:C:Busy") == 0 and read(ctx, "TL:C:Trigger") == 0, timeout=30,
-                 what="the sleeper's worker restarted and its cycle reported")
+        wait_for(
+            lambda: read(ctx, "TL:C:Busy") == 0 and read(ctx, "TL:C:Trigger") == 0,
+            timeout=30,
+            what="the sleeper's worker restarted and its cycle reported",
+        )
         assert read(ctx, "TL:C:TaskStatus") == TaskStatus.EXCEPTION
         assert "worker sleeper" in d.stderr and "its watchdog" in d.stderr
     beats.close()
     ctx.close()
 
 
-@pytest.mark.parametrize("setting, message", [
-    ("time_limit=5.0, stall_timeout=5.0", "field 'time_limit' (5 s) must be below stall_timeout (5 s)"),
-    ("time_limit=-1", "field 'time_limit' must be a positive number of seconds"),
-])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("time_limit=5.0, stall_timeout=5.0", "field 'time_limit' (5 s) must be below stall_timeout (5 s)"),
+        ("time_limit=-1", "field 'time_limit' must be a positive number of seconds"),
+    ],
+)
 def test_bad_time_limit_is_refused_before_anything_starts(setting, message, tmp_path):
-    source = write_tasks(tmp_path, f"""
+    source = write_tasks(
+        tmp_path,
+        f"""
         from epics_bridge import bridge
 
         @bridge.task(prefix="BAD:", {setting})
         def limited(t):
             pass
-    """)
+    """,
+    )
     with daemon([source], {}, tmp_path) as d:
         assert d.wait_exit(30) == 2
         assert message in d.stderr and "task 'limited'" in d.stderr and str(source) in d.stderr
 
 
 def test_unknown_isolation_is_refused(tmp_path):
-    source = write_tasks(tmp_path, """
+    source = write_tasks(
+        tmp_path,
+        """
         from epics_bridge import bridge
 
         @bridge.task(prefix="BAD:")
         def fine(t):
             pass
-    """)
+    """,
+    )
     with daemon([source, "--isolation", "thread"], {}, tmp_path) as d:
         assert d.wait_exit(30) == 2
         assert "--isolation" in d.stderr and "invalid choice" in d.stderr
@@ -314,13 +349,16 @@ def test_backoff_doubles_to_its_cap():
 
 
 def test_reload_without_workers_is_refused(tmp_path):
-    source = write_tasks(tmp_path, """
+    source = write_tasks(
+        tmp_path,
+        """
         from epics_bridge import bridge
 
         @bridge.task(prefix="BAD:")
         def fine(t):
             pass
-    """)
+    """,
+    )
     with daemon([source, "--reload", "--isolation", "none"], {}, tmp_path) as d:
         assert d.wait_exit(30) == 2
         assert "--reload restarts worker processes" in d.stderr

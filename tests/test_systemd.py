@@ -3,6 +3,7 @@
 The daemon runs as ``python -m epics_bridge`` on the session IOC with NOTIFY_SOCKET pointing at a
 datagram socket this test owns, as systemd would set it up for ``Type=notify``.
 """
+
 from __future__ import annotations
 
 import os
@@ -91,18 +92,24 @@ def _env(listener: Listener) -> dict:
     return {"NOTIFY_SOCKET": listener.name, "WATCHDOG_USEC": "1000000"}  # a ping every 0.5 s
 
 
-@pytest.mark.parametrize("isolation, status", [
-    ("none", "STATUS=1 task(s) running, none stuck"),
-    ("file", "STATUS=1/1 tasks running"),  # the supervisor speaks; its workers never do
-])
+@pytest.mark.parametrize(
+    "isolation, status",
+    [
+        ("none", "STATUS=1 task(s) running, none stuck"),
+        ("file", "STATUS=1/1 tasks running"),  # the supervisor speaks; its workers never do
+    ],
+)
 def test_ready_status_watchdog_and_stopping(isolation, status, listener, prefix, tmp_path):
-    tasks = write_tasks(tmp_path, f"""
+    tasks = write_tasks(
+        tmp_path,
+        f"""
         from epics_bridge import bridge
 
         @bridge.task(prefix="{prefix}", heartbeat_period=0.2)
         def quiet(t):
             pass
-    """)
+    """,
+    )
     with daemon([tasks, "--isolation", isolation], _env(listener), tmp_path / "run") as d:
         listener.expect(r"^READY=1$", timeout=30)
         assert listener.expect(r"^STATUS=", timeout=5) == status
@@ -111,7 +118,7 @@ def test_ready_status_watchdog_and_stopping(isolation, status, listener, prefix,
         d.signal(signal.SIGTERM)
         listener.expect(r"^STOPPING=1$", timeout=10)
         assert d.wait_exit(30) == 0
-    after_stop = listener.lines[listener.lines.index("STOPPING=1"):] + listener.during(0.5)
+    after_stop = listener.lines[listener.lines.index("STOPPING=1") :] + listener.during(0.5)
     assert "WATCHDOG=1" not in after_stop
     assert listener.lines.count("READY=1") == 1
 
@@ -119,7 +126,9 @@ def test_ready_status_watchdog_and_stopping(isolation, status, listener, prefix,
 def test_watchdog_pings_stop_while_a_task_is_stalled(prefix, client, tmp_path):
     listener = Listener(str(tmp_path / "notify"))
     release = tmp_path / "release"
-    tasks = write_tasks(tmp_path, f"""
+    tasks = write_tasks(
+        tmp_path,
+        f"""
         import os, time
         from epics_bridge import bridge
 
@@ -127,7 +136,8 @@ def test_watchdog_pings_stop_while_a_task_is_stalled(prefix, client, tmp_path):
         def hang(t):
             while not os.path.exists({str(release)!r}):  # stuck until the test lets go
                 time.sleep(0.05)
-    """)
+    """,
+    )
     try:
         with daemon([tasks, "--isolation", "none"], _env(listener), tmp_path / "run") as d:
             listener.expect(r"^READY=1$", timeout=30)

@@ -6,6 +6,7 @@ under ``strace -f`` against a real soft IOC, through start-up, a cycle, a reload
 forks) used must be allowed by the unit's ``SystemCallFilter=`` and ``RestrictAddressFamilies=``: a
 call outside them would fail with EPERM in production.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "epics-bridge@.service"
 README = ROOT / "systemd" / "README.md"
 ANALYZE = shutil.which("systemd-analyze")
-needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed "
-                                   "(Debian/Ubuntu: apt-get install systemd)")
+needs_analyze = pytest.mark.skipif(
+    ANALYZE is None, reason="systemd-analyze is not installed (Debian/Ubuntu: apt-get install systemd)"
+)
 
 
 def directives(text: str) -> Dict[str, List[str]]:
@@ -46,8 +48,9 @@ SANDBOX = UNIT.read_text().split("# Sandbox:", 1)[1].split("[Install]", 1)[0]
 
 @needs_analyze
 def test_security_exposure_is_at_most_2_5():
-    result = subprocess.run([ANALYZE, "security", "--offline=yes", "--no-pager", str(UNIT)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [ANALYZE, "security", "--offline=yes", "--no-pager", str(UNIT)], capture_output=True, text=True, timeout=60
+    )
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", result.stdout + result.stderr)
     assert match, result.stdout + result.stderr
     assert float(match.group(1)) <= 2.5, result.stdout
@@ -134,10 +137,27 @@ def trace(ioc, tmp_path: Path) -> str:
     output, stderr = tmp_path / "strace.txt", tmp_path / "service.stderr"
     with stderr.open("wb") as err:
         tracer = subprocess.Popen(
-            ["strace", "-f", "-qq", "-o", str(output), sys.executable, "-m", "epics_bridge", str(folder),
-             "--metrics-port", "0", "--log-dir", str(tmp_path / "logs")],
-            env={**os.environ, **ioc.client_env}, cwd=tmp_path, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=err)
+            [
+                "strace",
+                "-f",
+                "-qq",
+                "-o",
+                str(output),
+                sys.executable,
+                "-m",
+                "epics_bridge",
+                str(folder),
+                "--metrics-port",
+                "0",
+                "--log-dir",
+                str(tmp_path / "logs"),
+            ],
+            env={**os.environ, **ioc.client_env},
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     service = None
     try:
         service = wait_for(lambda: traced_service(tracer.pid), timeout=10, what="the traced service")

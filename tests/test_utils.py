@@ -1,4 +1,5 @@
 """P4P -> Python conversion on values real servers send: the soft IOC (QSRV) and a p4p SharedPV server."""
+
 from __future__ import annotations
 
 import socket
@@ -36,14 +37,18 @@ def pva_server() -> Iterator[Dict[str, str]]:
     }
     tcp, udp = free_port(), free_port(socket.SOCK_DGRAM)
     conf = {
-        "EPICS_PVAS_INTF_ADDR_LIST": "127.0.0.1", "EPICS_PVAS_SERVER_PORT": str(tcp),
-        "EPICS_PVAS_BROADCAST_PORT": str(udp), "EPICS_PVAS_AUTO_BEACON_ADDR_LIST": "NO",
+        "EPICS_PVAS_INTF_ADDR_LIST": "127.0.0.1",
+        "EPICS_PVAS_SERVER_PORT": str(tcp),
+        "EPICS_PVAS_BROADCAST_PORT": str(udp),
+        "EPICS_PVAS_AUTO_BEACON_ADDR_LIST": "NO",
         "EPICS_PVAS_BEACON_ADDR_LIST": "127.0.0.1",
     }
     with Server(providers=[pvs], conf=conf, useenv=False):
         yield {
-            "EPICS_PVA_ADDR_LIST": "127.0.0.1", "EPICS_PVA_AUTO_ADDR_LIST": "NO",
-            "EPICS_PVA_SERVER_PORT": str(tcp), "EPICS_PVA_BROADCAST_PORT": str(udp),
+            "EPICS_PVA_ADDR_LIST": "127.0.0.1",
+            "EPICS_PVA_AUTO_ADDR_LIST": "NO",
+            "EPICS_PVA_SERVER_PORT": str(tcp),
+            "EPICS_PVA_BROADCAST_PORT": str(udp),
         }
 
 

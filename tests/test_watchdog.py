@@ -4,6 +4,7 @@ Each case runs a daemon subprocess with two tasks on a private IOC: ``stuck``, w
 returns, and ``healthy``, which idles. Budgets are small (a stall after 3 s, exit after 6 stuck
 periods of 0.5 s) so the whole story takes seconds; every bound has a margin for a loaded machine.
 """
+
 from __future__ import annotations
 
 import signal
@@ -56,8 +57,7 @@ def test_stuck_task_stops_its_heartbeat_and_ends_the_process(body, make_ioc, tmp
     ioc = make_ioc(STUCK, HEALTHY)
     ctx = client_for(ioc.client_env)
     beats = HeartbeatRecorder(ctx, [STUCK, HEALTHY])
-    with daemon([write_tasks(tmp_path, TASKS.format(body=body)), "--isolation", "none"], ioc.client_env,
-                tmp_path) as d:
+    with daemon([write_tasks(tmp_path, TASKS.format(body=body)), "--isolation", "none"], ioc.client_env, tmp_path) as d:
         beats.wait_pulses(STUCK, 2, timeout=30)
         beats.wait_pulses(HEALTHY, 2, timeout=30)
         started = time.monotonic()
@@ -67,9 +67,11 @@ def test_stuck_task_stops_its_heartbeat_and_ends_the_process(body, make_ioc, tmp
         exited = time.monotonic()
 
     stuck, healthy = beats.pulses[STUCK], beats.pulses[HEALTHY]
-    print(f"\n{body}: exit status {status} {exited - started:.2f} s after the trigger; "
-          f"last pulse of the stuck task at {stuck[-1] - started:.2f} s, "
-          f"of the healthy one at {healthy[-1] - started:.2f} s")
+    print(
+        f"\n{body}: exit status {status} {exited - started:.2f} s after the trigger; "
+        f"last pulse of the stuck task at {stuck[-1] - started:.2f} s, "
+        f"of the healthy one at {healthy[-1] - started:.2f} s"
+    )
     assert status == EXIT_STUCK
     assert STALL <= exited - started <= STALL + MAX_STUCK * PERIOD + EXIT_MARGIN
     # Alive while the cycle is younger than stall_timeout, silent from stall_timeout + one period on.
@@ -120,8 +122,7 @@ def test_stuck_task_under_the_supervisor_ends_only_its_worker(body, make_ioc, tm
     ioc = make_ioc(STUCK, HEALTHY)
     ctx = client_for(ioc.client_env)
     beats = HeartbeatRecorder(ctx, [STUCK, HEALTHY])
-    with daemon([write_tasks(tmp_path, TASKS.format(body=body)), "--isolation", "task"], ioc.client_env,
-                tmp_path) as d:
+    with daemon([write_tasks(tmp_path, TASKS.format(body=body)), "--isolation", "task"], ioc.client_env, tmp_path) as d:
         beats.wait_pulses(STUCK, 2, timeout=30)
         beats.wait_pulses(HEALTHY, 2, timeout=30)
         started = time.monotonic()

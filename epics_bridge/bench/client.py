@@ -7,6 +7,7 @@ caller's thread, always under a deadline. An acknowledge counts only if its IOC 
 older than the put, so a late update of an earlier cycle, or a monitor's initial value, is never
 taken for one (the IOC runs on this host: its timestamps and ``time.time()`` share a clock).
 """
+
 from __future__ import annotations
 
 import queue
@@ -107,8 +108,9 @@ class Handshake:
         self.put_seconds = time.perf_counter() - started
         return self.acknowledges(names, wall, started, timeout)
 
-    def acknowledges(self, names: Sequence[str], since: float, started: Optional[float] = None,
-                     timeout: float = 10.0) -> Dict[str, float]:
+    def acknowledges(
+        self, names: Sequence[str], since: float, started: Optional[float] = None, timeout: float = 10.0
+    ) -> Dict[str, float]:
         """Wait for Trigger=0 stamped at or after ``since`` (``time.time()``) on each of ``names``;
         seconds from ``started`` (``time.perf_counter()``, default now) to each (absent: not in time)."""
         started = time.perf_counter() if started is None else started

@@ -6,6 +6,7 @@ It runs in the benchmark process on its own p4p context: monitor callbacks only 
 time, IOC timestamp, value) and hand over through a queue or an append; waiting happens here,
 always under a deadline.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -19,9 +20,22 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .client import Handshake, Monitors, stamp
 
-__all__ = ["BenchError", "Child", "Handshake", "HeartbeatWatch", "Monitors", "OrderCheck", "UPSTREAM",
-           "idle_usage", "process_tree", "pss_mb", "tree_cpu_seconds", "tree_figures", "upstream_python",
-           "upstream_versions"]
+__all__ = [
+    "BenchError",
+    "Child",
+    "Handshake",
+    "HeartbeatWatch",
+    "Monitors",
+    "OrderCheck",
+    "UPSTREAM",
+    "idle_usage",
+    "process_tree",
+    "pss_mb",
+    "tree_cpu_seconds",
+    "tree_figures",
+    "upstream_python",
+    "upstream_versions",
+]
 
 UPSTREAM = "epics-bridge==5.0.0"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -118,8 +132,15 @@ class Child:
         self.name = name
         self.log_path = workdir / f"{name}.log"
         with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(list(cmd), env=dict(env), cwd=workdir, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            self.proc = subprocess.Popen(
+                list(cmd),
+                env=dict(env),
+                cwd=workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
         self.started_wall = time.time()
 
     @property
@@ -163,9 +184,14 @@ def idle_usage(child: Child, seconds: float) -> Dict[str, Any]:
     after, t1 = tree_figures(child.pid), time.monotonic()
     child.check()
     cpu = tree_cpu_seconds(before["cpu_s"], after["cpu_s"])
-    return {"cpu_percent": round(100.0 * cpu / (t1 - t0), 3), "rss_mb": round(after["rss_mb"], 1),
-            "pss_mb": round(after["pss_mb"], 1), "threads": after["threads"], "processes": after["processes"],
-            "seconds": round(t1 - t0, 2)}
+    return {
+        "cpu_percent": round(100.0 * cpu / (t1 - t0), 3),
+        "rss_mb": round(after["rss_mb"], 1),
+        "pss_mb": round(after["pss_mb"], 1),
+        "threads": after["threads"],
+        "processes": after["processes"],
+        "seconds": round(t1 - t0, 2),
+    }
 
 
 # -- the client side (the handshake itself is in .client) -------------------------------------------
@@ -232,8 +258,7 @@ class HeartbeatWatch:
                 out[name] = min(later)
         return out
 
-    def wait_all(self, names: Sequence[str], since: float, timeout: float,
-                 child: Optional[Child] = None) -> float:
+    def wait_all(self, names: Sequence[str], since: float, timeout: float, child: Optional[Child] = None) -> float:
         """Wait until every PV pulsed after ``since``; return the IOC time of the last first pulse."""
         deadline = time.monotonic() + timeout
         while True:
@@ -278,12 +303,15 @@ def upstream_python(venv: Path, log: Path, timeout: float = 900.0) -> Path:
         return python
     with open(log, "ab") as out:
         try:
-            for cmd in ([sys.executable, "-m", "venv", "--clear", str(venv)],
-                        [str(python), "-m", "pip", "install", "--disable-pip-version-check", UPSTREAM]):
+            for cmd in (
+                [sys.executable, "-m", "venv", "--clear", str(venv)],
+                [str(python), "-m", "pip", "install", "--disable-pip-version-check", UPSTREAM],
+            ):
                 out.write(f"$ {' '.join(cmd)}\n".encode())
                 out.flush()
-                subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               timeout=timeout, check=True)
+                subprocess.run(
+                    cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout, check=True
+                )
         except (OSError, subprocess.SubprocessError) as exc:
             raise BenchError(f"cannot install {UPSTREAM} into {venv} ({exc}); see {log}") from None
     if not _has_upstream(python):

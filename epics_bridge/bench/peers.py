@@ -11,6 +11,7 @@ current directory off ``sys.path``, so ``floor`` and ``pulses`` load nothing but
 
 Each exits by itself after ``--lifetime`` seconds, in case nobody stops it.
 """
+
 from __future__ import annotations
 
 import argparse

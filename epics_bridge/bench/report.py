@@ -4,6 +4,7 @@ as ratios, and the markdown table for the README.
 Everything here is pure (plain numbers and dicts in, plain numbers, dicts and text out), so that it
 can be checked without an IOC and the JSON file holds exactly what the table shows.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["LIMITS", "RESPONDERS", "ack_summary", "evaluate", "heartbeat_summary", "latency_summary",
-           "render"]
+__all__ = ["LIMITS", "RESPONDERS", "ack_summary", "evaluate", "heartbeat_summary", "latency_summary", "render"]
 
 #: The benchmark's targets: the limit each measured figure must stay within.
 LIMITS: Dict[str, float] = {
@@ -48,12 +48,19 @@ def latency_summary(samples_s: Sequence[float], timeouts: int = 0) -> Dict[str, 
         return {**out, "median_ms": None, "p90_ms": None, "p99_ms": None, "min_ms": None, "max_ms": None}
     a = np.asarray(samples_s, dtype=float)
     median, p90, p99 = np.percentile(a, [50, 90, 99])
-    return {**out, "median_ms": _ms(median), "p90_ms": _ms(p90), "p99_ms": _ms(p99),
-            "min_ms": _ms(a.min()), "max_ms": _ms(a.max())}
+    return {
+        **out,
+        "median_ms": _ms(median),
+        "p90_ms": _ms(p90),
+        "p99_ms": _ms(p99),
+        "min_ms": _ms(a.min()),
+        "max_ms": _ms(a.max()),
+    }
 
 
-def heartbeat_summary(stamps: Mapping[str, Sequence[float]], period: float,
-                      window: Tuple[float, float]) -> Dict[str, Any]:
+def heartbeat_summary(
+    stamps: Mapping[str, Sequence[float]], period: float, window: Tuple[float, float]
+) -> Dict[str, Any]:
     """How regular the pulses were: IOC timestamps of each Heartbeat PV's updates inside ``window``.
 
     The error of an interval is ``|interval - period|``. An interval of 1.5 periods or more has
@@ -79,13 +86,23 @@ def heartbeat_summary(stamps: Mapping[str, Sequence[float]], period: float,
     p99 = float(np.percentile(errors, 99)) if errors else None
     worst = max(errors) if errors else None
     within = bool(stamps) and not silent and not stale and worst is not None and bool(worst < period)
-    return {"pvs": len(stamps), "intervals": len(errors), "silent_pvs": silent, "stale_pvs": stale,
-            "skipped": skipped, "period_s": period, "p99_error_ms": _ms(p99), "max_error_ms": _ms(worst),
-            "longest_interval_ms": _ms(longest) if errors else None, "within_period": within}
+    return {
+        "pvs": len(stamps),
+        "intervals": len(errors),
+        "silent_pvs": silent,
+        "stale_pvs": stale,
+        "skipped": skipped,
+        "period_s": period,
+        "p99_error_ms": _ms(p99),
+        "max_error_ms": _ms(worst),
+        "longest_interval_ms": _ms(longest) if errors else None,
+        "within_period": within,
+    }
 
 
-def ack_summary(rounds: Sequence[Mapping[str, float]], expected: int,
-                puts: Sequence[Optional[float]] = ()) -> Dict[str, Any]:
+def ack_summary(
+    rounds: Sequence[Mapping[str, float]], expected: int, puts: Sequence[Optional[float]] = ()
+) -> Dict[str, Any]:
     """Simultaneous-trigger rounds (seconds to each task's acknowledge): worst round, median task, misses.
 
     ``puts``: how long the client's batch put of Trigger=1 took in each round (part of the time).
@@ -93,10 +110,15 @@ def ack_summary(rounds: Sequence[Mapping[str, float]], expected: int,
     everyone = [s for r in rounds for s in r.values()]
     missing = sum(expected - len(r) for r in rounds)
     worst = max((max(r.values()) for r in rounds if r), default=None)
-    return {"rounds": len(rounds), "tasks": expected, "missing": missing,
-            "worst_ms": _ms(worst), "median_ms": _ms(float(np.median(everyone))) if everyone else None,
-            "per_round_ms": [_ms(max(r.values())) if r else None for r in rounds],
-            "put_ms": [_ms(p) for p in puts]}
+    return {
+        "rounds": len(rounds),
+        "tasks": expected,
+        "missing": missing,
+        "worst_ms": _ms(worst),
+        "median_ms": _ms(float(np.median(everyone))) if everyone else None,
+        "per_round_ms": [_ms(max(r.values())) if r else None for r in rounds],
+        "put_ms": [_ms(p) for p in puts],
+    }
 
 
 # -- targets -----------------------------------------------------------------------------------------
@@ -112,12 +134,10 @@ def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
     return a / b if a is not None and b else None
 
 
-def _target(name: str, measured: Optional[float], limit: float, unit: str,
-            fmt: str = "{:.2f}") -> Dict[str, Any]:
+def _target(name: str, measured: Optional[float], limit: float, unit: str, fmt: str = "{:.2f}") -> Dict[str, Any]:
     shown = "not measured" if measured is None else fmt.format(measured) + unit
     ok = None if measured is None else measured <= limit
-    return {"target": name, "measured": shown, "limit": f"<= {fmt.format(limit)}{unit}",
-            "value": measured, "pass": ok}
+    return {"target": name, "measured": shown, "limit": f"<= {fmt.format(limit)}{unit}", "value": measured, "pass": ok}
 
 
 def _scale_step(results: Mapping[str, Any], tasks: int, files: int = 1) -> Optional[Mapping[str, Any]]:
@@ -155,21 +175,30 @@ def evaluate(results: Mapping[str, Any]) -> List[Dict[str, Any]]:
     spread, single = _scale_step(results, n, files), _scale_step(results, n)
     where = f"{n} tasks in {files} files"
     return [
-        _target("median cycle vs floor", _ratio(ours, _get(resp, "floor", "latency", "median_ms")),
-                LIMITS["vs_floor"], "x"),
-        _target("median cycle vs 5.0.0 flat out", _ratio(ours, _get(resp, "v5_flat", "latency", "median_ms")),
-                LIMITS["vs_upstream"], "x"),
+        _target(
+            "median cycle vs floor", _ratio(ours, _get(resp, "floor", "latency", "median_ms")), LIMITS["vs_floor"], "x"
+        ),
+        _target(
+            "median cycle vs 5.0.0 flat out",
+            _ratio(ours, _get(resp, "v5_flat", "latency", "median_ms")),
+            LIMITS["vs_upstream"],
+            "x",
+        ),
         _target("idle CPU, one task", idle, LIMITS["idle_cpu_percent"], " %"),
-        _target(f"PSS of the whole service, {where}", _get(spread, "pss_mb"), LIMITS["scale_pss_mb"], " MB",
-                "{:.0f}"),
-        _target(f"idle CPU, {where} vs {n} plain puts/s",
-                _ratio(_get(spread, "cpu_percent"), _get(spread, "reference_cpu_percent")),
-                LIMITS["scale_cpu_ratio"], "x"),
+        _target(f"PSS of the whole service, {where}", _get(spread, "pss_mb"), LIMITS["scale_pss_mb"], " MB", "{:.0f}"),
+        _target(
+            f"idle CPU, {where} vs {n} plain puts/s",
+            _ratio(_get(spread, "cpu_percent"), _get(spread, "reference_cpu_percent")),
+            LIMITS["scale_cpu_ratio"],
+            "x",
+        ),
         _heartbeat_target(f"heartbeat error p99, {where}", _get(spread, "heartbeat")),
-        _ack_target(f"all {n} in {files} files acknowledge one batch trigger", _get(spread, "ack"),
-                    LIMITS["scale_ack_s"]),
-        _ack_target(f"all {n} in one file acknowledge one batch trigger", _get(single, "ack"),
-                    LIMITS["one_file_ack_s"]),
+        _ack_target(
+            f"all {n} in {files} files acknowledge one batch trigger", _get(spread, "ack"), LIMITS["scale_ack_s"]
+        ),
+        _ack_target(
+            f"all {n} in one file acknowledge one batch trigger", _get(single, "ack"), LIMITS["one_file_ack_s"]
+        ),
         _heartbeat_target(f"heartbeat error p99, {n} tasks in one file", _get(single, "heartbeat")),
     ]
 
@@ -204,10 +233,20 @@ def _responder_rows(results: Mapping[str, Any]) -> List[List[str]]:
         cycles = _num(lat.get("cycles"), "{}")
         if lat.get("timeouts"):
             cycles += f" ({lat['timeouts']} timed out)"
-        rows.append([label, cycles, _num(lat.get("median_ms")), _num(lat.get("p90_ms")),
-                     _num(lat.get("p99_ms")),
-                     _num(idle.get("cpu_percent")), _num(idle.get("pss_mb"), "{:.0f}"),
-                     _num(idle.get("threads"), "{}"), r.get("status_before_ack") or "–", r.get("note") or ""])
+        rows.append(
+            [
+                label,
+                cycles,
+                _num(lat.get("median_ms")),
+                _num(lat.get("p90_ms")),
+                _num(lat.get("p99_ms")),
+                _num(idle.get("cpu_percent")),
+                _num(idle.get("pss_mb"), "{:.0f}"),
+                _num(idle.get("threads"), "{}"),
+                r.get("status_before_ack") or "–",
+                r.get("note") or "",
+            ]
+        )
     return rows
 
 
@@ -219,12 +258,21 @@ def _scale_rows(results: Mapping[str, Any]) -> List[List[str]]:
             rows.append(where + [f"not measured: {s['error']}"] + [""] * 9)
             continue
         hb, ack = s.get("heartbeat") or {}, s.get("ack") or {}
-        rows.append(where + [
-            _num(s.get("processes"), "{}"), _num(s.get("startup_s"), "{:.1f}"), _num(s.get("pss_mb"), "{:.0f}"),
-            _num(s.get("threads"), "{}"), _num(s.get("cpu_percent")), _num(s.get("reference_cpu_percent")),
-            _num(_ratio(s.get("cpu_percent"), s.get("reference_cpu_percent")), "{:.2f}x"),
-            _heartbeat_cell(hb), _ack_cell(ack), str(s.get("error") or ""),
-        ])
+        rows.append(
+            where
+            + [
+                _num(s.get("processes"), "{}"),
+                _num(s.get("startup_s"), "{:.1f}"),
+                _num(s.get("pss_mb"), "{:.0f}"),
+                _num(s.get("threads"), "{}"),
+                _num(s.get("cpu_percent")),
+                _num(s.get("reference_cpu_percent")),
+                _num(_ratio(s.get("cpu_percent"), s.get("reference_cpu_percent")), "{:.2f}x"),
+                _heartbeat_cell(hb),
+                _ack_cell(ack),
+                str(s.get("error") or ""),
+            ]
+        )
     return rows
 
 
@@ -237,18 +285,19 @@ def _heartbeat_cell(hb: Mapping[str, Any]) -> str:
 
 def _ack_cell(ack: Mapping[str, Any]) -> str:
     put = max((p for p in ack.get("put_ms") or [] if p is not None), default=None)
-    return (f"{_num(ack.get('worst_ms'), '{:.0f}')} ({_num(ack.get('median_ms'), '{:.0f}')}; "
-            f"{_num(put, '{:.0f}')})")
+    return f"{_num(ack.get('worst_ms'), '{:.0f}')} ({_num(ack.get('median_ms'), '{:.0f}')}; {_num(put, '{:.0f}')})"
 
 
 def _machine(m: Mapping[str, Any], cfg: Mapping[str, Any]) -> str:
     upstream = f" (p4p {m['p4p_upstream_venv']} in the venv of 5.0.0)" if m.get("p4p_upstream_venv") else ""
     command = " ".join(["python -m epics_bridge.bench", cfg.get("argv") or ""]).strip()
-    return (f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, Linux {m.get('kernel', '?')}, "
-            f"Python {m.get('python', '?')}, p4p {m.get('p4p', '?')}{upstream}; load average at start "
-            f"{_num(m.get('load_average'))}. One loopback soft IOC (epicscorelibs + pvxslibs QSRV) serving "
-            f"{' + '.join(cfg.get('databases') or ['bridge.db'])} for our tasks, bridge.db for the others; "
-            f"every process measured alone against it. Command: `{command}`.")
+    return (
+        f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, Linux {m.get('kernel', '?')}, "
+        f"Python {m.get('python', '?')}, p4p {m.get('p4p', '?')}{upstream}; load average at start "
+        f"{_num(m.get('load_average'))}. One loopback soft IOC (epicscorelibs + pvxslibs QSRV) serving "
+        f"{' + '.join(cfg.get('databases') or ['bridge.db'])} for our tasks, bridge.db for the others; "
+        f"every process measured alone against it. Command: `{command}`."
+    )
 
 
 def render(results: Mapping[str, Any]) -> str:
@@ -267,23 +316,56 @@ def render(results: Mapping[str, Any]) -> str:
         "(/proc smaps_rollup) and threads are summed over the process and every process it started.",
         "",
     ]
-    lines += _table(["responder", "cycles", "median ms", "p90 ms", "p99 ms", "idle CPU %", "PSS MB",
-                     "threads", "status before ack", "note"], _responder_rows(results))
+    lines += _table(
+        [
+            "responder",
+            "cycles",
+            "median ms",
+            "p90 ms",
+            "p99 ms",
+            "idle CPU %",
+            "PSS MB",
+            "threads",
+            "status before ack",
+            "note",
+        ],
+        _responder_rows(results),
+    )
     if results.get("scale"):
-        lines += ["", "No-op tasks spread over files, run by `python -m epics_bridge FILES...` "
-                  f"({cfg.get('isolation') or 'the default launcher'}): processes, PSS (summed over the "
-                  "service's process tree), threads and idle CPU of the whole service; start-up until every "
-                  "heartbeat pulsed; idle CPU against a plain p4p client putting to the same N Heartbeat PVs "
-                  "once a second each; heartbeat error = |interval between pulses (IOC timestamps) - "
-                  "heartbeat_period|, skipped = intervals of 1.5 periods or more; ack = one batch put of "
-                  "Trigger=1 to all N until every Trigger is back "
-                  f"to 0, worst of {cfg.get('batches', '?')} (median over tasks; the longest time the "
-                  "client's batch put itself took).", ""]
-        lines += _table(["tasks", "files", "processes", "start-up s", "PSS MB", "threads", "idle CPU %",
-                         "N puts/s CPU %", "ratio", "heartbeat error p99 / max ms", "ack all ms (median; put)",
-                         "note"], _scale_rows(results))
+        lines += [
+            "",
+            "No-op tasks spread over files, run by `python -m epics_bridge FILES...` "
+            f"({cfg.get('isolation') or 'the default launcher'}): processes, PSS (summed over the "
+            "service's process tree), threads and idle CPU of the whole service; start-up until every "
+            "heartbeat pulsed; idle CPU against a plain p4p client putting to the same N Heartbeat PVs "
+            "once a second each; heartbeat error = |interval between pulses (IOC timestamps) - "
+            "heartbeat_period|, skipped = intervals of 1.5 periods or more; ack = one batch put of "
+            "Trigger=1 to all N until every Trigger is back "
+            f"to 0, worst of {cfg.get('batches', '?')} (median over tasks; the longest time the "
+            "client's batch put itself took).",
+            "",
+        ]
+        lines += _table(
+            [
+                "tasks",
+                "files",
+                "processes",
+                "start-up s",
+                "PSS MB",
+                "threads",
+                "idle CPU %",
+                "N puts/s CPU %",
+                "ratio",
+                "heartbeat error p99 / max ms",
+                "ack all ms (median; put)",
+                "note",
+            ],
+            _scale_rows(results),
+        )
     targets = results.get("targets") or evaluate(results)
     lines += ["", "Targets:", ""]
-    lines += _table(["target", "measured", "limit", "result"],
-                    [[t["target"], t["measured"], t["limit"], _verdict(t["pass"])] for t in targets])
+    lines += _table(
+        ["target", "measured", "limit", "result"],
+        [[t["target"], t["measured"], t["limit"], _verdict(t["pass"])] for t in targets],
+    )
     return "\n".join(lines) + "\n"

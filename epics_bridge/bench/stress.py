@@ -13,6 +13,7 @@ when nothing was lost, doubled or left unacknowledged within ``--max-seconds``::
 
 The soak test (tests/test_soak.py) drives its 200 tasks with the same :class:`Rig` and :func:`drive`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,9 @@ class Rig:
     default (a worker process per file, under a supervisor).
     """
 
-    def __init__(self, tasks: int, workdir: Path, heartbeat_period: float = 1.0,
-                 start_timeout: float = 120.0, files: int = 1) -> None:
+    def __init__(
+        self, tasks: int, workdir: Path, heartbeat_period: float = 1.0, start_timeout: float = 120.0, files: int = 1
+    ) -> None:
         self.prefixes = [f"STRESS:{i:03d}:" for i in range(tasks)]
         self.files = files
         self.workdir = workdir
@@ -89,8 +91,10 @@ class Rig:
             lines = [TASK_HEADER]
             for i, prefix in enumerate(self.prefixes):
                 if i % self.files == f:
-                    lines.append(f"bridge.task(counting, prefix={prefix!r}, name='count{i:03d}', "
-                                 f"pvs={{'count': 'Count'}}, heartbeat_period={self.heartbeat_period!r})\n")
+                    lines.append(
+                        f"bridge.task(counting, prefix={prefix!r}, name='count{i:03d}', "
+                        f"pvs={{'count': 'Count'}}, heartbeat_period={self.heartbeat_period!r})\n"
+                    )
             paths.append(self.workdir / f"stress_tasks{f:02d}.py")
             paths[-1].write_text("".join(lines))
         return paths
@@ -105,8 +109,7 @@ class Rig:
             self.monitors = Monitors(self.ctx)
             self.heartbeats = HeartbeatWatch(self.monitors, self.prefixes)
             since = time.time()
-            cmd = [sys.executable, "-m", "epics_bridge", *map(str, task_files),
-                   "--log-dir", str(self.workdir / "logs")]
+            cmd = [sys.executable, "-m", "epics_bridge", *map(str, task_files), "--log-dir", str(self.workdir / "logs")]
             self.daemon = Child("daemon", cmd, {**os.environ, **env}, self.workdir)
             names = [p + "Heartbeat" for p in self.prefixes]
             self.heartbeats.wait_all(names, since, self.start_timeout, child=self.daemon)
@@ -168,8 +171,15 @@ class _Budget:
             return True
 
 
-def _lane(handshake: Handshake, prefixes: Sequence[str], budget: _Budget, seed: int, load: Load,
-          lock: threading.Lock, timeout: float) -> None:
+def _lane(
+    handshake: Handshake,
+    prefixes: Sequence[str],
+    budget: _Budget,
+    seed: int,
+    load: Load,
+    lock: threading.Lock,
+    timeout: float,
+) -> None:
     """One closed-loop client: trigger a random task of its share, wait for its acknowledge, repeat."""
     rng = random.Random(seed)
     while budget.take():
@@ -184,8 +194,17 @@ def _lane(handshake: Handshake, prefixes: Sequence[str], budget: _Budget, seed: 
                 load.latencies.append(latency)
 
 
-def drive(monitors: Monitors, prefixes: Sequence[str], *, triggers: Optional[int], max_seconds: float,
-          lanes: int = 1, seed: int = 0, timeout: float = CYCLE_TIMEOUT, progress: float = 0.0) -> Load:
+def drive(
+    monitors: Monitors,
+    prefixes: Sequence[str],
+    *,
+    triggers: Optional[int],
+    max_seconds: float,
+    lanes: int = 1,
+    seed: int = 0,
+    timeout: float = CYCLE_TIMEOUT,
+    progress: float = 0.0,
+) -> Load:
     """Run ``lanes`` closed-loop clients over disjoint shares of ``prefixes``.
 
     They stop after ``triggers`` triggers in all (None: no limit) or ``max_seconds``, whichever
@@ -197,10 +216,15 @@ def drive(monitors: Monitors, prefixes: Sequence[str], *, triggers: Optional[int
     budget = _Budget(triggers, started + max_seconds)
     lock = threading.Lock()
     shares = [prefixes[i::lanes] for i in range(lanes)]
-    threads = [threading.Thread(target=_lane, name=f"lane{i}", daemon=True,
-                                args=(Handshake(monitors, share), share, budget, seed + i, load, lock,
-                                      timeout))
-               for i, share in enumerate(shares)]
+    threads = [
+        threading.Thread(
+            target=_lane,
+            name=f"lane{i}",
+            daemon=True,
+            args=(Handshake(monitors, share), share, budget, seed + i, load, lock, timeout),
+        )
+        for i, share in enumerate(shares)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -219,11 +243,16 @@ def tally(load: Load, counts: Mapping[str, int]) -> Dict[str, Any]:
     doubled = sum(max(0, counts[p] - load.sent[p]) for p in load.sent)
     acknowledged = len(load.latencies)
     return {
-        "triggers": load.triggers, "acknowledged": acknowledged, "unacknowledged": load.unacknowledged,
-        "cycles_counted": sum(counts.values()), "lost": lost, "doubled": doubled,
+        "triggers": load.triggers,
+        "acknowledged": acknowledged,
+        "unacknowledged": load.unacknowledged,
+        "cycles_counted": sum(counts.values()),
+        "lost": lost,
+        "doubled": doubled,
         "seconds": round(load.seconds, 3),
         "cycles_per_second": round(acknowledged / load.seconds, 1) if load.seconds else None,
-        "latency": latency_summary(load.latencies, load.unacknowledged), "timed_out": load.timed_out,
+        "latency": latency_summary(load.latencies, load.unacknowledged),
+        "timed_out": load.timed_out,
         "ok": lost == doubled == load.unacknowledged == 0 and not load.timed_out,
     }
 
@@ -231,19 +260,30 @@ def tally(load: Load, counts: Mapping[str, int]) -> Dict[str, Any]:
 def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m epics_bridge.bench.stress",
-        description="Closed-loop triggers on counting tasks: lost and doubled cycles, cycles per second.")
+        description="Closed-loop triggers on counting tasks: lost and doubled cycles, cycles per second.",
+    )
     parser.add_argument("--triggers", type=int, default=100_000, help="triggers in all (default 100000)")
     parser.add_argument("--tasks", type=int, default=1, help="counting tasks in the daemon (default 1)")
     parser.add_argument("--files", type=int, default=1, help="task files the tasks are spread over (default 1)")
-    parser.add_argument("--lanes", type=int, default=None,
-                        help="concurrent closed-loop clients, each on its own share of the tasks "
-                             "(default: min(tasks, 4))")
-    parser.add_argument("--max-seconds", type=float, default=1800.0,
-                        help="stop driving after this long even if triggers remain; the run then fails "
-                             "(default 1800)")
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        default=None,
+        help="concurrent closed-loop clients, each on its own share of the tasks (default: min(tasks, 4))",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=1800.0,
+        help="stop driving after this long even if triggers remain; the run then fails (default 1800)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for the random choice of tasks")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="keep the IOC, daemon and task logs here (default: a temporary folder)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the IOC, daemon and task logs here (default: a temporary folder)",
+    )
     args = parser.parse_args(argv)
     if args.triggers < 1 or args.tasks < 1 or args.max_seconds <= 0 or not 1 <= args.files <= args.tasks:
         parser.error("--triggers and --tasks must be >= 1, --files between 1 and --tasks, --max-seconds > 0")
@@ -256,8 +296,15 @@ def run(args: argparse.Namespace, workdir: Path) -> Dict[str, Any]:
     with Rig(args.tasks, workdir, files=args.files) as rig:
         _log(f"driving {args.triggers} triggers over {lanes} lane(s), at most {args.max_seconds:g} s")
         assert rig.monitors is not None  # set by entering the rig
-        load = drive(rig.monitors, rig.prefixes, triggers=args.triggers, max_seconds=args.max_seconds,
-                     lanes=lanes, seed=args.seed, progress=10.0)
+        load = drive(
+            rig.monitors,
+            rig.prefixes,
+            triggers=args.triggers,
+            max_seconds=args.max_seconds,
+            lanes=lanes,
+            seed=args.seed,
+            progress=10.0,
+        )
         report = tally(load, rig.counts())
     report.update(tasks=args.tasks, lanes=lanes, daemon_stop_seconds=rig.stop_seconds)
     report["ok"] = report["ok"] and rig.stop_seconds is not None
@@ -273,11 +320,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with tempfile.TemporaryDirectory(prefix="epics-bridge-stress-") as tmp:
             report = run(args, Path(tmp))
     lat = report["latency"]
-    print(f"{report['triggers']} triggers on {report['tasks']} task(s) over {report['lanes']} lane(s) in "
-          f"{report['seconds']:.1f} s: {report['cycles_per_second']} cycles/s; "
-          f"cycle median {lat['median_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms")
-    print(f"lost {report['lost']}, doubled {report['doubled']}, unacknowledged {report['unacknowledged']}"
-          f"{', TIMED OUT' if report['timed_out'] else ''} -> {'OK' if report['ok'] else 'FAILED'}")
+    print(
+        f"{report['triggers']} triggers on {report['tasks']} task(s) over {report['lanes']} lane(s) in "
+        f"{report['seconds']:.1f} s: {report['cycles_per_second']} cycles/s; "
+        f"cycle median {lat['median_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms"
+    )
+    print(
+        f"lost {report['lost']}, doubled {report['doubled']}, unacknowledged {report['unacknowledged']}"
+        f"{', TIMED OUT' if report['timed_out'] else ''} -> {'OK' if report['ok'] else 'FAILED'}"
+    )
     print(json.dumps(report, sort_keys=True))
     return 0 if report["ok"] else 1
 

@@ -8,6 +8,7 @@ Waiting never polls: when Trigger updates arrive, p4p's network thread only queu
 loop's own queue, so the loop thread itself handles them (nothing runs on p4p's shared callback
 workers) and otherwise sleeps in ``queue.get`` until an update, a timer, or stop arrives.
 """
+
 from __future__ import annotations
 
 import queue
@@ -135,8 +136,11 @@ class Loop:
             status = status_of(result)
         except TimeLimitExceeded as exc:
             status = TaskStatus.EXCEPTION
-            self.log.error("cycle interrupted by its time limit ({:g} s) at {}", self.task.time_limit,
-                           line_in_task(traceback.extract_tb(exc.__traceback__), self.task))
+            self.log.error(
+                "cycle interrupted by its time limit ({:g} s) at {}",
+                self.task.time_limit,
+                line_in_task(traceback.extract_tb(exc.__traceback__), self.task),
+            )
         except _IO_ERRORS as exc:
             status = TaskStatus.IO_FAILURE
             self.log.error("cycle failed on PV IO: {}", exc)
@@ -146,8 +150,13 @@ class Loop:
         duration = time.perf_counter() - started
         if status != self._last_status:  # a change is news; the same status every second is not
             level = "INFO" if status in (TaskStatus.SUCCESS, TaskStatus.SKIPPED) else "WARNING"
-            self.log.log(level, "cycle status {} (was {}) after {:.3f} s", status.name,
-                         getattr(self._last_status, "name", "none"), duration)
+            self.log.log(
+                level,
+                "cycle status {} (was {}) after {:.3f} s",
+                status.name,
+                getattr(self._last_status, "name", "none"),
+                duration,
+            )
             self._last_status = status
         return status, duration
 
@@ -186,8 +195,10 @@ class Loop:
         self.serving = self.pulsing = True
         self._ready(self._link_down is None, self._link_down)
         if busy:
-            self.log.error("Busy=1 at start-up: the previous instance died during a cycle; reporting it as "
-                           "EXCEPTION and clearing Busy and Trigger (that cycle is not run again)")
+            self.log.error(
+                "Busy=1 at start-up: the previous instance died during a cycle; reporting it as "
+                "EXCEPTION and clearing Busy and Trigger (that cycle is not run again)"
+            )
             self.in_cycle = True
             self._finish(TaskStatus.EXCEPTION, float("nan"))  # its duration is unknown
             self.in_cycle = False
@@ -213,8 +224,13 @@ class Loop:
         holder = self.ownership.lost()
         if holder is None:
             return False
-        self.log.error("another daemon took prefix {}: {} now names {}; this daemon ({}) stops serving it and "
-                       "waits", self.task.prefix, self.ownership.pv, holder, self.ownership.token)
+        self.log.error(
+            "another daemon took prefix {}: {} now names {}; this daemon ({}) stops serving it and waits",
+            self.task.prefix,
+            self.ownership.pv,
+            holder,
+            self.ownership.token,
+        )
         return True
 
     # -- waiting ----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ Until the task serves, its heartbeat does not pulse (``HeartbeatAge`` shows it d
 the IOC is unreachable, when the pulse keeps trying so that the watchdog counts the outage as
 before.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -75,8 +76,9 @@ class Handshake:
     def __init__(self, task: Task, io: BridgeIO, log: Any, ownership: Ownership) -> None:
         self.task, self.io, self.log, self.ownership = task, io, log, ownership
         uses_trigger = task.period is None  # timer mode never touches Trigger
-        self.standard = {logical: getattr(task.pvs, logical) for logical in STANDARD_FIELDS
-                         if logical != "trigger" or uses_trigger}
+        self.standard = {
+            logical: getattr(task.pvs, logical) for logical in STANDARD_FIELDS if logical != "trigger" or uses_trigger
+        }
         self.group: Optional[str] = task.prefix + "CycleEnd" if task.standard_handshake else None
         self.own = {logical: pv for logical, pv in task.pvs.as_dict.items() if logical not in STANDARD_FIELDS}
         self._said: Optional[str] = None  # the last problem logged, so a repeat stays quiet
@@ -91,10 +93,12 @@ class Handshake:
         should keep trying to pulse.
         """
         while True:
-            optional = [*([self.group] if self.group else []), *self.ownership.names,
-                        *([] if self._own_checked else self.own.values())]
-            values, failures = self.io.survey([*self.standard.values(), *optional],
-                                              settle=(len(self.standard), GRACE))
+            optional = [
+                *([self.group] if self.group else []),
+                *self.ownership.names,
+                *([] if self._own_checked else self.own.values()),
+            ]
+            values, failures = self.io.survey([*self.standard.values(), *optional], settle=(len(self.standard), GRACE))
             outcome = self._judge(values, failures)
             if outcome is not None:
                 reason, pulse, retry = outcome
@@ -122,13 +126,18 @@ class Handshake:
         answered = [pv for pv in self.standard.values() if pv in values]
         if not answered:
             first = next(iter(failures.items()))
-            message = (f"waiting for the IOC: none of the {len(self.standard)} handshake PVs answers (IOC "
-                       f"unreachable or not running): {first[0]}: {first[1]}; retrying every {UNREACHABLE_RETRY:g} s")
+            message = (
+                f"waiting for the IOC: none of the {len(self.standard)} handshake PVs answers (IOC "
+                f"unreachable or not running): {first[0]}: {first[1]}; retrying every {UNREACHABLE_RETRY:g} s"
+            )
             self._say("WARNING", message)
             return "IOC unreachable", self._holder is None, UNREACHABLE_RETRY
         missing = {logical: failures[pv] for logical, pv in self.standard.items() if pv in failures}
-        wrong = {logical: kind_of(values[pv]) for logical, pv in self.standard.items()
-                 if pv in values and kind_of(values[pv]) not in NEEDS[logical][0]}
+        wrong = {
+            logical: kind_of(values[pv])
+            for logical, pv in self.standard.items()
+            if pv in values and kind_of(values[pv]) not in NEEDS[logical][0]
+        }
         if missing or wrong:
             self._say("ERROR", self._incomplete(missing, wrong))
             names = ", ".join(RECORDS[logical] for logical in [*missing, *wrong])
@@ -140,37 +149,55 @@ class Handshake:
         if holder is None:
             return None
         self._holder = holder
-        message = (f"another daemon serves prefix {self.task.prefix}: {self.ownership.pv} names {holder} and its "
-                   f"heartbeat is alive; this daemon ({self.ownership.token}) does not serve it twice and waits "
-                   f"until that one stops (a graceful stop clears the record) or its heartbeat has been silent for "
-                   f"{self.ownership.stale_after:g} s")
+        message = (
+            f"another daemon serves prefix {self.task.prefix}: {self.ownership.pv} names {holder} and its "
+            f"heartbeat is alive; this daemon ({self.ownership.token}) does not serve it twice and waits "
+            f"until that one stops (a graceful stop clears the record) or its heartbeat has been silent for "
+            f"{self.ownership.stale_after:g} s"
+        )
         self._say("ERROR", message)
-        return (f"prefix served by {owner_label(holder)} (this is {owner_label(self.ownership.token)})", False,
-                self._owner_retry())
+        return (
+            f"prefix served by {owner_label(holder)} (this is {owner_label(self.ownership.token)})",
+            False,
+            self._owner_retry(),
+        )
 
     def _incomplete(self, missing: Dict[str, str], wrong: Dict[str, str]) -> str:
         pvs = self.standard
         parts = []
         if missing:
-            parts.append("missing: " + ", ".join(
-                f"{RECORDS[logical]} ({pvs[logical]}{_unserved(why)})" for logical, why in missing.items()))
+            parts.append(
+                "missing: "
+                + ", ".join(f"{RECORDS[logical]} ({pvs[logical]}{_unserved(why)})" for logical, why in missing.items())
+            )
         if wrong:
-            parts.append("wrong kind: " + ", ".join(
-                f"{RECORDS[logical]} ({pvs[logical]} is {_article(kind)}, needs {NEEDS[logical][1]})"
-                for logical, kind in wrong.items()))
+            parts.append(
+                "wrong kind: "
+                + ", ".join(
+                    f"{RECORDS[logical]} ({pvs[logical]} is {_article(kind)}, needs {NEEDS[logical][1]})"
+                    for logical, kind in wrong.items()
+                )
+            )
         if self.task.standard_handshake:
             load = f'load the standard records on that IOC: dbLoadRecords("db/bridge.db", "P={self.task.prefix}")'
         else:
             load = "serve these records on that IOC (db/bridge.db has them under a prefix)"
-        return (f"the IOC answers only part of the handshake of task '{self.task.name}': {'; '.join(parts)}. To fix, "
-                f"{load}. The task does not serve until then (not ready) and checks again every "
-                f"{INCOMPLETE_RETRY:g} s")
+        return (
+            f"the IOC answers only part of the handshake of task '{self.task.name}': {'; '.join(parts)}. To fix, "
+            f"{load}. The task does not serve until then (not ready) and checks again every "
+            f"{INCOMPLETE_RETRY:g} s"
+        )
 
     def _report_own(self, failures: Dict[str, str]) -> None:
         silent = [f"{logical} ({pv}: {failures[pv]})" for logical, pv in self.own.items() if pv in failures]
         if silent:
-            self.log.warning("{} of the task's {} own PV(s) did not answer at start-up; cycles that use them will "
-                             "fail with IO_FAILURE: {}", len(silent), len(self.own), ", ".join(silent))
+            self.log.warning(
+                "{} of the task's {} own PV(s) did not answer at start-up; cycles that use them will "
+                "fail with IO_FAILURE: {}",
+                len(silent),
+                len(self.own),
+                ", ".join(silent),
+            )
 
     def _owner_retry(self) -> float:
         return max(1.0, self.task.heartbeat_period)

@@ -6,6 +6,7 @@ stops pulsing, which the IOC's HeartbeatAge alarm shows) or when the pulse could
 After ``max_stuck_cycles`` stuck periods in a row the process must go: the loop may be deadlocked,
 so the exit is taken here, never asked of the loop.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,9 @@ def next_grid_point(now: float, period: float, offset: float) -> float:
 
 
 class Heartbeat:
-    def __init__(self, task: Task, loop: Loop, io: BridgeIO, hooks: Hooks,
-                 on_stuck_limit: Callable[[Task, str], None]) -> None:
+    def __init__(
+        self, task: Task, loop: Loop, io: BridgeIO, hooks: Hooks, on_stuck_limit: Callable[[Task, str], None]
+    ) -> None:
         self.task, self.loop, self.io, self.hooks = task, loop, io, hooks
         self.on_stuck_limit = on_stuck_limit
         self.log = logger.bind(task=task.name)

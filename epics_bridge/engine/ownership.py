@@ -16,6 +16,7 @@ serving and waits like a newcomer. An IOC restart empties the record; the holder
 claim again. An IOC without the record (an older ``db/bridge.db``) cannot arbitrate: the task
 says so once and serves.
 """
+
 from __future__ import annotations
 
 import os
@@ -85,8 +86,11 @@ class Ownership:
         """
         if self.pv not in values or self.age_pv not in values:
             if self.supported is None:
-                self.log.info("the IOC has no {} record (db/bridge.db before the owner record): a second "
-                              "daemon serving this prefix cannot be detected", self.pv)
+                self.log.info(
+                    "the IOC has no {} record (db/bridge.db before the owner record): a second "
+                    "daemon serving this prefix cannot be detected",
+                    self.pv,
+                )
             self.supported = False
             return None
         self.supported = True

@@ -4,6 +4,7 @@ watchdog's exit.
 All loops share one p4p context (one TCP connection per IOC, however many tasks) and all
 heartbeats share a second one, kept apart so that task IO never delays a pulse.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,8 +59,9 @@ class Runner:
             _log_summary(task)
             loop = Loop(task, BridgeIO(io_context, task.timeout), self.hooks, limits)
             self.loops.append(loop)
-            self.heartbeats.append(Heartbeat(task, loop, BridgeIO(pulse_context, task.timeout), self.hooks,
-                                             self._stuck_limit))
+            self.heartbeats.append(
+                Heartbeat(task, loop, BridgeIO(pulse_context, task.timeout), self.hooks, self._stuck_limit)
+            )
         parts: List[Union[Loop, Heartbeat]] = [*self.loops, *self.heartbeats]
         for part in parts:
             part.start()
@@ -113,11 +115,17 @@ class Runner:
             trace = "; its loop thread is at:\n" + "".join(stack.format()).rstrip() if stack else ""
             where = f"; its loop is at {line_in_task(stack, task)}" if stack else ""
             logger.bind(task=task.name).critical(
-                "watchdog: stuck for {} heartbeat periods in a row; ending the process{}",
-                task.max_stuck_cycles, trace)
-            logger.critical("watchdog: task '{}' stuck for {} heartbeat periods in a row ({}){}; exiting "
-                            "with status {} so that the supervisor restarts the process",
-                            task.name, task.max_stuck_cycles, reason, where, EXIT_STUCK)
+                "watchdog: stuck for {} heartbeat periods in a row; ending the process{}", task.max_stuck_cycles, trace
+            )
+            logger.critical(
+                "watchdog: task '{}' stuck for {} heartbeat periods in a row ({}){}; exiting "
+                "with status {} so that the supervisor restarts the process",
+                task.name,
+                task.max_stuck_cycles,
+                reason,
+                where,
+                EXIT_STUCK,
+            )
             self.hooks.fatal(task, reason + where)
             os._exit(EXIT_STUCK)
 
@@ -140,9 +148,18 @@ def _install_signal_handlers(handler):
 
 def _log_summary(task: Task) -> None:
     log = logger.bind(task=task.name)
-    log.info("task '{}' ({}) on prefix {}: {}; heartbeat every {:g} s, stalled after {:g} s, exit after {} "
-             "stuck periods, PV timeout {:g} s", task.name, task.source, task.prefix, task.mode,
-             task.heartbeat_period, task.stall_timeout, task.max_stuck_cycles, task.timeout)
+    log.info(
+        "task '{}' ({}) on prefix {}: {}; heartbeat every {:g} s, stalled after {:g} s, exit after {} "
+        "stuck periods, PV timeout {:g} s",
+        task.name,
+        task.source,
+        task.prefix,
+        task.mode,
+        task.heartbeat_period,
+        task.stall_timeout,
+        task.max_stuck_cycles,
+        task.timeout,
+    )
     for logical, pv in task.pvs.as_dict.items():
         log.info("  {:<16} -> {}", logical, pv)
 
@@ -169,9 +186,17 @@ def prepare(
     ``log_pvs``: publish each task's lines to its log PVs where its IOC serves them (db/bridge-logs.db).
     ``metrics_port``: serve Prometheus metrics on ``metrics_addr``.
     """
-    configure(tasks, LogConfig(directory=Path(log_dir) if log_dir is not None else None, level=log_level,
-                               rotation=log_rotation, retention=log_retention, p4p_level=p4p_log_level,
-                               process_file=process_log))
+    configure(
+        tasks,
+        LogConfig(
+            directory=Path(log_dir) if log_dir is not None else None,
+            level=log_level,
+            rotation=log_rotation,
+            retention=log_retention,
+            p4p_level=p4p_log_level,
+            process_file=process_log,
+        ),
+    )
     from ..observe.logpvs import LogPVs
     from ..observe.metrics import Metrics
     from ..observe.systemd import from_environment

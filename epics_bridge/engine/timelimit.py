@@ -11,6 +11,7 @@ It derives from BaseException so that ``except Exception:`` in task code does no
 a limit armed for one cycle is disarmed (and a pending exception withdrawn) under the same lock the
 watcher fires under, so it can never land after the cycle it was meant for.
 """
+
 from __future__ import annotations
 
 import ctypes

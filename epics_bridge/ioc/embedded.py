@@ -7,6 +7,7 @@ CA ports: EPICS_CAS_SERVER_PORT, EPICS_CAS_BEACON_PORT), and dies with the
 launcher (its stdin is a pipe from us: when we vanish it reads end-of-file and exits), so a crashed
 or killed launcher leaves no IOC behind.
 """
+
 from __future__ import annotations
 
 import os
@@ -93,8 +94,9 @@ def start(ioc: SoftIOC) -> SoftIOC:
         ioc.start()
     except IOCError as exc:
         where = f"{output}" if output else "the output above"
-        raise IOCError(f"--ioc: {exc} (databases: {', '.join(str(d.path) for d in ioc.databases)}; "
-                       f"IOC output in {where})") from None
+        raise IOCError(
+            f"--ioc: {exc} (databases: {', '.join(str(d.path) for d in ioc.databases)}; IOC output in {where})"
+        ) from None
     os.environ.update(client_env(ioc))
     return ioc
 
@@ -115,7 +117,7 @@ def how_to_reach(ioc: SoftIOC, tasks: Sequence[Task]) -> str:
         pvs = target.pvs
         lines += [
             f"  python -c \"from p4p.client.thread import Context as C; C('pva').put('{pvs.trigger}', 1)\"",
-            f"  python -c \"from p4p.client.thread import Context as C; "
+            f'  python -c "from p4p.client.thread import Context as C; '
             f"print(C('pva').get(['{pvs.task_status}', '{pvs.task_duration}']))\"",
         ]
     return "\n".join(lines)

@@ -4,6 +4,7 @@ The IOC is the one ``--ioc`` starts (bridge.db and the log PVs per task prefix p
 ``db=`` files) on loopback ports that no other test process of the machine holds; the tasks run on
 the engine in the test's process, so a test sees their real handshake, statuses and log lines.
 """
+
 from __future__ import annotations
 
 import functools
@@ -59,8 +60,15 @@ class CycleResult:
 class BridgeIOC:
     """The IOC and running tasks of one ``bridge_ioc(...)`` call, and a client for the test."""
 
-    def __init__(self, tasks: List[Task], settings: Settings, io: BridgeIO, runner: Runner,
-                 cycles: _Cycles, client_env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        tasks: List[Task],
+        settings: Settings,
+        io: BridgeIO,
+        runner: Runner,
+        cycles: _Cycles,
+        client_env: Mapping[str, str],
+    ) -> None:
         self.tasks = tasks
         self.settings = settings
         self.io = io
@@ -70,8 +78,14 @@ class BridgeIOC:
         self.client_env = dict(client_env)
 
     @classmethod
-    def start(cls, refs: Sequence[TaskRef], settings: Settings, stack: ExitStack, tmp_path: Path,
-              monkeypatch: pytest.MonkeyPatch) -> BridgeIOC:
+    def start(
+        cls,
+        refs: Sequence[TaskRef],
+        settings: Settings,
+        stack: ExitStack,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> BridgeIOC:
         """Start the IOC (unless external), check that it serves every PV, then run the tasks.
         ``stack`` stops whatever was started when the test ends, also if a later step failed."""
         tasks = _resolve(refs)
@@ -121,8 +135,10 @@ class BridgeIOC:
         for task in self.tasks:
             if ref is task or ref is task.func or ref == task.name:
                 return task
-        pytest.fail(f"bridge_ioc: {_label(ref)} is not running in this IOC "
-                    f"(started: {', '.join(t.name for t in self.tasks)})", pytrace=False)
+        pytest.fail(
+            f"bridge_ioc: {_label(ref)} is not running in this IOC (started: {', '.join(t.name for t in self.tasks)})",
+            pytrace=False,
+        )
 
 
 def _label(ref: object) -> str:
@@ -138,8 +154,11 @@ def _resolve(refs: Sequence[TaskRef]) -> List[Task]:
         found = [ref] if isinstance(ref, Task) else [t for t in bridge.tasks if ref is t.func or ref == t.name]
         if not found:
             known = ", ".join(t.name for t in bridge.tasks) or "none"
-            pytest.fail(f"bridge_ioc: {_label(ref)} is not a registered task: decorate it with @bridge.task and "
-                        f"import its file (registered: {known})", pytrace=False)
+            pytest.fail(
+                f"bridge_ioc: {_label(ref)} is not a registered task: decorate it with @bridge.task and "
+                f"import its file (registered: {known})",
+                pytrace=False,
+            )
         tasks.append(found[0])
     return tasks
 
@@ -156,8 +175,11 @@ def _wait_acknowledge(io: BridgeIO, task: Task, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while io.get(task.pvs.trigger):
         if time.monotonic() > deadline:
-            pytest.fail(f"task '{task.name}': the cycle ended but {task.pvs.trigger} is still 1 after "
-                        f"{timeout:g} s: the acknowledge was not written (see the task's log)", pytrace=False)
+            pytest.fail(
+                f"task '{task.name}': the cycle ended but {task.pvs.trigger} is still 1 after "
+                f"{timeout:g} s: the acknowledge was not written (see the task's log)",
+                pytrace=False,
+            )
         time.sleep(0.01)
 
 
@@ -169,8 +191,10 @@ def _start_ioc(tasks: List[Task], settings: Settings, stack: ExitStack, tmp_path
     try:
         ioc.start(timeout=settings.start_timeout)
     except IOCError as exc:
-        pytest.fail(f"bridge_ioc: {exc}\n(databases: {', '.join(str(d.path) for d in ioc.databases)}; "
-                    f"IOC output in {output})", pytrace=False)
+        pytest.fail(
+            f"bridge_ioc: {exc}\n(databases: {', '.join(str(d.path) for d in ioc.databases)}; IOC output in {output})",
+            pytrace=False,
+        )
     stack.callback(ioc.stop)
     return ioc
 
@@ -183,8 +207,11 @@ def _check_served(tasks: List[Task], io: BridgeIO, timeout: float) -> None:
         missing = io.unreachable(stage, timeout=budget)
         if missing:
             lines = [f"{pv} (task '{owners[pv][0]}', PV '{owners[pv][1]}'): {why}" for pv, why in missing.items()]
-            pytest.fail("bridge_ioc: the IOC does not serve these PVs (add their records to the task's db= "
-                        "file):\n  " + "\n  ".join(lines), pytrace=False)
+            pytest.fail(
+                "bridge_ioc: the IOC does not serve these PVs (add their records to the task's db= "
+                "file):\n  " + "\n  ".join(lines),
+                pytrace=False,
+            )
 
 
 def _claim_ports(stack: ExitStack) -> Tuple[int, int]:
@@ -322,14 +349,19 @@ class _Cycles(Hooks):
 
         with self._changed:
             if not self._changed.wait_for(found, timeout):
-                pytest.fail(f"task '{task.name}': no cycle finished within {timeout:g} s"
-                            + (f"; watchdog: {self.watchdog[task.name]}" if task.name in self.watchdog else ""),
-                            pytrace=False)
+                pytest.fail(
+                    f"task '{task.name}': no cycle finished within {timeout:g} s"
+                    + (f"; watchdog: {self.watchdog[task.name]}" if task.name in self.watchdog else ""),
+                    pytrace=False,
+                )
             result = found()
             assert result is not None
             return result
 
     def check_watchdog(self) -> None:
         if self.watchdog:
-            pytest.fail("bridge_ioc: the watchdog would have ended the process (exit 3): " + "; ".join(
-                f"task '{name}': {reason}" for name, reason in self.watchdog.items()), pytrace=False)
+            pytest.fail(
+                "bridge_ioc: the watchdog would have ended the process (exit 3): "
+                + "; ".join(f"task '{name}': {reason}" for name, reason in self.watchdog.items()),
+                pytrace=False,
+            )

@@ -11,6 +11,7 @@ Run one by hand::
 
     python -m epics_bridge.ioc.softioc -m P=IOC:MOTOR:01: -d db/bridge.db
 """
+
 from __future__ import annotations
 
 import argparse
@@ -135,13 +136,15 @@ class SoftIOC:
             "EPICS_IOC_IGNORE_SERVERS": "" if self.channel_access else "rsrv",
         }
         if self.channel_access:
-            env.update({
-                "EPICS_CAS_INTF_ADDR_LIST": self.interface,
-                "EPICS_CAS_SERVER_PORT": str(self.ca_server_port),
-                "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-                "EPICS_CAS_BEACON_ADDR_LIST": self.interface,
-                "EPICS_CAS_BEACON_PORT": str(self.ca_repeater_port),
-            })
+            env.update(
+                {
+                    "EPICS_CAS_INTF_ADDR_LIST": self.interface,
+                    "EPICS_CAS_SERVER_PORT": str(self.ca_server_port),
+                    "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+                    "EPICS_CAS_BEACON_ADDR_LIST": self.interface,
+                    "EPICS_CAS_BEACON_PORT": str(self.ca_repeater_port),
+                }
+            )
         return env
 
     @property
@@ -154,12 +157,14 @@ class SoftIOC:
             "EPICS_PVA_BROADCAST_PORT": str(self.broadcast_port),
         }
         if self.channel_access:
-            env.update({
-                "EPICS_CA_ADDR_LIST": self.interface,
-                "EPICS_CA_AUTO_ADDR_LIST": "NO",
-                "EPICS_CA_SERVER_PORT": str(self.ca_server_port),
-                "EPICS_CA_REPEATER_PORT": str(self.ca_repeater_port),
-            })
+            env.update(
+                {
+                    "EPICS_CA_ADDR_LIST": self.interface,
+                    "EPICS_CA_AUTO_ADDR_LIST": "NO",
+                    "EPICS_CA_SERVER_PORT": str(self.ca_server_port),
+                    "EPICS_CA_REPEATER_PORT": str(self.ca_repeater_port),
+                }
+            )
         return env
 
     @property
@@ -184,8 +189,12 @@ class SoftIOC:
             self._output_start = self._output_file.tell()  # this run's output starts here
         try:
             self.process = subprocess.Popen(
-                cmd, env=env, stdin=subprocess.PIPE, stdout=self._output_file,
-                stderr=subprocess.STDOUT if self._output_file else None, pass_fds=(ready_w,),
+                cmd,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=self._output_file,
+                stderr=subprocess.STDOUT if self._output_file else None,
+                pass_fds=(ready_w,),
             )
         finally:
             os.close(ready_w)
@@ -219,7 +228,7 @@ class SoftIOC:
         if self._output_file is None:
             return "see its output above"
         self._output_file.flush()
-        text = _ANSI.sub("", Path(self._output_file.name).read_bytes()[self._output_start:].decode(errors="replace"))
+        text = _ANSI.sub("", Path(self._output_file.name).read_bytes()[self._output_start :].decode(errors="replace"))
         lines = [line for line in text.split("Traceback (most recent call last)")[0].splitlines() if line.strip()]
         return "its last output lines:\n  " + "\n  ".join(lines[-OUTPUT_TAIL:])
 
@@ -285,11 +294,18 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m epics_bridge.ioc.softioc",
         description="Run a soft IOC (EPICS base + pvxs QSRV) serving PV Access only "
-                    "(Channel Access too when EPICS_IOC_IGNORE_SERVERS is set empty).",
+        "(Channel Access too when EPICS_IOC_IGNORE_SERVERS is set empty).",
     )
     parser.add_argument("-m", "--macros", default="", help="macros for the following -d, e.g. P=IOC:A:,N=2")
-    parser.add_argument("-d", "--database", dest="databases", action=_LoadDb, default=[], metavar="DB",
-                        help="database file to load (repeat; each uses the latest -m)")
+    parser.add_argument(
+        "-d",
+        "--database",
+        dest="databases",
+        action=_LoadDb,
+        default=[],
+        metavar="DB",
+        help="database file to load (repeat; each uses the latest -m)",
+    )
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--lifeline", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

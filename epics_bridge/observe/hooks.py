@@ -4,6 +4,7 @@ Metrics, systemd notification and log PVs each subclass :class:`Hooks` and overr
 need; the engine calls every hook in order and a failing hook is logged, never allowed to break a
 cycle or a heartbeat.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable, List, Optional

@@ -12,6 +12,7 @@ process turns queued records into text and writes it with its own p4p context, c
 everything that arrived while a write was under way into the next one. LogLevel is followed by a
 monitor that only wakes that thread, which reads the new value itself.
 """
+
 from __future__ import annotations
 
 import collections
@@ -82,7 +83,7 @@ def _line(record: Dict[str, Any]) -> str:
         text += f" [{exception.type.__name__}: {exception.value}]"
     text = " | ".join(text.splitlines())
     if len(text) > MAX_LINE:
-        text = text[:MAX_LINE - 1] + "…"
+        text = text[: MAX_LINE - 1] + "…"
     when = record["time"]
     return f"{when:%Y-%m-%d %H:%M:%S}.{when.microsecond // 1000:03d} {record['level'].name} {text}"
 
@@ -117,8 +118,7 @@ class _TaskLogs:
     def configure(self, values: Dict[str, Any]) -> None:
         """Apply what the IOC says: lines to keep (LogLines) and each PV's size (NELM)."""
         lines = values.get(self.task.prefix + LINES_PV) or DEFAULT_LINES
-        self.lines = {kind: collections.deque(old, maxlen=max(1, int(lines)))
-                      for kind, old in self.lines.items()}
+        self.lines = {kind: collections.deque(old, maxlen=max(1, int(lines))) for kind, old in self.lines.items()}
         for kind, pv in self.pvs.items():
             nelm = values.get(pv + ".NELM")
             self.capacity[kind] = int(nelm) - 1 if nelm else None  # room for the terminating NUL
@@ -181,8 +181,11 @@ class LogPVs(Hooks):
         if lowest == self._handler_level:
             return
         old, self._handler_level = self._handler, lowest
-        self._handler = None if lowest is None else logger.add(
-            self._sink, level=lowest, filter=self._wanted, format=lambda record: "")
+        self._handler = (
+            None
+            if lowest is None
+            else logger.add(self._sink, level=lowest, filter=self._wanted, format=lambda record: "")
+        )
         if old is not None:
             logger.remove(old)
 
@@ -216,8 +219,7 @@ class LogPVs(Hooks):
             self._io.close()
 
     def _next_wake(self) -> Optional[float]:
-        waiting = [logs.retry_at for logs in self._logs.values()
-                   if logs.served is None or (logs.served and logs.dirty)]
+        waiting = [logs.retry_at for logs in self._logs.values() if logs.served is None or (logs.served and logs.dirty)]
         return max(0.0, min(waiting) - time.monotonic()) if waiting else None
 
     def _probe(self) -> None:
@@ -253,9 +255,13 @@ class LogPVs(Hooks):
         self._levels = {name: no for name, no in self._levels.items() if name != logs.task.name}
         self._retune()
         what = "no log PVs" if len(absent) == len(logs.required) else "only some log PVs"
-        logs.log.warning("the IOC serves {} (missing: {}); log lines go to the log files only (load "
-                         "db/bridge-logs.db with P={} to have them)", what, ", ".join(absent),
-                         logs.task.prefix)
+        logs.log.warning(
+            "the IOC serves {} (missing: {}); log lines go to the log files only (load "
+            "db/bridge-logs.db with P={} to have them)",
+            what,
+            ", ".join(absent),
+            logs.task.prefix,
+        )
 
     def _apply_levels(self) -> None:
         for logs in self._logs.values():
@@ -290,16 +296,16 @@ class LogPVs(Hooks):
                 logs.lines[kind].append(_line(record))
                 logs.dirty.add(kind)
         for name, count in dropped.items():
-            self._logs[name].log.warning("{} log line(s) not published to the log PVs: the IOC took them too "
-                                         "slowly (they are in the log file)", count)
+            self._logs[name].log.warning(
+                "{} log line(s) not published to the log PVs: the IOC took them too slowly (they are in the log file)",
+                count,
+            )
 
     def _publish(self) -> None:
         """One write of every changed PV; a task whose IOC did not take it is retried after RETRY s."""
         now = time.monotonic()
-        ready = [logs for logs in self._logs.values()
-                 if logs.served and logs.dirty and logs.retry_at <= now]
-        batch = {logs.pvs[kind]: fit(logs.lines[kind], logs.capacity[kind])
-                 for logs in ready for kind in logs.dirty}
+        ready = [logs for logs in self._logs.values() if logs.served and logs.dirty and logs.retry_at <= now]
+        batch = {logs.pvs[kind]: fit(logs.lines[kind], logs.capacity[kind]) for logs in ready for kind in logs.dirty}
         if not batch:
             return
         try:
@@ -312,8 +318,11 @@ class LogPVs(Hooks):
             if failed:
                 logs.retry_at = now + RETRY
                 if not logs.failing:
-                    logs.log.warning("could not write the log PVs ({}); retrying every {:g} s",
-                                     PVError("put", {pv: failures[pv] for pv in failed}), RETRY)
+                    logs.log.warning(
+                        "could not write the log PVs ({}); retrying every {:g} s",
+                        PVError("put", {pv: failures[pv] for pv in failed}),
+                        RETRY,
+                    )
                 logs.failing = True
             else:
                 logs.dirty.clear()

@@ -7,6 +7,7 @@ same way, so a task's file tells its whole story. A task's loop thread runs insi
 plain ``loguru.logger`` (or a failed ``pvget``) there is credited to that task too. Lines about no
 task go to the process file.
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,8 +71,7 @@ class _ToLoguru(logging.Handler):
         depth = 1  # past this method and logging's own frames
         while frame is not None and frame.f_code.co_filename == logging.__file__:
             frame, depth = frame.f_back, depth + 1
-        logger.opt(depth=depth, exception=record.exc_info).log(level, "{}: {}", record.name,
-                                                               record.getMessage())
+        logger.opt(depth=depth, exception=record.exc_info).log(level, "{}: {}", record.name, record.getMessage())
 
 
 def _only(task_name: str) -> Callable[[Record], bool]:
@@ -104,8 +104,14 @@ def configure(tasks: Iterable[Task], config: LogConfig) -> None:
             logger.add(directory / PROCESS_LOG, filter=_untasked, **file_options)
         for task in tasks if config.task_files else ():
             logger.add(task_log(directory, task.name), filter=_only(task.name), **file_options)
-        logger.info("logging at {} to {}/ (a file per task and {}; rotation {}, retention {})", level,
-                    directory, PROCESS_LOG, config.rotation, config.retention)
+        logger.info(
+            "logging at {} to {}/ (a file per task and {}; rotation {}, retention {})",
+            level,
+            directory,
+            PROCESS_LOG,
+            config.rotation,
+            config.retention,
+        )
     logging.basicConfig(handlers=[_ToLoguru()], level=logging.WARNING, force=True)
     logging.getLogger("p4p").setLevel(p4p_level)
     logging.captureWarnings(True)
@@ -136,12 +142,17 @@ def _check_names(tasks: List[Task]) -> None:
     for name in sorted(names):
         parts = name.split(".")
         stems = [".".join(parts[:n]) for n in range(1, len(parts) + 1)]
-        owner = "the process log" if process in stems else next(
-            (f"task '{stem}'" for stem in stems[:-1] if stem in names), None)
+        owner = (
+            "the process log"
+            if process in stems
+            else next((f"task '{stem}'" for stem in stems[:-1] if stem in names), None)
+        )
         if owner:
-            raise ConfigError(f"task '{name}': its log file {name}.log would collide with the files of "
-                              f"{owner} (X.log rotates to X.*.log, and retention deletes old X.*.log); "
-                              "rename the task")
+            raise ConfigError(
+                f"task '{name}': its log file {name}.log would collide with the files of "
+                f"{owner} (X.log rotates to X.*.log, and retention deletes old X.*.log); "
+                "rename the task"
+            )
 
 
 def _check_file_options(directory: Path, file_options: Dict[str, Any]) -> None:
@@ -149,5 +160,6 @@ def _check_file_options(directory: Path, file_options: Dict[str, Any]) -> None:
     try:
         logger.remove(logger.add(directory / PROCESS_LOG, delay=True, **file_options))
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"--log-rotation {file_options['rotation']!r} / --log-retention "
-                          f"{file_options['retention']!r}: {exc}") from None
+        raise ConfigError(
+            f"--log-rotation {file_options['rotation']!r} / --log-retention {file_options['retention']!r}: {exc}"
+        ) from None

@@ -4,6 +4,7 @@ The engine's hooks update them from task threads, so each update is one O(1) ope
 metric resolved once at start-up; the scrape (prometheus_client's own server thread) does the rest.
 The registry is private to the runner, so several runners in one process (tests) never meet.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,19 +42,29 @@ class Metrics(Hooks):
 
     def __init__(self, tasks: Sequence[Task]) -> None:
         self.registry = CollectorRegistry()
-        self.cycles = Counter("epics_bridge_cycles", "Cycles run, by final TaskStatus", ["task", "status"],
-                              registry=self.registry)
-        self.duration = self._per_task(Histogram, "epics_bridge_cycle_duration_seconds",
-                                       "Duration of the task function per cycle", buckets=BUCKETS)
-        self.last_cycle = self._per_task(Gauge, "epics_bridge_last_cycle_timestamp_seconds",
-                                         "Unix time at which the last cycle ended", multiprocess_mode="max")
-        self.stuck = self._per_task(Gauge, "epics_bridge_stuck_periods",
-                                    "Consecutive stuck heartbeat periods now (0 when healthy)")
-        self.heartbeat_ok = self._per_task(Gauge, "epics_bridge_heartbeat_ok",
-                                           "1 if the last heartbeat period pulsed, else 0")
-        self.task_ready = self._per_task(Gauge, "epics_bridge_task_ready",
-                                         "1 while the task serves its prefix (whole handshake answered, prefix "
-                                         "held, Trigger connected), else 0")
+        self.cycles = Counter(
+            "epics_bridge_cycles", "Cycles run, by final TaskStatus", ["task", "status"], registry=self.registry
+        )
+        self.duration = self._per_task(
+            Histogram, "epics_bridge_cycle_duration_seconds", "Duration of the task function per cycle", buckets=BUCKETS
+        )
+        self.last_cycle = self._per_task(
+            Gauge,
+            "epics_bridge_last_cycle_timestamp_seconds",
+            "Unix time at which the last cycle ended",
+            multiprocess_mode="max",
+        )
+        self.stuck = self._per_task(
+            Gauge, "epics_bridge_stuck_periods", "Consecutive stuck heartbeat periods now (0 when healthy)"
+        )
+        self.heartbeat_ok = self._per_task(
+            Gauge, "epics_bridge_heartbeat_ok", "1 if the last heartbeat period pulsed, else 0"
+        )
+        self.task_ready = self._per_task(
+            Gauge,
+            "epics_bridge_task_ready",
+            "1 while the task serves its prefix (whole handshake answered, prefix held, Trigger connected), else 0",
+        )
         self._tasks: Dict[str, _TaskMetrics] = {task.name: _TaskMetrics(self, task.name) for task in tasks}
         self._server: Optional[WSGIServer] = None
         self.address: Optional[Tuple[str, int]] = None
@@ -73,8 +84,7 @@ class Metrics(Hooks):
             server, _ = start_http_server(port, addr, registry=self.registry)
         except (OSError, OverflowError) as exc:
             reason = getattr(exc, "strerror", None) or exc
-            raise ConfigError(f"--metrics-port {port} --metrics-addr {addr}: cannot listen there: "
-                              f"{reason}") from None
+            raise ConfigError(f"--metrics-port {port} --metrics-addr {addr}: cannot listen there: {reason}") from None
         self._server = server
         self.address = (str(server.server_address[0]), server.server_address[1])
         logger.info("Prometheus metrics on http://{}:{}/metrics", *self.address)
@@ -109,8 +119,9 @@ class ServiceMetrics:
     first imported; the launcher does that."""
 
     def __init__(self, tasks: Sequence[Task]) -> None:
-        self.restarts = Counter("epics_bridge_worker_restarts", "Restarts of the worker process running a task",
-                                ["task"], registry=None)
+        self.restarts = Counter(
+            "epics_bridge_worker_restarts", "Restarts of the worker process running a task", ["task"], registry=None
+        )
         for task in tasks:
             self.restarts.labels(task.name)  # present at 0 from the start
 

@@ -7,6 +7,7 @@ only while every task is healthy. A stalled task (or a heartbeat thread that wen
 the pings, so systemd also catches the hang the process's own watchdog cannot exit from. All
 sending after READY happens on the notifier's own thread: heartbeat threads only record state.
 """
+
 from __future__ import annotations
 
 import os

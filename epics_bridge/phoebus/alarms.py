@@ -10,6 +10,7 @@ cycle clears it). The elements and their order are those of Phoebus's own XmlMod
 hold a ``/``, which the alarm tree's paths forbid; the alarm server reaches them with its default
 protocol (Channel Access unless ``org.phoebus.pv/default=pva``), which ``--ioc`` serves too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,26 +56,32 @@ def _title_details(parent: ET.Element, tag: str, title: str, details: str) -> No
 
 
 def _where_to_look(task: Task, folder: str) -> str:
-    return (f"Journal: journalctl -u epics-bridge@{folder} (the unit of the task folder {folder}/). "
-            f"Log file: {task.name}.log in the service's --log-dir (/var/log/epics-bridge/{folder}/ under "
-            f"that unit, ./logs/ by default). Code: {shown_path(source_file(task))}.")
+    return (
+        f"Journal: journalctl -u epics-bridge@{folder} (the unit of the task folder {folder}/). "
+        f"Log file: {task.name}.log in the service's --log-dir (/var/log/epics-bridge/{folder}/ under "
+        f"that unit, ./logs/ by default). Code: {shown_path(source_file(task))}."
+    )
 
 
 def alarms_of(task: Task, folder: str) -> Tuple[Alarm, Alarm]:
     where = _where_to_look(task, folder)
     return (
-        Alarm(task.prefix + HEARTBEAT_AGE,
-              f"{task.name}: no heartbeat - the epics-bridge daemon is dead or hung",
-              latching=True,
-              guidance=f"{task.name} has stopped toggling {task.pvs.heartbeat}. Is the service running "
-                       f"(systemctl status epics-bridge@{folder})? A task that stays stuck ends its process, "
-                       f"which is started again: the log says which task and why. {where}"),
-        Alarm(task.pvs.task_status,
-              f"{task.name}: last cycle failed",
-              latching=False,
-              guidance=f"{task.pvs.task_status} says how: Task Fail (the task reported a failure), IO Failure "
-                       f"(a PV it needs did not answer), Code Crash (an exception; its traceback is in the log). "
-                       f"The next successful cycle clears it. {where}"),
+        Alarm(
+            task.prefix + HEARTBEAT_AGE,
+            f"{task.name}: no heartbeat - the epics-bridge daemon is dead or hung",
+            latching=True,
+            guidance=f"{task.name} has stopped toggling {task.pvs.heartbeat}. Is the service running "
+            f"(systemctl status epics-bridge@{folder})? A task that stays stuck ends its process, "
+            f"which is started again: the log says which task and why. {where}",
+        ),
+        Alarm(
+            task.pvs.task_status,
+            f"{task.name}: last cycle failed",
+            latching=False,
+            guidance=f"{task.pvs.task_status} says how: Task Fail (the task reported a failure), IO Failure "
+            f"(a PV it needs did not answer), Code Crash (an exception; its traceback is in the log). "
+            f"The next successful cycle clears it. {where}",
+        ),
     )
 
 
@@ -82,8 +89,7 @@ def _pv(parent: ET.Element, alarm: Alarm, display: Tuple[str, str]) -> None:
     """As XmlModelWriter writes a leaf: its settings, then guidance, display, command, actions."""
     element = ET.SubElement(parent, "pv", name=alarm.pv)
     _text(element, "description", alarm.description)
-    for tag, flag in (("enabled", alarm.enabled), ("latching", alarm.latching),
-                      ("annunciating", alarm.annunciating)):
+    for tag, flag in (("enabled", alarm.enabled), ("latching", alarm.latching), ("annunciating", alarm.annunciating)):
         _text(element, tag, "true" if flag else "false")
     _title_details(element, "guidance", "What to check", alarm.guidance)
     _title_details(element, "display", *display)
@@ -122,15 +128,24 @@ def alarm_tree(tasks: Sequence[Task], config: str = DEFAULT_CONFIG, display_dir:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="epics-bridge alarms",
-                                     description="Write a Phoebus alarm server configuration for the tasks in PATH.")
+    parser = argparse.ArgumentParser(
+        prog="epics-bridge alarms", description="Write a Phoebus alarm server configuration for the tasks in PATH."
+    )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="task file, or folder of task files")
     parser.add_argument("-o", "--output", required=True, metavar="FILE.xml", help="the configuration to write")
-    parser.add_argument("--config", default=DEFAULT_CONFIG, metavar="NAME",
-                        help=f"name of the alarm configuration (default {DEFAULT_CONFIG})")
-    parser.add_argument("--display-dir", default="", metavar="REL",
-                        help="where the alarm server's clients find the task screens (epics-bridge display -o), "
-                             "prefixed to <task>.bob in each alarm's display link")
+    parser.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG,
+        metavar="NAME",
+        help=f"name of the alarm configuration (default {DEFAULT_CONFIG})",
+    )
+    parser.add_argument(
+        "--display-dir",
+        default="",
+        metavar="REL",
+        help="where the alarm server's clients find the task screens (epics-bridge display -o), "
+        "prefixed to <task>.bob in each alarm's display link",
+    )
     return parser
 
 
@@ -142,8 +157,10 @@ def _option_problems(args: argparse.Namespace) -> List[str]:
     elif not output.parent.is_dir():
         problems.append(f"-o {output}: folder {output.parent} does not exist")
     if not _TOPIC.fullmatch(args.config):
-        problems.append(f"--config {args.config!r}: it names the alarm server's Kafka topics, so letters, digits, "
-                        "'.', '_' and '-' only (at most 200)")
+        problems.append(
+            f"--config {args.config!r}: it names the alarm server's Kafka topics, so letters, digits, "
+            "'.', '_' and '-' only (at most 200)"
+        )
     return problems
 
 

@@ -4,6 +4,7 @@ their properties spelled as Phoebus's display model reads them (``display versio
 Only what differs from a widget's default is written, so a file stays readable in a diff and every
 property Phoebus adds later keeps its default.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,19 +14,35 @@ from xml.etree import ElementTree as ET
 __all__ = ["Display", "color", "font", "open_display", "severity_rule", "write_pv", "write_xml"]
 
 #: Widget type -> the model version this module writes its properties for (Phoebus 4.7).
-VERSIONS = {"label": "2.0.0", "textupdate": "2.0.0", "textentry": "2.0.0", "led": "2.0.0",
-            "action_button": "3.0.0", "combo": "2.0.0", "group": "3.0.0", "xyplot": "3.0.0"}
+VERSIONS = {
+    "label": "2.0.0",
+    "textupdate": "2.0.0",
+    "textentry": "2.0.0",
+    "led": "2.0.0",
+    "action_button": "3.0.0",
+    "combo": "2.0.0",
+    "group": "3.0.0",
+    "xyplot": "3.0.0",
+}
 
 #: Phoebus's predefined named colours (its ``color.def``): named, so a site's palette applies.
 COLORS: Dict[str, Tuple[int, int, int]] = {
-    "OK": (0, 255, 0), "MINOR": (255, 128, 0), "MAJOR": (255, 0, 0), "INVALID": (255, 0, 255),
-    "Header_Background": (77, 77, 77), "Header_ForeGround": (255, 255, 255), "Background": (255, 255, 255),
-    "Off": (60, 100, 60), "On": (0, 255, 0),
+    "OK": (0, 255, 0),
+    "MINOR": (255, 128, 0),
+    "MAJOR": (255, 0, 0),
+    "INVALID": (255, 0, 255),
+    "Header_Background": (77, 77, 77),
+    "Header_ForeGround": (255, 255, 255),
+    "Background": (255, 255, 255),
+    "Off": (60, 100, 60),
+    "On": (0, 255, 0),
 }
 #: Phoebus's predefined named fonts (its ``font.def``): family, style, size.
 FONTS: Dict[str, Tuple[str, str, int]] = {
-    "Default Bold": ("Liberation Sans", "BOLD", 14), "Header 1": ("Liberation Sans", "BOLD", 22),
-    "Comment": ("Liberation Sans", "ITALIC", 14), "Fine Print": ("Liberation Sans", "REGULAR", 12),
+    "Default Bold": ("Liberation Sans", "BOLD", 14),
+    "Header 1": ("Liberation Sans", "BOLD", 22),
+    "Comment": ("Liberation Sans", "ITALIC", 14),
+    "Fine Print": ("Liberation Sans", "REGULAR", 12),
 }
 #: Log lines line up in a fixed-width font; Phoebus names none, so this one is given by its family
 #: (shipped with Phoebus, like the Liberation Sans of the named ones).
@@ -77,8 +94,9 @@ def write_pv(pv: str, value: object, description: str) -> ET.Element:
     return action
 
 
-def open_display(file: str, description: str, macros: Optional[Mapping[str, str]] = None,
-                 target: str = "replace") -> ET.Element:
+def open_display(
+    file: str, description: str, macros: Optional[Mapping[str, str]] = None, target: str = "replace"
+) -> ET.Element:
     action = ET.Element("action", type="open_display")
     _set(action, "file", file)
     _macros(action, macros or {})
@@ -94,8 +112,12 @@ def severity_rule(pv: str, prop: str = "background_color") -> ET.Element:
     1 MINOR, 2 MAJOR, 3 INVALID, 4 UNDEFINED); the legacy numbering (1 MAJOR, 2 MINOR) is
     ``pvLegacySev0``. Disconnected, the widget shows Phoebus's own disconnected border instead."""
     rule = ET.Element("rule", name="severity", prop_id=prop, out_exp="false")
-    for expression, name in (("pvSev0==0", "OK"), ("pvSev0==1", "MINOR"), ("pvSev0==2", "MAJOR"),
-                             ("pvSev0>=3", "INVALID")):
+    for expression, name in (
+        ("pvSev0==0", "OK"),
+        ("pvSev0==1", "MINOR"),
+        ("pvSev0==2", "MAJOR"),
+        ("pvSev0>=3", "INVALID"),
+    ):
         exp = ET.SubElement(rule, "exp", bool_exp=expression)
         _set(exp, "value", color(name))
     ET.SubElement(rule, "pv", trig="true").text = pv
@@ -113,13 +135,19 @@ class Display:
         self._height = _set(self.root, "height", 0)
         self.bottom = 0
 
-    def widget(self, kind: str, name: str, box: Sequence[int], parent: Optional[ET.Element] = None,
-               actions: Sequence[ET.Element] = (), rules: Sequence[ET.Element] = (),
-               **properties: object) -> ET.Element:
+    def widget(
+        self,
+        kind: str,
+        name: str,
+        box: Sequence[int],
+        parent: Optional[ET.Element] = None,
+        actions: Sequence[ET.Element] = (),
+        rules: Sequence[ET.Element] = (),
+        **properties: object,
+    ) -> ET.Element:
         """Add a widget at ``box`` = (x, y, width, height); ``properties`` in the order given. A font or
         colour property takes an Element from :func:`font` / :func:`color`."""
-        element = ET.SubElement(self.root if parent is None else parent, "widget", type=kind,
-                                version=VERSIONS[kind])
+        element = ET.SubElement(self.root if parent is None else parent, "widget", type=kind, version=VERSIONS[kind])
         _set(element, "name", name)
         for tag, coordinate in zip(("x", "y", "width", "height"), box):
             _set(element, tag, coordinate)
@@ -152,5 +180,6 @@ class Display:
 def write_xml(root: ET.Element, path: Path) -> None:
     """Indented, UTF-8, with the declaration Phoebus's own writers put first."""
     ET.indent(root, space="  ")
-    path.write_bytes(b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode").encode()
-                     + b"\n")
+    path.write_bytes(
+        b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode").encode() + b"\n"
+    )

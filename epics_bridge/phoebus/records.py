@@ -4,6 +4,7 @@ give a setpoint an entry field, a choice a combo box and a waveform a plot witho
 Only what a widget needs is read: the record type and, for arrays, the element type. A PV that no
 task database defines (it lives on a facility IOC) is unknown here and gets a read-only widget.
 """
+
 from __future__ import annotations
 
 import re
@@ -38,15 +39,21 @@ class Record:
 
     @property
     def numeric_array(self) -> bool:
-        return self.type in {"waveform", "aai", "aao", "subArray"} and self.ftvl not in (None, "CHAR", "UCHAR",
-                                                                                       "STRING")
+        return self.type in {"waveform", "aai", "aao", "subArray"} and self.ftvl not in (
+            None,
+            "CHAR",
+            "UCHAR",
+            "STRING",
+        )
 
 
 def _expand(text: str, macros: Mapping[str, str]) -> str:
     """``$(NAME)`` and ``$(NAME=default)`` as dbLoadRecords expands them (unset, no default: kept)."""
+
     def one(match: re.Match) -> str:
         name, default = match.group(1), match.group(2)
         return macros.get(name, default if default is not None else match.group(0))
+
     return _MACRO.sub(one, text)
 
 
@@ -56,7 +63,7 @@ def parse_db(path: Path, macros: Mapping[str, str]) -> Dict[str, Record]:
     found: Dict[str, Record] = {}
     heads = list(_RECORD.finditer(text))
     for head, following in zip(heads, heads[1:] + [None]):
-        body = text[head.end():following.start() if following else len(text)]
+        body = text[head.end() : following.start() if following else len(text)]
         ftvl = _FTVL.search(body)
         found[head.group(2)] = Record(head.group(1), ftvl.group(1) if ftvl else None)
     return found

@@ -1,5 +1,6 @@
 """What both generators start from: the tasks of some task files, loaded and refused exactly as the
 launcher loads and refuses them, and the file each task came from."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """``python -m epics_bridge check PATH...``: read every PV of every task once and print a table."""
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,7 @@ def check(tasks: Sequence[Task], timeout: float) -> bool:
     finally:
         io.close()
     header = ("TASK", "LOGICAL", "PV", "RESULT")
-    table = [(name, logical, pv, f"FAIL: {failures[pv]}" if pv in failures else "ok")
-             for name, logical, pv in rows]
+    table = [(name, logical, pv, f"FAIL: {failures[pv]}" if pv in failures else "ok") for name, logical, pv in rows]
     widths = [max(len(row[i]) for row in [header, *table]) for i in range(3)]
     for row in [header, *table]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
@@ -48,13 +48,12 @@ def main(argv: Sequence[str]) -> NoReturn:
     parser = argparse.ArgumentParser(
         prog="python -m epics_bridge check",
         description="Load the tasks like the launcher, read every PV of every task (the standard five "
-                    "included) and print task / PV / ok-or-reason. Run it before enabling a service.",
+        "included) and print task / PV / ok-or-reason. Run it before enabling a service.",
         epilog="Exit status: 0 every PV answered, 1 some did not, 2 the task files are invalid.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="task file, or folder of task files")
     parser.add_argument("--only", nargs="+", default=[], metavar="NAME", help="check only these tasks")
-    parser.add_argument("--timeout", type=positive_seconds, default=2.0,
-                        help="seconds to wait for all PVs (default 2)")
+    parser.add_argument("--timeout", type=positive_seconds, default=2.0, help="seconds to wait for all PVs (default 2)")
     args = parser.parse_args(argv)
     try:
         tasks = load(args.paths, only=args.only)

@@ -5,6 +5,7 @@ thread of its own. Machines read only the status code; the plain-text body is fo
 people: ``/livez`` says what would need a restart of the whole service, ``/readyz`` lists each
 task of this instance that cannot serve now and why.
 """
+
 from __future__ import annotations
 
 from http.server import BaseHTTPRequestHandler, HTTPServer

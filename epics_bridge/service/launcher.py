@@ -3,6 +3,7 @@
 Every file is imported and every task validated first; all problems are reported together with
 the file, task and field, and the process exits 2 without touching a PV. Only a clean set runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,10 @@ def _task_files(paths: Sequence[str]) -> Tuple[List[Path], List[str]]:
                 errors.append(f"{path}: no task files (*.py not starting with '_') in this folder")
             files += found
         elif path.is_file() and path.suffix != ".py":
-            errors.append(f"{path}: not a task file: give Python files (*.py) or folders of them"
-                          + (" (a database is loaded by its task's db= argument)" if path.suffix == ".db" else ""))
+            errors.append(
+                f"{path}: not a task file: give Python files (*.py) or folders of them"
+                + (" (a database is loaded by its task's db= argument)" if path.suffix == ".db" else "")
+            )
         elif path.is_file():
             files.append(path)
         else:
@@ -141,34 +144,68 @@ def _parser(script: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--list", action="store_true", help="print the tasks and their PVs, then exit")
     parser.add_argument("--log-dir", default="logs", help="folder for the log files (default: ./logs)")
     parser.add_argument("--no-log-files", action="store_true", help="log to the console only")
-    parser.add_argument("--log-level", default="INFO", type=options.log_level,
-                        help="DEBUG, INFO, WARNING or ERROR (default INFO)")
-    parser.add_argument("--log-rotation", default="10 MB", type=options.rotation,
-                        help="when to start a new log file: a size, an interval or a time (default '10 MB')")
-    parser.add_argument("--log-retention", default="5", type=options.retention,
-                        help="rotated files to keep, or an age like '14 days'")
-    parser.add_argument("--p4p-log-level", default="WARNING", type=options.log_level,
-                        help="level of p4p's own messages (default WARNING)")
-    parser.add_argument("--no-log-pvs", action="store_true",
-                        help="do not publish log lines to the IOC's log PVs (db/bridge-logs.db)")
-    parser.add_argument("--metrics-port", type=options.port, metavar="N",
-                        help="serve Prometheus metrics on port N (default: off)")
-    parser.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
-                        help="address the metrics server listens on (default 127.0.0.1)")
-    parser.add_argument("--stop-grace", type=options.seconds, default=5.0,
-                        help="seconds a running cycle may take to finish on SIGTERM (default 5)")
-    parser.add_argument("--shard", type=_shard, metavar="I/N",
-                        help="run only this instance's share of the tasks (I = 0..N-1), chosen by task name; "
-                             "auto/N takes I from the host name's trailing -<ordinal> (a StatefulSet pod)")
-    parser.add_argument("--ioc", action="store_true",
-                        help="start a soft IOC serving the tasks' PVs (db/bridge.db per prefix + each task's db=)")
-    parser.add_argument("--reload", action="store_true",
-                        help="development only: restart a task file's worker when the file (or a helper it "
-                             "imports) is saved; a save that does not validate is logged and the last good "
-                             "code keeps running. In production, send SIGHUP (systemctl reload) instead")
-    parser.add_argument("--isolation", choices=ISOLATIONS, default="file",
-                        help="worker processes: one per task file (default), one per task, or none (every task "
-                             "in this process: a stuck task then ends them all, with exit status 3)")
+    parser.add_argument(
+        "--log-level", default="INFO", type=options.log_level, help="DEBUG, INFO, WARNING or ERROR (default INFO)"
+    )
+    parser.add_argument(
+        "--log-rotation",
+        default="10 MB",
+        type=options.rotation,
+        help="when to start a new log file: a size, an interval or a time (default '10 MB')",
+    )
+    parser.add_argument(
+        "--log-retention", default="5", type=options.retention, help="rotated files to keep, or an age like '14 days'"
+    )
+    parser.add_argument(
+        "--p4p-log-level",
+        default="WARNING",
+        type=options.log_level,
+        help="level of p4p's own messages (default WARNING)",
+    )
+    parser.add_argument(
+        "--no-log-pvs", action="store_true", help="do not publish log lines to the IOC's log PVs (db/bridge-logs.db)"
+    )
+    parser.add_argument(
+        "--metrics-port", type=options.port, metavar="N", help="serve Prometheus metrics on port N (default: off)"
+    )
+    parser.add_argument(
+        "--metrics-addr",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address the metrics server listens on (default 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--stop-grace",
+        type=options.seconds,
+        default=5.0,
+        help="seconds a running cycle may take to finish on SIGTERM (default 5)",
+    )
+    parser.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="I/N",
+        help="run only this instance's share of the tasks (I = 0..N-1), chosen by task name; "
+        "auto/N takes I from the host name's trailing -<ordinal> (a StatefulSet pod)",
+    )
+    parser.add_argument(
+        "--ioc",
+        action="store_true",
+        help="start a soft IOC serving the tasks' PVs (db/bridge.db per prefix + each task's db=)",
+    )
+    parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="development only: restart a task file's worker when the file (or a helper it "
+        "imports) is saved; a save that does not validate is logged and the last good "
+        "code keeps running. In production, send SIGHUP (systemctl reload) instead",
+    )
+    parser.add_argument(
+        "--isolation",
+        choices=ISOLATIONS,
+        default="file",
+        help="worker processes: one per task file (default), one per task, or none (every task "
+        "in this process: a stuck task then ends them all, with exit status 3)",
+    )
     return parser
 
 
@@ -199,8 +236,13 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
     sys.exit(_serve(args, tasks, sources))
 
 
-def run_script(tasks: Sequence[Task], argv: Optional[Sequence[str]] = None, *,
-               on_runner: Optional[Callable[[Any], None]] = None, **defaults: Any) -> int:
+def run_script(
+    tasks: Sequence[Task],
+    argv: Optional[Sequence[str]] = None,
+    *,
+    on_runner: Optional[Callable[[Any], None]] = None,
+    **defaults: Any,
+) -> int:
     """``bridge.run()`` and ``BridgeDaemon.start()``: the launcher's options from the script's own
     command line (``python tasks/motor.py --ioc --no-log-files``), keyword arguments as their
     defaults, and every task in this process unless ``--isolation`` says otherwise. Returns the exit
@@ -233,14 +275,26 @@ def _keyword_defaults(keywords: Mapping[str, Any]) -> Dict[str, Any]:
         defaults["no_log_pvs"] = not keywords.pop("log_pvs")
     unknown = sorted(set(keywords) - set(_RUN_KEYWORDS))
     if unknown:
-        raise ConfigError(f"run(): unknown option(s) {', '.join(unknown)} (known: log_dir, log_pvs, "
-                          f"{', '.join(_RUN_KEYWORDS)})")
+        raise ConfigError(
+            f"run(): unknown option(s) {', '.join(unknown)} (known: log_dir, log_pvs, {', '.join(_RUN_KEYWORDS)})"
+        )
     return {**defaults, **keywords}
 
 
 #: Keyword arguments of ``bridge.run()`` named as the launcher's options (``--log-level`` ...).
-_RUN_KEYWORDS = ("log_level", "log_rotation", "log_retention", "p4p_log_level", "metrics_port", "metrics_addr",
-                 "stop_grace", "isolation", "ioc", "only", "shard")
+_RUN_KEYWORDS = (
+    "log_level",
+    "log_rotation",
+    "log_retention",
+    "p4p_log_level",
+    "metrics_port",
+    "metrics_addr",
+    "stop_grace",
+    "isolation",
+    "ioc",
+    "only",
+    "shard",
+)
 
 
 def _prepare(args: argparse.Namespace) -> None:
@@ -270,17 +324,25 @@ def _multiprocess_metrics() -> None:
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
 
 
-def _run(args: argparse.Namespace, tasks: List[Task], heading: str = "",
-         sources: Optional[Dict[str, str]] = None) -> int:
+def _run(
+    args: argparse.Namespace, tasks: List[Task], heading: str = "", sources: Optional[Dict[str, str]] = None
+) -> int:
     """Refuse bad options before anything starts (the embedded IOC included), then run."""
     from ..engine.runner import prepare
     from ..ioc.embedded import Announce, embedded_ioc, start
 
     log_dir = None if args.no_log_files else Path(args.log_dir)
-    options = dict(log_dir=log_dir, log_level=args.log_level, log_rotation=args.log_rotation,
-                   log_retention=_retention(args.log_retention), p4p_log_level=args.p4p_log_level,
-                   log_pvs=not args.no_log_pvs, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
-                   stop_grace=args.stop_grace)
+    options = dict(
+        log_dir=log_dir,
+        log_level=args.log_level,
+        log_rotation=args.log_rotation,
+        log_retention=_retention(args.log_retention),
+        p4p_log_level=args.p4p_log_level,
+        log_pvs=not args.no_log_pvs,
+        metrics_port=args.metrics_port,
+        metrics_addr=args.metrics_addr,
+        stop_grace=args.stop_grace,
+    )
     ioc = None
     try:
         # in a folder of its own: a task may be named "ioc"
@@ -304,8 +366,9 @@ def _run(args: argparse.Namespace, tasks: List[Task], heading: str = "",
             ioc.stop()
 
 
-def _supervisor(args: argparse.Namespace, tasks: List[Task], options: Dict[str, Any], ioc: Any,
-                sources: Dict[str, str]) -> Any:
+def _supervisor(
+    args: argparse.Namespace, tasks: List[Task], options: Dict[str, Any], ioc: Any, sources: Dict[str, str]
+) -> Any:
     """The worker processes' supervisor, able to re-read the task files on SIGHUP (and on every save
     with ``--reload``), restarting the embedded IOC when the databases the tasks need changed.
     ``sources`` holds the text of every task file as it last validated: workers run that text, so a
@@ -340,6 +403,13 @@ def _supervisor(args: argparse.Namespace, tasks: List[Task], options: Dict[str, 
             ioc.restart()
 
     watch = sorted({p.resolve() if p.is_dir() else p.resolve().parent for p in map(Path, args.paths)})
-    return supervise(tasks, args.isolation, options, sources, on_ready=announce, reload_tasks=reload_tasks,
-                     on_reload=reloaded, watch=watch if args.reload else ())
-
+    return supervise(
+        tasks,
+        args.isolation,
+        options,
+        sources,
+        on_ready=announce,
+        reload_tasks=reload_tasks,
+        on_reload=reloaded,
+        watch=watch if args.reload else (),
+    )

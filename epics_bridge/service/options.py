@@ -4,6 +4,7 @@ argparse runs them while it parses, before a task file is imported or a process 
 value ends every command (``--list`` included) with exit status 2 and a message naming the option,
 instead of a negative grace period in the log or a level name loguru refuses an hour later.
 """
+
 from __future__ import annotations
 
 import argparse

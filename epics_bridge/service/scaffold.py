@@ -5,6 +5,7 @@ Writes, in the current folder, ``tasks/NAME.py`` (a working task with two exampl
 fixture) and, when the folder has no pytest configuration yet, the ``pytest.ini`` those tests need.
 It never overwrites: if any of the files exists, nothing is written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,7 +56,7 @@ if __name__ == "__main__":
     bridge.run()
 ''')
 
-DATABASE = Template('''\
+DATABASE = Template("""\
 # Records of the task in tasks/$name.py (written by epics-bridge new).
 # Macro: P, the task's prefix (epics-bridge passes it by default). The standard records (Trigger,
 # Busy, Heartbeat, TaskStatus, TaskDuration) come from epics-bridge's own bridge.db.
@@ -69,7 +70,7 @@ record(ai, "$$(P)Output") {
     field(DESC, "$name output: twice the input")
     field(PREC, "3")
 }
-''')
+""")
 
 TESTS = Template('''\
 """tasks/$name.py on a real soft IOC: the bridge_ioc fixture (from epics-bridge) starts one serving
@@ -102,8 +103,12 @@ testpaths = tests
 pythonpath = .
 """
 #: Where pytest finds its configuration, and the section that makes a file one.
-PYTEST_CONFIGS = {"pytest.ini": "", "pyproject.toml": "[tool.pytest.ini_options]", "tox.ini": "[pytest]",
-                  "setup.cfg": "[tool:pytest]"}
+PYTEST_CONFIGS = {
+    "pytest.ini": "",
+    "pyproject.toml": "[tool.pytest.ini_options]",
+    "tox.ini": "[pytest]",
+    "setup.cfg": "[tool:pytest]",
+}
 
 
 def _pytest_config(folder: Path) -> Optional[Path]:
@@ -117,8 +122,10 @@ def _pytest_config(folder: Path) -> Optional[Path]:
 def _validate(name: str, prefix: str, period: Optional[float]) -> None:
     """NAME names a file, a module and a function; the rest is checked as @bridge.task checks it."""
     if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
-        raise ConfigError(f"NAME {name!r}: it names the file tasks/{name}.py and its function, so it must be a "
-                          "Python identifier not starting with '_' (e.g. vacuum_pump)")
+        raise ConfigError(
+            f"NAME {name!r}: it names the file tasks/{name}.py and its function, so it must be a "
+            "Python identifier not starting with '_' (e.g. vacuum_pump)"
+        )
 
     def probe(t: object) -> None:
         """Stands for the task the files will hold."""
@@ -134,13 +141,16 @@ def files(name: str, prefix: str, period: Optional[float]) -> Dict[str, str]:
     """The new files by path relative to the folder (``pytest.ini`` not included)."""
     timer = period is not None
     values = dict(
-        name=name, prefix=prefix,
+        name=name,
+        prefix=prefix,
         summary=f"runs every {period:g} s (a timer task)." if timer else "runs once per trigger (Trigger=1).",
         period_line=f"\n    period={period!r}," if timer else "",
-        mode_hint=(f"``period={period!r}``: the task runs every {period:g} s; remove it to run on each "
-                   f"trigger ({prefix}Trigger = 1) instead." if timer else
-                   f"it runs when a client writes 1 to {prefix}Trigger; ``period=SECONDS`` runs it on a "
-                   "timer instead."),
+        mode_hint=(
+            f"``period={period!r}``: the task runs every {period:g} s; remove it to run on each "
+            f"trigger ({prefix}Trigger = 1) instead."
+            if timer
+            else f"it runs when a client writes 1 to {prefix}Trigger; ``period=SECONDS`` runs it on a timer instead."
+        ),
         cycle_comment="  # the next timer cycle: it reads the input put above" if timer else "",
     )
     return {
@@ -154,13 +164,14 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="epics-bridge new",
         description="Write a new task in this folder: tasks/NAME.py, db/NAME.db and tests/test_NAME.py "
-                    "(and pytest.ini when there is no pytest configuration). Existing files are never "
-                    "overwritten.",
+        "(and pytest.ini when there is no pytest configuration). Existing files are never "
+        "overwritten.",
     )
     parser.add_argument("name", metavar="NAME", help="the task's name: its file, function and log file")
     parser.add_argument("--prefix", required=True, help="the task's PV prefix, e.g. VAC:PUMP:01:")
-    parser.add_argument("--period", type=float, metavar="SECONDS",
-                        help="run on a timer every SECONDS instead of on each trigger")
+    parser.add_argument(
+        "--period", type=float, metavar="SECONDS", help="run on a timer every SECONDS instead of on each trigger"
+    )
     return parser.parse_args(argv)
 
 
@@ -174,8 +185,10 @@ def main(argv: Sequence[str], folder: Optional[Path] = None) -> NoReturn:
     wanted = files(args.name, args.prefix, args.period)
     existing = [path for path in wanted if (folder / path).exists()]
     if existing:
-        fail(f"epics-bridge new: {', '.join(existing)} already exist{'s' if len(existing) == 1 else ''} in "
-             f"{folder}; nothing was written (choose another NAME, or remove the file)")
+        fail(
+            f"epics-bridge new: {', '.join(existing)} already exist{'s' if len(existing) == 1 else ''} in "
+            f"{folder}; nothing was written (choose another NAME, or remove the file)"
+        )
     config = _pytest_config(folder)
     if config is None:
         wanted["pytest.ini"] = PYTEST_INI
@@ -189,9 +202,13 @@ def main(argv: Sequence[str], folder: Optional[Path] = None) -> NoReturn:
 def _summary(name: str, written: List[str], config: Optional[Path]) -> str:
     lines = ["wrote " + ", ".join(written)]
     if config is not None and "pythonpath" not in config.read_text(errors="replace"):
-        lines.append(f"kept your pytest configuration {config.name}: the tests import tasks.{name}, so it needs "
-                     "'pythonpath = .' (or run them with python -m pytest from this folder)")
-    lines += ["next:",
-              "  python -m pytest                        # the task's tests, on a real soft IOC",
-              "  python -m epics_bridge tasks/ --ioc     # run it on an embedded soft IOC (Ctrl-C stops)"]
+        lines.append(
+            f"kept your pytest configuration {config.name}: the tests import tasks.{name}, so it needs "
+            "'pythonpath = .' (or run them with python -m pytest from this folder)"
+        )
+    lines += [
+        "next:",
+        "  python -m pytest                        # the task's tests, on a real soft IOC",
+        "  python -m epics_bridge tasks/ --ioc     # run it on an embedded soft IOC (Ctrl-C stops)",
+    ]
     return "\n".join(lines)

@@ -10,6 +10,7 @@ the new instance, where ``crc32(name) % N`` would reshuffle most of them.
 ``auto/N`` takes I from the trailing ``-<ordinal>`` of the host name, which is how a Kubernetes
 StatefulSet names its pods (``bridge-0`` ... ``bridge-{N-1}``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -76,11 +77,14 @@ def parse(text: str, host: Optional[str] = None) -> Shard:
         name = host if host is not None else hostname()
         index = host_ordinal(name)
         if index is None:
-            raise ValueError(f"auto/{count}: the host name {name!r} does not end in -<ordinal> "
-                             f"(as a StatefulSet's pod name bridge-0 does); give the index: I/{count}")
+            raise ValueError(
+                f"auto/{count}: the host name {name!r} does not end in -<ordinal> "
+                f"(as a StatefulSet's pod name bridge-0 does); give the index: I/{count}"
+            )
         if index >= count:
-            raise ValueError(f"auto/{count}: the host name {name!r} gives index {index}, "
-                             f"not below {count}; more replicas than N?")
+            raise ValueError(
+                f"auto/{count}: the host name {name!r} gives index {index}, not below {count}; more replicas than N?"
+            )
         return Shard(index, count)
     index = int(index_text)
     if index >= count:

@@ -8,6 +8,7 @@ that imports its own files (see :mod:`.worker` for why not a fork). A worker tha
 waits 1 s, 2 s, 4 s ... up to 60 s between attempts (reset once it stayed up 10 minutes); the
 others never notice. The service itself ends only on SIGTERM/SIGINT, after every worker stopped.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -123,12 +124,21 @@ class Supervisor:
     """Runs ``tasks`` in worker processes (grouped by ``isolation``) until SIGTERM/SIGINT; :meth:`run`
     returns the exit status."""
 
-    def __init__(self, tasks: Sequence[Task], isolation: str, worker_options: Mapping[str, Any],
-                 sources: Dict[str, str], *,
-                 stop_grace: float = 5.0, backoff: Backoff = Backoff(), endpoints: Any = None,
-                 on_ready: Optional[Callable[[], None]] = None, metrics: Any = None,
-                 reload_tasks: Optional[Callable[[], List[Task]]] = None,
-                 on_reload: Optional[Callable[[List[Task]], None]] = None) -> None:
+    def __init__(
+        self,
+        tasks: Sequence[Task],
+        isolation: str,
+        worker_options: Mapping[str, Any],
+        sources: Dict[str, str],
+        *,
+        stop_grace: float = 5.0,
+        backoff: Backoff = Backoff(),
+        endpoints: Any = None,
+        on_ready: Optional[Callable[[], None]] = None,
+        metrics: Any = None,
+        reload_tasks: Optional[Callable[[], List[Task]]] = None,
+        on_reload: Optional[Callable[[List[Task]], None]] = None,
+    ) -> None:
         by_name = {t.name: t for t in tasks}
         self.isolation = isolation
         #: The text of each task file as it last validated (shared with the reloader, which updates it).
@@ -160,8 +170,12 @@ class Supervisor:
         try:
             if self.endpoints is not None:
                 self.selector.register(self.endpoints.fileno(), selectors.EVENT_READ, "http")
-            logger.info("supervisor (pid {}): {} worker(s) for {} task(s)", os.getpid(), len(self.workers),
-                        sum(len(w.spec.tasks) for w in self.workers))
+            logger.info(
+                "supervisor (pid {}): {} worker(s) for {} task(s)",
+                os.getpid(),
+                len(self.workers),
+                sum(len(w.spec.tasks) for w in self.workers),
+            )
             while not self.stopping:
                 self._step(TICK)
             self._stop()
@@ -184,8 +198,9 @@ class Supervisor:
         stop = self._watch_stop = threading.Event()
 
         def run() -> None:
-            for changes in watchfiles.watch(*folders, watch_filter=watchfiles.PythonFilter(), stop_event=stop,
-                                            raise_interrupt=False):
+            for changes in watchfiles.watch(
+                *folders, watch_filter=watchfiles.PythonFilter(), stop_event=stop, raise_interrupt=False
+            ):
                 logger.info("--reload: changed: {}", ", ".join(sorted(path for _, path in changes)))
                 with contextlib.suppress(BlockingIOError):  # a full pipe: a wake-up is pending anyway
                     os.write(self._wake_w, bytes([signal.SIGHUP]))
@@ -253,8 +268,10 @@ class Supervisor:
         try:
             tasks = self.reload_tasks()
         except ConfigError as exc:
-            logger.error("reload: the task files do not validate; everything keeps running as it was:\n  {}",
-                         str(exc).replace("\n", "\n  "))
+            logger.error(
+                "reload: the task files do not validate; everything keeps running as it was:\n  {}",
+                str(exc).replace("\n", "\n  "),
+            )
             self._send("READY=1")
             return
         by_name = {t.name: t for t in tasks}
@@ -267,8 +284,11 @@ class Supervisor:
                 logger.info("reload: worker {} removed (tasks {})", w.spec.name, ", ".join(w.spec.tasks))
                 self._retire(w)
             elif spec != w.spec or changed:
-                logger.info("reload: restarting worker {} ({})", w.spec.name,
-                            "its tasks changed" if spec != w.spec else "changed: " + ", ".join(changed))
+                logger.info(
+                    "reload: restarting worker {} ({})",
+                    w.spec.name,
+                    "its tasks changed" if spec != w.spec else "changed: " + ", ".join(changed),
+                )
                 w.spec, w.tasks = spec, [by_name[n] for n in spec.tasks]
                 self._replace(w)
             else:
@@ -399,9 +419,12 @@ class Supervisor:
         if self.metrics is not None and pid is not None:
             self.metrics.process_dead(pid)
         if self.stopping or w.retire or w.replace:
-            logger.info("worker {} (pid {}) stopped ({})", w.spec.name, pid,
-                        f"exit status {returncode}" if returncode is not None and returncode >= 0 else
-                        _describe(returncode))
+            logger.info(
+                "worker {} (pid {}) stopped ({})",
+                w.spec.name,
+                pid,
+                f"exit status {returncode}" if returncode is not None and returncode >= 0 else _describe(returncode),
+            )
             if w.retire:
                 self.workers.remove(w)
             elif w.replace:
@@ -416,9 +439,16 @@ class Supervisor:
         w.last_exit = f"{_ordinal(w.failures)} failure: {w.last_words or how}"
         if self.metrics is not None:
             self.metrics.restarted(w.spec.tasks)
-        logger.error("worker {} (pid {}, tasks {}) ended: {}{}; restarting it in {:g} s ({} failure in a row)",
-                     w.spec.name, pid, ", ".join(w.spec.tasks), how,
-                     f" — {w.last_words}" if w.last_words else "", delay, _ordinal(w.failures))
+        logger.error(
+            "worker {} (pid {}, tasks {}) ended: {}{}; restarting it in {:g} s ({} failure in a row)",
+            w.spec.name,
+            pid,
+            ", ".join(w.spec.tasks),
+            how,
+            f" — {w.last_words}" if w.last_words else "",
+            delay,
+            _ordinal(w.failures),
+        )
 
     def _watch_silence(self) -> None:
         """A worker that said nothing for longer than its own watchdog needs is hung beyond helping
@@ -428,8 +458,9 @@ class Supervisor:
             if w.pid is None:
                 continue
             if w.term_sent is None and now - w.last_heard > w.silence_limit:
-                logger.error("worker {} (pid {}) silent for {:.0f} s: ending it", w.spec.name, w.pid,
-                             now - w.last_heard)
+                logger.error(
+                    "worker {} (pid {}) silent for {:.0f} s: ending it", w.spec.name, w.pid, now - w.last_heard
+                )
                 w.last_words = w.last_words or f"silent for {now - w.last_heard:.0f} s"
                 self._terminate(w)
             elif w.term_sent is not None and w.kill_sent is None and now - w.term_sent > self.stop_grace + KILL_GRACE:
@@ -528,8 +559,9 @@ class _Spare:
         env = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_ONLY}  # only we speak to systemd
         try:
             # its own session: Ctrl-C reaches the supervisor only, and killpg reaches the worker's tree
-            process = subprocess.Popen(worker_module.command(), env=env, pass_fds=(write_fd,),
-                                       stdin=subprocess.PIPE, start_new_session=True)
+            process = subprocess.Popen(
+                worker_module.command(), env=env, pass_fds=(write_fd,), stdin=subprocess.PIPE, start_new_session=True
+            )
         except OSError:
             os.close(read_fd)
             raise
@@ -586,8 +618,11 @@ def _describe(returncode: Optional[int]) -> str:
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
         extra = " (by someone, or the kernel's out-of-memory killer)" if sig == signal.SIGKILL else ""
         return f"killed by {name}{extra}"
-    meaning = {0: "exit status 0 (it should not stop on its own)", 2: "exit status 2 (its task files are invalid)",
-               3: "exit status 3 (its watchdog)"}
+    meaning = {
+        0: "exit status 0 (it should not stop on its own)",
+        2: "exit status 2 (its task files are invalid)",
+        3: "exit status 3 (its watchdog)",
+    }
     return meaning.get(returncode, f"exit status {returncode}")
 
 
@@ -596,9 +631,17 @@ def _ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
-def supervise(tasks: Sequence[Task], isolation: str, options: Mapping[str, Any], sources: Dict[str, str], *,
-              on_ready: Optional[Callable[[], None]] = None, reload_tasks: Optional[Callable[[], List[Task]]] = None,
-              on_reload: Optional[Callable[[List[Task]], None]] = None, watch: Sequence[Path] = ()) -> Supervisor:
+def supervise(
+    tasks: Sequence[Task],
+    isolation: str,
+    options: Mapping[str, Any],
+    sources: Dict[str, str],
+    *,
+    on_ready: Optional[Callable[[], None]] = None,
+    reload_tasks: Optional[Callable[[], List[Task]]] = None,
+    on_reload: Optional[Callable[[List[Task]], None]] = None,
+    watch: Sequence[Path] = (),
+) -> Supervisor:
     """Everything that can refuse to start, done before any worker exists: logging configured (the
     task files' names checked), the HTTP port bound. ``options`` are those of
     :func:`epics_bridge.engine.runner.prepare`; each worker gets them for its own tasks."""
@@ -607,10 +650,17 @@ def supervise(tasks: Sequence[Task], isolation: str, options: Mapping[str, Any],
 
     options = dict(options)
     log_dir = options.get("log_dir", "logs")
-    configure(tasks, LogConfig(
-        directory=None if log_dir is None else Path(log_dir), level=options.get("log_level", "INFO"),
-        rotation=options.get("log_rotation", "10 MB"), retention=options.get("log_retention", 5),
-        p4p_level=options.get("p4p_log_level", "WARNING"), task_files=False))
+    configure(
+        tasks,
+        LogConfig(
+            directory=None if log_dir is None else Path(log_dir),
+            level=options.get("log_level", "INFO"),
+            rotation=options.get("log_rotation", "10 MB"),
+            retention=options.get("log_retention", 5),
+            p4p_level=options.get("p4p_log_level", "WARNING"),
+            task_files=False,
+        ),
+    )
     port, addr = options.pop("metrics_port", None), options.pop("metrics_addr", "127.0.0.1")
     endpoints = metrics = None
     if port is not None:
@@ -618,14 +668,27 @@ def supervise(tasks: Sequence[Task], isolation: str, options: Mapping[str, Any],
 
         endpoints, metrics = Endpoints(port, addr), ServiceMetrics(tasks)
         logger.info("metrics and probes on http://{}:{}/metrics, /livez, /readyz", *endpoints.address)
-    supervisor = Supervisor(tasks, isolation, {**options, "process_log": False}, sources,
-                            stop_grace=options.get("stop_grace", 5.0), endpoints=endpoints, metrics=metrics,
-                            on_ready=on_ready, reload_tasks=reload_tasks, on_reload=on_reload)
+    supervisor = Supervisor(
+        tasks,
+        isolation,
+        {**options, "process_log": False},
+        sources,
+        stop_grace=options.get("stop_grace", 5.0),
+        endpoints=endpoints,
+        metrics=metrics,
+        on_ready=on_ready,
+        reload_tasks=reload_tasks,
+        on_reload=on_reload,
+    )
     if watch:
         supervisor.watch(watch)
     if endpoints is not None and metrics is not None:  # made together
         endpoints.route("/metrics", lambda: (200, "text/plain; version=0.0.4; charset=utf-8", metrics.render()))
-        endpoints.route("/livez", lambda: health({"supervisor": why} if (why := supervisor.alive()) else {},
-                                                 "ok: the supervisor's loop runs"))
+        endpoints.route(
+            "/livez",
+            lambda: health(
+                {"supervisor": why} if (why := supervisor.alive()) else {}, "ok: the supervisor's loop runs"
+            ),
+        )
         endpoints.route("/readyz", lambda: health(supervisor.unhealthy(), "ok: every task of this instance serves"))
     return supervisor

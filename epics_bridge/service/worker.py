@@ -10,6 +10,7 @@ tells the supervisor what it needs to know as JSON lines on a pipe: that its tas
 task's health and readiness, and its last words (which task stayed stuck, and the line it hangs
 on) before the watchdog exits.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -49,8 +50,10 @@ def plan(tasks: Sequence[Task], isolation: str) -> List[WorkerSpec]:
     for task in tasks:
         key = task.name if isolation == "task" else source_file(task).name
         groups.setdefault(key, []).append(task)
-    return [WorkerSpec(name, tuple(t.name for t in group), tuple(dict.fromkeys(source_file(t) for t in group)))
-            for name, group in groups.items()]
+    return [
+        WorkerSpec(name, tuple(t.name for t in group), tuple(dict.fromkeys(source_file(t) for t in group)))
+        for name, group in groups.items()
+    ]
 
 
 def user_files(tasks: Sequence[Task]) -> List[str]:
@@ -139,9 +142,17 @@ def _name_process(name: str) -> None:
 def payload(spec: WorkerSpec, options: Mapping[str, Any], status_fd: int, sources: Mapping[str, str]) -> bytes:
     """What a worker needs: its tasks, the text of their files as last validated, the run options."""
     files = [str(f) for f in spec.files]
-    return json.dumps({"name": spec.name, "tasks": list(spec.tasks), "files": files,
-                       "sources": {f: sources[f] for f in files if f in sources}, "options": dict(options),
-                       "status_fd": status_fd}, default=str).encode()
+    return json.dumps(
+        {
+            "name": spec.name,
+            "tasks": list(spec.tasks),
+            "files": files,
+            "sources": {f: sources[f] for f in files if f in sources},
+            "options": dict(options),
+            "status_fd": status_fd,
+        },
+        default=str,
+    ).encode()
 
 
 def main() -> int:

@@ -1,4 +1,5 @@
 """The unit tier: pure logic on the in-memory IO, no IOC and no subprocess."""
+
 from __future__ import annotations
 
 from typing import Iterator, List
@@ -21,8 +22,11 @@ class LoguruCapture:
 @pytest.fixture
 def caplog_loguru() -> Iterator[LoguruCapture]:
     capture = LoguruCapture()
-    sink = logger.add(lambda message: capture.lines.append(message.rstrip("\n")), level="DEBUG",
-                      format="{level} | {extra} | {message}")
+    sink = logger.add(
+        lambda message: capture.lines.append(message.rstrip("\n")),
+        level="DEBUG",
+        format="{level} | {extra} | {message}",
+    )
     try:
         yield capture
     finally:

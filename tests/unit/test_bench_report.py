@@ -1,4 +1,5 @@
 """The benchmark's own arithmetic and report (no timing here: the numbers live in the benchmark)."""
+
 import pytest
 
 from epics_bridge.bench.report import ack_summary, evaluate, heartbeat_summary, latency_summary, render
@@ -78,9 +79,15 @@ def test_a_skipped_pulse_is_counted():
 
 def _step(tasks, files, pss=400.0, cpu=3.0, reference=4.0, beats=None, acks=None):
     beats = beats or {f"T{i}": [0.5, 1.51, 2.5, 3.5] for i in range(100)}
-    return {"tasks": tasks, "files": files, "pss_mb": pss, "cpu_percent": cpu, "reference_cpu_percent": reference,
-            "heartbeat": heartbeat_summary(beats, 1.0, (0.0, 4.0)),
-            "ack": ack_summary([acks or {f"T{i}": 1.0 for i in range(tasks)}], expected=tasks)}
+    return {
+        "tasks": tasks,
+        "files": files,
+        "pss_mb": pss,
+        "cpu_percent": cpu,
+        "reference_cpu_percent": reference,
+        "heartbeat": heartbeat_summary(beats, 1.0, (0.0, 4.0)),
+        "ack": ack_summary([acks or {f"T{i}": 1.0 for i in range(tasks)}], expected=tasks),
+    }
 
 
 SPREAD = "1000 tasks in 10 files"
@@ -101,8 +108,7 @@ def test_the_service_targets_use_the_spread_step_and_the_one_file_step():
 def test_service_targets_fail_on_excess_skipped_pulses_missing_acknowledges_and_are_na_unmeasured():
     assert _targets(_results())[f"PSS of the whole service, {SPREAD}"]["pass"] is None
     skipping = {"A": [0.5, 1.5, 3.5], "B": [0.5, 1.5, 2.5, 3.5]}
-    targets = _targets(_results(scale=[_step(1000, 10, pss=600.0, cpu=5.0, beats=skipping,
-                                             acks={"T0": 0.1})]))
+    targets = _targets(_results(scale=[_step(1000, 10, pss=600.0, cpu=5.0, beats=skipping, acks={"T0": 0.1})]))
     assert targets[f"PSS of the whole service, {SPREAD}"]["pass"] is False
     assert targets[f"idle CPU, {SPREAD} vs 1000 plain puts/s"]["pass"] is False  # 1.25x
     hb = targets[f"heartbeat error p99, {SPREAD}"]

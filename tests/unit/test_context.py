@@ -1,4 +1,5 @@
 """``t.get``/``t.put`` by logical name, on the in-memory IO: a typo is an error at once, not a timeout."""
+
 from __future__ import annotations
 
 import time

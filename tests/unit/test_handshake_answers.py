@@ -1,5 +1,6 @@
 """Before a task serves, on the in-memory IO: each answer of the handshake round and of the owner
 record, and what the loop does with it. The same on the real soft IOC: tests/test_handshake.py."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -76,13 +77,17 @@ def test_a_live_foreign_owner_is_waited_for_and_a_stale_one_taken_over(caplog_lo
     io = MemoryIO({**STANDARD, P + "Owner": "other:7:2026-01-01T00:00:00Z", P + "HeartbeatAge": 0.0})
     with looping(io) as (loop, recorder):
         wait_for(lambda: recorder.readiness, 2.0)
-        assert recorder.readiness[0] == (False, f"prefix served by other:7 (this is "
-                                                f"{':'.join(loop.ownership.token.split(':')[:2])})")
+        assert recorder.readiness[0] == (
+            False,
+            f"prefix served by other:7 (this is {':'.join(loop.ownership.token.split(':')[:2])})",
+        )
         assert not loop.pulsing and io.values[P + "Owner"].startswith("other:7:")
         io.set(P + "HeartbeatAge", 6.0)  # silent past the limit (5 s): that daemon is gone
         wait_for(lambda: recorder.readiness[-1] == (True, None), 3.0, what="the prefix taken over")
         assert io.values[P + "Owner"] == loop.ownership.token and loop.pulsing
     assert "another daemon serves prefix UNIT:" in caplog_loguru.text
-    assert "taking over: UNIT:Owner names other:7:2026-01-01T00:00:00Z, whose heartbeat has been silent for 6 s" \
+    assert (
+        "taking over: UNIT:Owner names other:7:2026-01-01T00:00:00Z, whose heartbeat has been silent for 6 s"
         in caplog_loguru.text
+    )
     assert io.values[P + "Owner"] == ""  # released at the stop

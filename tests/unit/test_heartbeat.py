@@ -1,4 +1,5 @@
 """The heartbeat's pulse and its count of stuck periods, on the in-memory IO."""
+
 from __future__ import annotations
 
 import threading
@@ -38,8 +39,9 @@ class Beat:
     """A heartbeat thread at 10 ms periods, on a fake loop; records the watchdog's verdict."""
 
     def __init__(self, max_stuck_cycles: int = 3) -> None:
-        self.task = Registry.make(lambda t: None, prefix=P, name="hb", heartbeat_period=0.01,
-                                  max_stuck_cycles=max_stuck_cycles)
+        self.task = Registry.make(
+            lambda t: None, prefix=P, name="hb", heartbeat_period=0.01, max_stuck_cycles=max_stuck_cycles
+        )
         self.io, self.loop, self.counts = MemoryIO({PULSE: 0}), FakeLoop(), Counts()
         self.limit = threading.Event()
         self.verdict: List[str] = []

@@ -1,4 +1,5 @@
 """BasePVInterface: epics-bridge 1.0.1's dataclass, plus checks that catch a bad template before anything connects."""
+
 from __future__ import annotations
 
 import re
@@ -11,8 +12,13 @@ import pytest
 from epics_bridge.base_pv_interface import BasePVInterface, DuplicatePVWarning
 
 QUICK_START_PREFIXES = {"main": "IOC:MOTOR:01:", "sys": "IOC:SYS:"}
-STANDARD = {"trigger": "Trigger", "heartbeat": "Heartbeat", "busy": "Busy",
-            "task_status": "TaskStatus", "task_duration": "TaskDuration"}
+STANDARD = {
+    "trigger": "Trigger",
+    "heartbeat": "Heartbeat",
+    "busy": "Busy",
+    "task_status": "TaskStatus",
+    "task_duration": "TaskDuration",
+}
 
 
 @dataclass
@@ -48,8 +54,9 @@ def test_the_1_0_1_quick_start_motor_interface_resolves():
 def test_as_dict_and_pv_to_attr():
     iface = MotorInterface(prefixes=QUICK_START_PREFIXES)
     expected = {attr: "IOC:MOTOR:01:" + rec for attr, rec in STANDARD.items()}
-    expected.update(position_rbv="IOC:MOTOR:01:Pos:RBV", velocity_sp="IOC:MOTOR:01:Vel:SP",
-                    temperature="IOC:SYS:Temp:Mon")
+    expected.update(
+        position_rbv="IOC:MOTOR:01:Pos:RBV", velocity_sp="IOC:MOTOR:01:Vel:SP", temperature="IOC:SYS:Temp:Mon"
+    )
     assert iface.as_dict == expected
     assert iface.pv_to_attr == {pv: attr for attr, pv in expected.items()}
 

@@ -3,6 +3,7 @@
 The same behaviour is tested end to end on the real soft IOC (tests/test_cycle.py, test_faults.py);
 here each rule is pinned down alone, in milliseconds.
 """
+
 from __future__ import annotations
 
 import queue
@@ -23,8 +24,7 @@ from epics_bridge.registry import Registry, Task
 from epics_bridge.status import TaskStatus
 
 P = "UNIT:"
-TRIGGER, BUSY, STATUS, DURATION, GROUP = (P + n for n in ("Trigger", "Busy", "TaskStatus", "TaskDuration",
-                                                          "CycleEnd"))
+TRIGGER, BUSY, STATUS, DURATION, GROUP = (P + n for n in ("Trigger", "Busy", "TaskStatus", "TaskDuration", "CycleEnd"))
 
 
 class Finished(Hooks):
@@ -87,10 +87,13 @@ def test_a_trigger_set_before_start_is_served_once():
     assert io.values[TRIGGER] == 0
 
 
-@pytest.mark.parametrize("raised, status", [
-    (PVTimeoutError("get", {"X:Y": TimeoutError()}), TaskStatus.IO_FAILURE),
-    (ValueError("bug"), TaskStatus.EXCEPTION),
-])
+@pytest.mark.parametrize(
+    "raised, status",
+    [
+        (PVTimeoutError("get", {"X:Y": TimeoutError()}), TaskStatus.IO_FAILURE),
+        (ValueError("bug"), TaskStatus.EXCEPTION),
+    ],
+)
 def test_what_the_function_raises_decides_the_status(raised, status):
     def task(t):
         raise raised

@@ -1,4 +1,5 @@
 """The in-memory IO keeps BridgeIO's contract: the same errors, batches and forgiving variants."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,9 +17,14 @@ def test_reads_and_writes_by_name_and_in_batches():
     assert io.values == {"A": 3, "B": 4.0} and io.writes == [{"A": 3, "B": 4.0}]
 
 
-@pytest.mark.parametrize("cause, error", [
-    (None, PVTimeoutError), (Disconnected(), PVDisconnectedError), (RemoteError("no"), PVRejectedError),
-])
+@pytest.mark.parametrize(
+    "cause, error",
+    [
+        (None, PVTimeoutError),
+        (Disconnected(), PVDisconnectedError),
+        (RemoteError("no"), PVRejectedError),
+    ],
+)
 def test_failures_raise_the_error_of_the_real_io_naming_each_pv(cause, error):
     io = MemoryIO({"A": 1, "B": 2})
     if cause is not None:

@@ -3,6 +3,7 @@ refusals, the task context's name translation, and the return-value -> TaskStatu
 
 These are unit tests of pure logic (no IOC); the same behaviour on a real IOC is in test_cycle.py.
 """
+
 from __future__ import annotations
 
 import math
@@ -85,7 +86,10 @@ def test_pvs_as_a_base_pv_interface_subclass():
     pvs = reg.tasks[0].pvs
     assert isinstance(pvs, MotorInterface)
     assert (pvs.position_rbv, pvs.temperature, pvs.busy) == (
-        "IOC:MOTOR:02:Pos:RBV", "IOC:SYS:Temp:Mon", "IOC:MOTOR:02:Busy")
+        "IOC:MOTOR:02:Pos:RBV",
+        "IOC:SYS:Temp:Mon",
+        "IOC:MOTOR:02:Busy",
+    )
     assert reg.tasks[0].standard_handshake
 
 
@@ -103,8 +107,9 @@ def test_defaults_are_those_of_the_design():
 
 def test_options_are_kept():
     reg = Registry()
-    reg.task(prefix="A:", name="renamed", period=0.5, heartbeat_period=0.25, stall_timeout=3,
-             max_stuck_cycles=4, timeout=2)(motor)
+    reg.task(
+        prefix="A:", name="renamed", period=0.5, heartbeat_period=0.25, stall_timeout=3, max_stuck_cycles=4, timeout=2
+    )(motor)
     task = reg.tasks[0]
     assert (task.name, task.period, task.mode) == ("renamed", 0.5, "timer every 0.5 s")
     assert settings(task) == (0.25, 3.0, 4, 2.0)
@@ -124,15 +129,18 @@ def test_context_translates_logical_names_and_batches():
     assert io.calls == [("get", ["P:A", "X:Y"]), ("put", {"P:A": 10, "P:B": 20})]
 
 
-@pytest.mark.parametrize("result, status", [
-    (TaskStatus.SKIPPED, TaskStatus.SKIPPED),
-    (TaskStatus.DONE, TaskStatus.SUCCESS),
-    (TaskStatus.ERROR, TaskStatus.LOGIC_FAILURE),
-    (None, TaskStatus.SUCCESS),
-    (True, TaskStatus.SUCCESS),  # not int 1 (LOGIC_FAILURE): bools are checked first
-    (False, TaskStatus.LOGIC_FAILURE),
-    (2, TaskStatus.IO_FAILURE),
-])
+@pytest.mark.parametrize(
+    "result, status",
+    [
+        (TaskStatus.SKIPPED, TaskStatus.SKIPPED),
+        (TaskStatus.DONE, TaskStatus.SUCCESS),
+        (TaskStatus.ERROR, TaskStatus.LOGIC_FAILURE),
+        (None, TaskStatus.SUCCESS),
+        (True, TaskStatus.SUCCESS),  # not int 1 (LOGIC_FAILURE): bools are checked first
+        (False, TaskStatus.LOGIC_FAILURE),
+        (2, TaskStatus.IO_FAILURE),
+    ],
+)
 def test_status_of_maps_results(result, status):
     assert status_of(result) is status
 
@@ -145,7 +153,12 @@ def test_status_of_refuses_anything_else(result):
 
 def test_status_values_are_fixed():
     assert [(s.name, int(s)) for s in TaskStatus] == [
-        ("SUCCESS", 0), ("LOGIC_FAILURE", 1), ("IO_FAILURE", 2), ("EXCEPTION", 3), ("SKIPPED", 4)]
+        ("SUCCESS", 0),
+        ("LOGIC_FAILURE", 1),
+        ("IO_FAILURE", 2),
+        ("EXCEPTION", 3),
+        ("SKIPPED", 4),
+    ]
 
 
 def no_argument():
@@ -156,28 +169,31 @@ def two_arguments(a, b):
     pass
 
 
-@pytest.mark.parametrize("func, options, message", [
-    (motor, {"prefix": "A:", "pvs": {"t": "{sys}T"}}, "field 't' requires prefix key 'sys'"),
-    (motor, {"prefix": ""}, "field 'prefix'"),
-    (motor, {"prefix": "A:", "pvs": {"v": "Valve SP"}}, "field 'v': PV name 'A:Valve SP' has characters"),
-    (motor, {"prefix": "A:", "pvs": {"v": 'Valve"SP'}}, "field 'v'"),
-    (motor, {"prefix": "A:", "pvs": {"v": "Valve'SP"}}, "field 'v'"),
-    (motor, {"prefix": "A:", "pvs": {"not-an-identifier": "X"}}, "must be a Python identifier"),
-    (no_argument, {"prefix": "A:"}, "field 'function': a task function takes exactly one argument"),
-    (two_arguments, {"prefix": "A:"}, "field 'function'"),
-    (42, {"prefix": "A:"}, "decorates a function, not int 42"),
-    (motor, {"prefix": "A:", "perod": 1}, "unknown argument(s) to bridge.task: perod"),
-    (motor, {"prefix": "A:", "name": "has space"}, "field 'name'"),
-    (motor, {"prefix": "A:", "period": 0}, "field 'period'"),
-    (motor, {"prefix": "A:", "period": -1}, "field 'period'"),
-    (motor, {"prefix": "A:", "heartbeat_period": 0}, "field 'heartbeat_period'"),
-    (motor, {"prefix": "A:", "stall_timeout": -1}, "field 'stall_timeout'"),
-    (motor, {"prefix": "A:", "timeout": math.nan}, "field 'timeout'"),
-    (motor, {"prefix": "A:", "timeout": math.inf}, "field 'timeout'"),
-    (motor, {"prefix": "A:", "max_stuck_cycles": 0}, "field 'max_stuck_cycles'"),
-    (motor, {"prefix": "A:", "max_stuck_cycles": 2.5}, "field 'max_stuck_cycles' must be a positive integer"),
-    (motor, {"prefix": "A:", "max_stuck_cycles": True}, "field 'max_stuck_cycles'"),
-])
+@pytest.mark.parametrize(
+    "func, options, message",
+    [
+        (motor, {"prefix": "A:", "pvs": {"t": "{sys}T"}}, "field 't' requires prefix key 'sys'"),
+        (motor, {"prefix": ""}, "field 'prefix'"),
+        (motor, {"prefix": "A:", "pvs": {"v": "Valve SP"}}, "field 'v': PV name 'A:Valve SP' has characters"),
+        (motor, {"prefix": "A:", "pvs": {"v": 'Valve"SP'}}, "field 'v'"),
+        (motor, {"prefix": "A:", "pvs": {"v": "Valve'SP"}}, "field 'v'"),
+        (motor, {"prefix": "A:", "pvs": {"not-an-identifier": "X"}}, "must be a Python identifier"),
+        (no_argument, {"prefix": "A:"}, "field 'function': a task function takes exactly one argument"),
+        (two_arguments, {"prefix": "A:"}, "field 'function'"),
+        (42, {"prefix": "A:"}, "decorates a function, not int 42"),
+        (motor, {"prefix": "A:", "perod": 1}, "unknown argument(s) to bridge.task: perod"),
+        (motor, {"prefix": "A:", "name": "has space"}, "field 'name'"),
+        (motor, {"prefix": "A:", "period": 0}, "field 'period'"),
+        (motor, {"prefix": "A:", "period": -1}, "field 'period'"),
+        (motor, {"prefix": "A:", "heartbeat_period": 0}, "field 'heartbeat_period'"),
+        (motor, {"prefix": "A:", "stall_timeout": -1}, "field 'stall_timeout'"),
+        (motor, {"prefix": "A:", "timeout": math.nan}, "field 'timeout'"),
+        (motor, {"prefix": "A:", "timeout": math.inf}, "field 'timeout'"),
+        (motor, {"prefix": "A:", "max_stuck_cycles": 0}, "field 'max_stuck_cycles'"),
+        (motor, {"prefix": "A:", "max_stuck_cycles": 2.5}, "field 'max_stuck_cycles' must be a positive integer"),
+        (motor, {"prefix": "A:", "max_stuck_cycles": True}, "field 'max_stuck_cycles'"),
+    ],
+)
 def test_bad_configuration_is_refused_with_where_and_what(func, options, message):
     reg = Registry()
     with pytest.raises(ConfigError) as info:

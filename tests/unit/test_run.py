@@ -1,4 +1,5 @@
 """``bridge.run()`` refuses a bad configuration the launcher's way: exit 2, the problems listed."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """TaskStatus values and aliases are part of the contract (the IOC's mbbi states are numbered by them)."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,7 +11,11 @@ from epics_bridge.status import TaskStatus, status_of
 
 def test_values_are_fixed():
     assert {s.name: int(s) for s in TaskStatus} == {
-        "SUCCESS": 0, "LOGIC_FAILURE": 1, "IO_FAILURE": 2, "EXCEPTION": 3, "SKIPPED": 4,
+        "SUCCESS": 0,
+        "LOGIC_FAILURE": 1,
+        "IO_FAILURE": 2,
+        "EXCEPTION": 3,
+        "SKIPPED": 4,
     }
 
 

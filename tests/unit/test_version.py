@@ -1,4 +1,5 @@
 """One version, above the epics-bridge 5.0.0 on PyPI, printed by ``epics-bridge --version``."""
+
 from __future__ import annotations
 
 import re
