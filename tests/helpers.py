@@ -148,7 +148,7 @@ class Daemon:
             what=f"worker {name}",
         )
 
-    def assert_nothing_left(self, timeout: float = 10.0) -> None:
+    def assert_nothing_left(self, timeout: float = 20.0) -> None:
         """No process of this daemon outlives it (a worker dies with its supervisor); kill and fail if one does."""
         try:
             wait_for(lambda: not self.descendants(), timeout, what="the daemon's processes to end")
