@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import signal
 import time
+from contextlib import contextmanager
+from typing import Any, Iterator, Tuple
 
 import pytest
-from helpers import HeartbeatRecorder, client_for, daemon, wait_value, write_tasks
+from helpers import Daemon, HeartbeatRecorder, client_for, daemon, wait_value, write_tasks
 
 from epics_bridge.engine.runner import EXIT_STUCK
 
@@ -52,17 +54,32 @@ HANGS = [
 ]
 
 
-@pytest.mark.parametrize("body", [b for _, b in HANGS], ids=[i for i, _ in HANGS])
-def test_stuck_task_stops_its_heartbeat_and_ends_the_process(body, make_ioc, tmp_path):
+@contextmanager
+def stuck_cycle(
+    body: str, isolation: str, make_ioc, tmp_path
+) -> Iterator[Tuple[Daemon, Any, HeartbeatRecorder, float]]:
+    """Both tasks pulsing, then the stuck one triggered and in its cycle: the daemon, a client, the
+    heartbeat recorder and when the cycle began."""
     ioc = make_ioc(STUCK, HEALTHY)
     ctx = client_for(ioc.client_env)
     beats = HeartbeatRecorder(ctx, [STUCK, HEALTHY])
-    with daemon([write_tasks(tmp_path, TASKS.format(body=body)), "--isolation", "none"], ioc.client_env, tmp_path) as d:
-        beats.wait_pulses(STUCK, 2, timeout=30)
-        beats.wait_pulses(HEALTHY, 2, timeout=30)
-        started = time.monotonic()
-        ctx.put(STUCK + "Trigger", 1)
-        wait_value(ctx, STUCK + "Busy", 1)
+    try:
+        source = write_tasks(tmp_path, TASKS.format(body=body))
+        with daemon([source, "--isolation", isolation], ioc.client_env, tmp_path) as d:
+            beats.wait_pulses(STUCK, 2, timeout=30)
+            beats.wait_pulses(HEALTHY, 2, timeout=30)
+            started = time.monotonic()
+            ctx.put(STUCK + "Trigger", 1)
+            wait_value(ctx, STUCK + "Busy", 1)
+            yield d, ctx, beats, started
+    finally:
+        beats.close()
+        ctx.close()
+
+
+@pytest.mark.parametrize("body", [b for _, b in HANGS], ids=[i for i, _ in HANGS])
+def test_stuck_task_stops_its_heartbeat_and_ends_the_process(body, make_ioc, tmp_path):
+    with stuck_cycle(body, "none", make_ioc, tmp_path) as (d, _, beats, started):
         status = d.wait_exit(STALL + MAX_STUCK * PERIOD + EXIT_MARGIN)
         exited = time.monotonic()
 
@@ -82,8 +99,6 @@ def test_stuck_task_stops_its_heartbeat_and_ends_the_process(body, make_ioc, tmp
     assert max(b - a for a, b in zip(during, during[1:])) <= 2 * PERIOD + MARGIN
     assert exited - during[-1] <= 2 * PERIOD + MARGIN, "the healthy task stopped pulsing before the exit"
     _assert_watchdog_logged(d, cause="a cycle has been running for", statement=body)
-    beats.close()
-    ctx.close()
 
 
 def _assert_watchdog_logged(d, cause: str, statement: str) -> None:
@@ -119,22 +134,13 @@ def test_stuck_task_under_the_supervisor_ends_only_its_worker(body, make_ioc, tm
     """The same hangs with each task in a worker of its own: the stuck one's worker ends with the
     same diagnosis and is restarted, reporting the lost cycle; the healthy one's never stops pulsing
     and the service stays up."""
-    ioc = make_ioc(STUCK, HEALTHY)
-    ctx = client_for(ioc.client_env)
-    beats = HeartbeatRecorder(ctx, [STUCK, HEALTHY])
-    with daemon([write_tasks(tmp_path, TASKS.format(body=body)), "--isolation", "task"], ioc.client_env, tmp_path) as d:
-        beats.wait_pulses(STUCK, 2, timeout=30)
-        beats.wait_pulses(HEALTHY, 2, timeout=30)
-        started = time.monotonic()
-        ctx.put(STUCK + "Trigger", 1)
-        wait_value(ctx, STUCK + "Busy", 1)
-        wait_value(ctx, STUCK + "Busy", 0, timeout=STALL + MAX_STUCK * PERIOD + EXIT_MARGIN)  # restarted, reported
+    with stuck_cycle(body, "task", make_ioc, tmp_path) as (d, ctx, beats, started):
+        # restarted, the lost cycle reported
+        wait_value(ctx, STUCK + "Busy", 0, timeout=STALL + MAX_STUCK * PERIOD + EXIT_MARGIN)
         back = time.monotonic() - started
         assert d.proc.poll() is None
         stderr = d.stderr
+        during = [started] + [p for p in beats.pulses[HEALTHY] if p > started]
     print(f"\n{body}: the stuck task's worker back {back:.2f} s after the trigger")
     assert "worker stuck (pid" in stderr and "ended: exit status 3 (its watchdog) — task 'stuck' stuck" in stderr
-    during = [started] + [p for p in beats.pulses[HEALTHY] if p > started]
     assert max(b - a for a, b in zip(during, during[1:])) <= 2 * PERIOD + MARGIN
-    beats.close()
-    ctx.close()
