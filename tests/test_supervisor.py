@@ -327,7 +327,15 @@ def test_bad_time_limit_is_refused_before_anything_starts(setting, message, tmp_
         assert message in d.stderr and "task 'limited'" in d.stderr and str(source) in d.stderr
 
 
-def test_unknown_isolation_is_refused(tmp_path):
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        (["--isolation", "thread"], ["--isolation", "invalid choice"]),
+        (["--reload", "--isolation", "none"], ["--reload restarts worker processes"]),
+    ],
+    ids=["unknown-isolation", "reload-without-workers"],
+)
+def test_bad_service_options_are_refused(options, expected, tmp_path):
     source = write_tasks(
         tmp_path,
         """
@@ -338,27 +346,12 @@ def test_unknown_isolation_is_refused(tmp_path):
             pass
     """,
     )
-    with daemon([source, "--isolation", "thread"], {}, tmp_path) as d:
+    with daemon([source, *options], {}, tmp_path) as d:
         assert d.wait_exit(30) == 2
-        assert "--isolation" in d.stderr and "invalid choice" in d.stderr
+        for text in expected:
+            assert text in d.stderr
 
 
 def test_backoff_doubles_to_its_cap():
     backoff = Backoff()
     assert [backoff.delay(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
-
-
-def test_reload_without_workers_is_refused(tmp_path):
-    source = write_tasks(
-        tmp_path,
-        """
-        from epics_bridge import bridge
-
-        @bridge.task(prefix="BAD:")
-        def fine(t):
-            pass
-    """,
-    )
-    with daemon([source, "--reload", "--isolation", "none"], {}, tmp_path) as d:
-        assert d.wait_exit(30) == 2
-        assert "--reload restarts worker processes" in d.stderr
