@@ -12,7 +12,6 @@ others never notice. The service itself ends only on SIGTERM/SIGINT, after every
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import selectors
@@ -366,11 +365,8 @@ class Supervisor:
                 chunk = os.read(w.fd, 65536)
             except BlockingIOError:
                 break
-            except OSError as exc:
-                if exc.errno != errno.EINTR:
-                    chunk = b""
-                else:
-                    continue
+            except OSError:  # os.read retries EINTR itself (PEP 475): anything else is a broken pipe
+                chunk = b""
             if not chunk:  # the worker closed its end: it is gone, the reaper will say how
                 self._close_pipe(w)
                 break
