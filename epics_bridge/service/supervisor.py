@@ -162,6 +162,8 @@ class Supervisor:
         self._next_ping = 0.0
         self._watch_stop: Any = None
         self._spare: Optional[_Spare] = None
+        #: Workers get the read end; its only write end is ours, so they see end-of-file when we die.
+        self._lifeline_r, self._lifeline_w = os.pipe()
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> int:
@@ -185,6 +187,8 @@ class Supervisor:
             self.selector.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
+            os.close(self._lifeline_r)
+            os.close(self._lifeline_w)
         return 0
 
     def watch(self, folders: Sequence[Path]) -> None:
@@ -331,7 +335,7 @@ class Supervisor:
         try:
             if spare is None or spare.process.poll() is not None:
                 _discard(spare)
-                spare = _Spare.start()
+                spare = _Spare.start(self._lifeline_r)
             assert spare.process.stdin is not None  # stdin=PIPE
             with spare.process.stdin as stdin:  # a pipe's buffer takes it at once; the spare reads it now
                 stdin.write(worker_module.payload(w.spec, self.worker_options, spare.status_fd, self.sources))
@@ -354,7 +358,7 @@ class Supervisor:
     def _keep_spare(self) -> None:
         """Start the next spare now, so it has its imports done when a worker next (re)starts."""
         try:
-            self._spare = _Spare.start()
+            self._spare = _Spare.start(self._lifeline_r)
         except OSError as exc:
             logger.warning("supervisor: cannot start a spare worker process ({}); the next start waits", exc)
 
@@ -550,13 +554,17 @@ class _Spare:
     status_fd: int
 
     @classmethod
-    def start(cls) -> _Spare:
+    def start(cls, lifeline: int) -> _Spare:
         read_fd, write_fd = os.pipe()
         env = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_ONLY}  # only we speak to systemd
         try:
             # its own session: Ctrl-C reaches the supervisor only, and killpg reaches the worker's tree
             process = subprocess.Popen(
-                worker_module.command(), env=env, pass_fds=(write_fd,), stdin=subprocess.PIPE, start_new_session=True
+                worker_module.command(lifeline),
+                env=env,
+                pass_fds=(write_fd, lifeline),
+                stdin=subprocess.PIPE,
+                start_new_session=True,
             )
         except OSError:
             os.close(read_fd)

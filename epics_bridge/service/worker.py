@@ -33,6 +33,8 @@ __all__ = ["WorkerSpec", "Reporter", "command", "main", "payload", "plan"]
 TICK = 2.0
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
+#: Beyond ``--stop-grace``, what a worker's graceful stop may take once its supervisor is gone.
+LIFELINE_GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -124,11 +126,21 @@ def _die_with_parent(parent: int) -> None:
         sys.exit(0)
 
 
-def command() -> List[str]:
+def command(lifeline: int) -> List[str]:
     """A worker is this module run by a fresh interpreter. It imports what every worker needs, then
     waits for :func:`payload` on its stdin: the supervisor keeps one such spare ready, so a restart
     does not wait for numpy and p4p to load."""
-    return [sys.executable, "-m", "epics_bridge.service.worker", str(os.getpid())]
+    return [sys.executable, "-m", "epics_bridge.service.worker", str(os.getpid()), str(lifeline)]
+
+
+def _end_with_supervisor(lifeline: int, grace: float) -> None:
+    """The backstop of the parent-death signal: the read end of a pipe whose only write end the
+    supervisor holds reads end-of-file once it is gone; a graceful stop that has not ended this
+    worker within ``grace`` seconds by then is cut short, so no worker outlives its supervisor."""
+    while os.read(lifeline, 1):
+        pass
+    time.sleep(grace)  # the graceful stop's whole budget, then no more waiting
+    os._exit(1)
 
 
 def _name_process(name: str) -> None:
@@ -168,6 +180,8 @@ def main() -> int:
     if not data:  # a spare that was never needed
         return 0
     payload = json.loads(data)
+    grace = float(payload["options"].get("stop_grace", 5.0)) + LIFELINE_GRACE
+    threading.Thread(target=_end_with_supervisor, args=(int(sys.argv[2]), grace), name="lifeline", daemon=True).start()
     _name_process(f"eb:{payload['name']}")
     reporter = Reporter(payload["status_fd"])
     try:
