@@ -132,7 +132,11 @@ class _Pending:
 
 
 def _batch(
-    names: List[str], timeout: float, start: Callable[[str, Callable], Any], settle: Optional[Tuple[int, float]] = None
+    names: List[str],
+    timeout: float,
+    start: Callable[[str, Callable], Any],
+    settle: Optional[Tuple[int, float]] = None,
+    finished: Optional[List[Any]] = None,
 ) -> List[Any]:
     """Start one operation per name at once and wait for all of them, under one deadline.
 
@@ -141,6 +145,11 @@ def _batch(
     out when one does, and restart the timeout for each answer). ``settle=(n, grace)``: once the
     first ``n`` names have answered, the others get at most ``grace`` s more, so optional PVs that
     are not served cost a short grace rather than the whole timeout.
+
+    Closing an operation waits for pvxs's network thread (~0.1 ms). Operations that all answered
+    are put in ``finished`` and closed by the next batch once its own requests are on their way,
+    so that wait overlaps the next round trip instead of delaying the caller (a cycle's Busy=1
+    put is followed by the user's function); unanswered ones are cancelled at once.
     """
     pending = _Pending(len(names), settle[0] if settle else 0)
     ops = []
@@ -150,14 +159,26 @@ def _batch(
                 ops.append(start(name, pending.callback(i)))
             except Exception as exc:  # could not even be issued (bad name, closed context)
                 pending.callback(i)(exc)
+        if finished:
+            _close_all(finished)
         deadline = time.monotonic() + timeout
         if settle is not None and pending.first_done.wait(timeout):
             deadline = min(deadline, time.monotonic() + settle[1])
         pending.done.wait(max(0.0, deadline - time.monotonic()))
     finally:
-        for op in ops:
-            op.close()
+        if finished is not None and pending.done.is_set():
+            finished.extend(ops)
+        else:
+            _close_all(ops)
     return [TimeoutError(f"no answer within {timeout:g} s") if r is _PENDING else r for r in pending.results]
+
+
+def _close_all(ops: List[Any]) -> None:
+    while ops:  # list.pop is atomic: a task's own threads may share its IO
+        try:
+            ops.pop().close()
+        except IndexError:
+            return
 
 
 class Monitor:
@@ -199,6 +220,8 @@ class BridgeIO:
     def __init__(self, context: Optional[Context] = None, timeout: float = DEFAULTS.timeout) -> None:
         self.ctx = context if context is not None else Context("pva", nt=False)
         self.timeout = timeout
+        #: Answered operations not closed yet (see :func:`_batch`).
+        self._finished: List[Any] = []
 
     # -- strict ---------------------------------------------------------------------------
     def get(self, names: Names, timeout: Optional[float] = None) -> Any:
@@ -250,6 +273,7 @@ class BridgeIO:
         return Monitor(self.ctx, pv, wake)
 
     def close(self) -> None:
+        _close_all(self._finished)
         self.ctx.close()
 
     # -- one round of parallel requests -------------------------------------------------------
@@ -262,7 +286,9 @@ class BridgeIO:
     ) -> Tuple[bool, List[str], List[Any], Dict[str, BaseException]]:
         single = isinstance(names, str)
         name_list: List[str] = [names] if isinstance(names, str) else list(names)
-        results = _batch(name_list, self._timeout(timeout), lambda n, cb: raw.Context.get(self.ctx, n, cb), settle)
+        results = _batch(
+            name_list, self._timeout(timeout), lambda n, cb: raw.Context.get(self.ctx, n, cb), settle, self._finished
+        )
         failures = {n: r for n, r in zip(name_list, results) if isinstance(r, BaseException)}
         if convert:
             results = [r if isinstance(r, BaseException) else to_python(r) for r in results]
@@ -275,7 +301,7 @@ class BridgeIO:
         def start(name: str, callback: Callable) -> Any:
             return raw.Context.put(self.ctx, name, callback, builder=_builder(data[name]), request=_WAIT, get=fetch)
 
-        results = _batch(list(data), self._timeout(timeout), start)
+        results = _batch(list(data), self._timeout(timeout), start, finished=self._finished)
         return {n: r for n, r in zip(data, results) if isinstance(r, BaseException)}
 
     def _timeout(self, timeout: Optional[float]) -> float:

@@ -6,6 +6,7 @@ bad file before any task starts, with a message naming the file, the task and th
 
 from __future__ import annotations
 
+import functools
 import inspect
 import keyword
 import math
@@ -143,7 +144,7 @@ def _interface(prefix: str, pvs: PVs, prefixes: Optional[Mapping[str, str]]) -> 
 
 
 def _interface_class(pvs: Mapping[str, object]) -> Type[BasePVInterface]:
-    fields_ = []
+    templates: List[Tuple[str, Any]] = []
     for logical, template in pvs.items():
         if not isinstance(logical, str) or not logical.isidentifier() or keyword.iskeyword(logical):
             raise ConfigError(f"field 'pvs': logical name {logical!r} must be a Python identifier (t.pvs.<name>)")
@@ -151,8 +152,22 @@ def _interface_class(pvs: Mapping[str, object]) -> Type[BasePVInterface]:
             raise ConfigError("field 'pvs': 'prefixes' is reserved")
         if isinstance(template, str) and "{" not in template:
             template = "{main}" + template  # relative to the task's prefix
-        fields_.append((logical, str, field(default=template)))
-    return make_dataclass("PVs", fields_, bases=(BasePVInterface,))
+        templates.append((logical, template))
+    try:
+        return _shared_interface_class(tuple(templates))
+    except TypeError:  # a template that is not even hashable: refused when resolved, naming its field
+        return _make_interface_class(tuple(templates))
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared_interface_class(templates: Tuple[Tuple[str, Any], ...]) -> Type[BasePVInterface]:
+    """One class for every task with the same ``pvs``: a dataclass costs ~7 KB, and a service of a
+    thousand tasks typically has a handful of different mappings."""
+    return _make_interface_class(templates)
+
+
+def _make_interface_class(templates: Tuple[Tuple[str, Any], ...]) -> Type[BasePVInterface]:
+    return make_dataclass("PVs", [(n, str, field(default=t)) for n, t in templates], bases=(BasePVInterface,))
 
 
 def _databases(

@@ -195,6 +195,7 @@ def test_a_killed_worker_is_restarted_alone(sig, make_ioc, tmp_path):
         beats.wait_pulses("KW:A:", 2, timeout=30)
         beats.wait_pulses("KW:B:", 2, timeout=30)
         before = set(wait_for(lambda: len(d.workers()) == 2 and d.workers(), what="two workers"))
+        assert len(d.descendants()) == 3, "the supervisor and 2 workers: no spare before any restart"
         victim = d.worker("a.py")
         survivor = (before - {victim}).pop()
         b_pulses = len(beats.pulses["KW:B:"])
@@ -205,6 +206,7 @@ def test_a_killed_worker_is_restarted_alone(sig, make_ioc, tmp_path):
             what="a new worker for a.py",
         )
         assert survivor in after, "the other worker is never touched"
+        wait_for(lambda: len(d.descendants()) == 4, timeout=15, what="a spare kept for the next restart")
         beats.wait_pulses("KW:A:", 2, timeout=15)
         trigger = ready_trigger(ctx, "KW:A:")
         assert trigger.cycle(timeout=10) == TaskStatus.SUCCESS
@@ -226,7 +228,8 @@ def test_supervisor_killed_leaves_no_process(tmp_path):
             what="the service up with its embedded IOC",
         )
         assert d.proc.poll() is None, d.stderr[-3000:]
-        assert len(d.workers()) == 2 and len(d.descendants()) == 5, "the supervisor, its IOC, 2 workers, a spare"
+        # no spare yet: one is only kept once a worker has restarted
+        assert len(d.workers()) == 2 and len(d.descendants()) == 4, "the supervisor, its IOC, 2 workers"
         d.proc.kill()
         d.proc.wait()
         d.assert_nothing_left(timeout=15)

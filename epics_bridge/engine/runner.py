@@ -23,17 +23,13 @@ from ..io import BridgeIO
 from ..observe.hooks import HookList, Hooks
 from ..observe.logs import LogConfig, configure
 from ..registry import ConfigError, Task
+from . import memory
 from .cycle import Loop, line_in_task
+from .exits import EXIT_CONFIG, EXIT_OK, EXIT_STUCK
 from .heartbeat import Heartbeat
 from .timelimit import TimeLimits
 
 __all__ = ["Runner", "prepare", "run", "EXIT_OK", "EXIT_CONFIG", "EXIT_STUCK"]
-
-EXIT_OK = 0
-#: Bad configuration: nothing was started.
-EXIT_CONFIG = 2
-#: The watchdog ended the process because a task stayed stuck.
-EXIT_STUCK = 3
 
 
 class Runner:
@@ -52,6 +48,7 @@ class Runner:
         self._contexts: List[Context] = []
 
     def start(self) -> None:
+        memory.limit_arenas()
         io_context, pulse_context = Context("pva", nt=False), Context("pva", nt=False)
         self._contexts = [io_context, pulse_context]
         limits = TimeLimits()
@@ -102,11 +99,22 @@ class Runner:
         restore = _install_signal_handlers(self.request_stop)
         try:
             self.start()
-            self.wait()
+            self._housekeep()
             self.stop()
         finally:
             restore()
         return EXIT_OK
+
+    def _housekeep(self) -> None:
+        """Until a stop is requested: memory tidied once start-up's burst is over, then now and then."""
+        up_by = time.monotonic() + memory.START_LIMIT
+        while not all(loop.serving for loop in self.loops) and time.monotonic() < up_by:
+            if self.wait(1.0):
+                return
+        delay = memory.SETTLE
+        while not self.wait(delay):
+            logger.debug("memory tidied: free pages returned in {:.3f} s", memory.tidy())
+            delay = memory.PERIOD
 
     def _stuck_limit(self, task: Task, reason: str) -> None:
         """Called from a heartbeat thread; never returns."""

@@ -18,7 +18,7 @@ from typing import Dict, List, Mapping, Optional
 
 from loguru import logger
 
-from ..engine.runner import EXIT_STUCK
+from ..engine.exits import EXIT_STUCK
 from ..registry import Task
 from .hooks import Hooks
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import NoReturn, Sequence
 
-from ..engine.runner import EXIT_OK
+from ..engine.exits import EXIT_OK
 from ..io import BridgeIO
 from ..registry import ConfigError, Task
 from .launcher import fail, load

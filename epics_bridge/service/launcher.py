@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Seque
 from loguru import logger
 
 from .. import __version__
-from ..engine.runner import EXIT_CONFIG, EXIT_OK
+from ..engine.exits import EXIT_CONFIG, EXIT_OK
 from ..ioc.softioc import IOCError
 from ..registry import ConfigError, Registry, Task, bridge
 from . import options
@@ -328,7 +328,6 @@ def _run(
     args: argparse.Namespace, tasks: List[Task], heading: str = "", sources: Optional[Dict[str, str]] = None
 ) -> int:
     """Refuse bad options before anything starts (the embedded IOC included), then run."""
-    from ..engine.runner import prepare
     from ..ioc.embedded import Announce, embedded_ioc, start
 
     log_dir = None if args.no_log_files else Path(args.log_dir)
@@ -349,6 +348,8 @@ def _run(
         ioc_log = log_dir / "embedded-ioc" / "softioc.log" if log_dir else None
         ioc = embedded_ioc(tasks, output=ioc_log) if args.ioc else None
         if args.isolation == "none":
+            from ..engine.runner import prepare  # only here: a supervisor never loads p4p
+
             runner: Any = prepare(tasks, hooks=[Announce(ioc)] if ioc else [], **options)
         else:
             runner = _supervisor(args, tasks, options, ioc, sources if sources is not None else {})

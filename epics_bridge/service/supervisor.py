@@ -161,7 +161,10 @@ class Supervisor:
         self.notifier = from_environment()
         self._next_ping = 0.0
         self._watch_stop: Any = None
+        #: A fresh interpreter with a worker's imports done, kept once some worker had to be started
+        #: again (see :meth:`_keep_spare`).
         self._spare: Optional[_Spare] = None
+        self._restarting = False
         #: Workers get the read end; its only write end is ours, so they see end-of-file when we die.
         self._lifeline_r, self._lifeline_w = os.pipe()
 
@@ -356,7 +359,11 @@ class Supervisor:
         self._keep_spare()
 
     def _keep_spare(self) -> None:
-        """Start the next spare now, so it has its imports done when a worker next (re)starts."""
+        """Have a spare ready, so a restart does not wait for numpy and p4p to load (~0.5 s, far
+        more on a loaded host). Only from the first restart (a failure or a reload) on: a spare costs
+        an idle interpreter's memory (~24 MB), which a service whose workers never end need not pay."""
+        if not self._restarting or self._spare is not None or self.stopping:
+            return
         try:
             self._spare = _Spare.start(self._lifeline_r)
         except OSError as exc:
@@ -418,6 +425,9 @@ class Supervisor:
         w.process = None
         if self.metrics is not None and pid is not None:
             self.metrics.process_dead(pid)
+        if not self.stopping:
+            self._restarting = True
+            self._keep_spare()  # importing while the backoff runs
         if self.stopping or w.retire or w.replace:
             logger.info(
                 "worker {} (pid {}) stopped ({})",

@@ -128,8 +128,8 @@ def _die_with_parent(parent: int) -> None:
 
 def command(lifeline: int) -> List[str]:
     """A worker is this module run by a fresh interpreter. It imports what every worker needs, then
-    waits for :func:`payload` on its stdin: the supervisor keeps one such spare ready, so a restart
-    does not wait for numpy and p4p to load."""
+    waits for :func:`payload` on its stdin: once a worker has restarted, the supervisor keeps one such
+    spare ready, so the next restart does not wait for numpy and p4p to load."""
     return [sys.executable, "-m", "epics_bridge.service.worker", str(os.getpid()), str(lifeline)]
 
 
@@ -173,7 +173,8 @@ def main() -> int:
     import p4p.client.thread  # noqa: F401 - loaded while the spare waits, not when it is needed
     from loguru import logger
 
-    from ..engine.runner import EXIT_CONFIG, prepare
+    from ..engine.exits import EXIT_CONFIG
+    from ..engine.runner import prepare
     from .launcher import load
 
     data = sys.stdin.buffer.read()
