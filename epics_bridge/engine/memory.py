@@ -16,7 +16,6 @@ with two threads per task nearly all of them get used. :func:`limit_arenas` asks
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import os
 import time
@@ -35,21 +34,22 @@ _M_ARENA_MAX = -8  # mallopt's parameter number (glibc's malloc.h)
 
 
 def _glibc(name: str) -> Optional[Callable[..., int]]:
+    """A function of the C library this process already has loaded (as worker.py finds ``prctl``);
+    glibc only. ctypes releases the GIL while it runs."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return getattr(libc, name)  # glibc only; ctypes releases the GIL while it runs
+        return getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
 
 
 _TRIM = _glibc("malloc_trim")
+_MALLOPT = _glibc("mallopt")
 
 
 def limit_arenas() -> None:
     """Before the tasks' threads start: they then share :data:`ARENAS` malloc arenas."""
-    mallopt = _glibc("mallopt")
-    if mallopt is not None and "MALLOC_ARENA_MAX" not in os.environ:
-        mallopt(_M_ARENA_MAX, ARENAS)
+    if _MALLOPT is not None and "MALLOC_ARENA_MAX" not in os.environ:
+        _MALLOPT(_M_ARENA_MAX, ARENAS)
 
 
 def tidy() -> float:
