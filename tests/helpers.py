@@ -140,6 +140,14 @@ class Daemon:
         """The daemon's worker processes now (not the spare that waits for the next start)."""
         return [pid for pid in self.descendants() if comm(pid).startswith("eb:")]
 
+    def spares(self) -> List[int]:
+        """Worker interpreters started but not yet given tasks (they name themselves when given some)."""
+        return [
+            pid
+            for pid in self.descendants()
+            if "epics_bridge.service.worker" in cmdline(pid) and not comm(pid).startswith("eb:")
+        ]
+
     def worker(self, name: str) -> int:
         """The pid of the worker named ``name`` (its task file, or its task), waiting for it to run."""
         return wait_for(
