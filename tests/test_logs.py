@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -14,7 +15,7 @@ from loguru import logger
 
 from epics_bridge import ConfigError, Registry
 from epics_bridge.observe.logpvs import fit
-from epics_bridge.observe.logs import PROCESS_LOG, LogConfig, configure
+from epics_bridge.observe.logs import PROCESS_LOG, LogConfig, _check_writable, configure
 
 
 def tasks(*names: str):
@@ -67,6 +68,28 @@ def test_task_names_whose_files_collide_are_refused(names, culprit, tmp_path, re
 def test_dotted_names_that_do_not_collide_are_fine(tmp_path, restore_logging):
     configure(tasks("pump.a", "pump.b", "pumps"), LogConfig(directory=tmp_path, console=False))
     assert {p.name for p in tmp_path.iterdir()} >= {"pump.a.log", "pump.b.log", "pumps.log", PROCESS_LOG}
+
+
+def test_processes_checking_one_log_dir_at_once_all_pass(tmp_path: Path):
+    """The supervisor and its workers check --log-dir together; one's check must not fail another's."""
+    directory, errors = tmp_path / "logs", []
+    start = threading.Barrier(8)
+
+    def check() -> None:
+        start.wait()
+        for _ in range(300):
+            try:
+                _check_writable(directory)
+            except ConfigError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=check) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:3]
+    assert list(directory.iterdir()) == [], "no probe left behind"
 
 
 def test_levels_are_case_insensitive_and_p4p_stays_at_warning_unless_asked(tmp_path: Path, restore_logging):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -125,11 +126,12 @@ def _level(option: str, name: str) -> str:
 
 
 def _check_writable(directory: Path) -> None:
+    """A probe file of this process's own: the supervisor and every worker check the same directory
+    at once, and a shared probe name let one process's unlink fail another's start."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / ".epics-bridge-write-test"
-        probe.write_text("")
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=directory):
+            pass
     except OSError as exc:
         raise ConfigError(f"--log-dir {str(directory)!r} is not writable: {exc.strerror or exc}") from None
 
