@@ -14,12 +14,10 @@ Run with ``python -m epics_bridge tasks/`` (see ``--help``).
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from . import dso_shim
+from . import lean_imports  # noqa: F401 - first: its stand-ins must precede loguru and p4p
 from .base_pv_interface import BasePVInterface
 from .registry import ConfigError, Registry, Task, bridge
 from .status import TaskStatus
-
-dso_shim.install()  # before anything imports p4p (none of the above does): see dso_shim.py
 
 if TYPE_CHECKING:
     from .context import TaskContext, UnknownNameError

@@ -1,0 +1,63 @@
+"""The stand-ins of epics_bridge.lean_imports: a worker's imports leave out setuptools and asyncio,
+and code that does use either still gets the real thing. Each case runs in a fresh interpreter,
+since the stand-ins act at first import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def run(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_worker_imports_neither_setuptools_nor_asyncio():
+    out = run(
+        """
+        import sys
+        import epics_bridge.service.worker, p4p.client.thread
+        from loguru import logger
+        logger.info("a line")
+        print(sorted(m for m in ("setuptools", "asyncio", "ssl") if m in sys.modules))
+        """
+    )
+    assert out.strip() == "[]"
+
+
+def test_a_coroutine_sink_still_gets_its_loop():
+    out = run(
+        """
+        import asyncio
+        import epics_bridge
+        from loguru import logger
+
+        async def sink(message):
+            print("sink:", message.record["message"])
+
+        async def main():
+            logger.remove()
+            logger.add(sink)
+            logger.info("through the loop")
+            await logger.complete()
+
+        asyncio.run(main())
+        """
+    )
+    assert out.strip() == "sink: through the loop"
+
+
+def test_setuptools_dso_is_whole_when_used():
+    out = run(
+        """
+        import epics_bridge, p4p.client.thread
+        import setuptools_dso
+        print(setuptools_dso.DSO.__name__, callable(setuptools_dso.setup))
+        """
+    )
+    assert out.strip() == "DSO True"
