@@ -97,6 +97,30 @@ def _builder(value: Any) -> Any:
 _PENDING = object()
 
 
+class _Flag:
+    """A one-shot event for one waiter: a lock held until set. ``threading.Event`` builds a
+    Condition, and a waiter lock per wait, for every batch; this is one lock (two batches a cycle)."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, is_set: bool) -> None:
+        self._lock = threading.Lock()
+        if not is_set:
+            self._lock.acquire()
+
+    def set(self) -> None:
+        self._lock.release()
+
+    def is_set(self) -> bool:
+        return not self._lock.locked()
+
+    def wait(self, timeout: float) -> bool:
+        if self._lock.acquire(timeout=max(0.0, timeout)):
+            self._lock.release()
+            return True
+        return False
+
+
 class _Pending:
     """Collects the completions of one batch; called from p4p's network thread, so never blocks."""
 
@@ -105,12 +129,8 @@ class _Pending:
         self._left = count
         self._first, self._first_left = first, first
         self._lock = threading.Lock()
-        self.done = threading.Event()
-        self.first_done = threading.Event()  # the first ``first`` operations have completed
-        if not count:
-            self.done.set()
-        if not first:
-            self.first_done.set()
+        self.done = _Flag(not count)
+        self.first_done = _Flag(not first)  # the first ``first`` operations have completed
 
     def callback(self, index: int) -> Callable[[Any], None]:
         def complete(value: Any) -> None:

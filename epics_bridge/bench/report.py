@@ -296,7 +296,8 @@ def _machine(m: Mapping[str, Any], cfg: Mapping[str, Any]) -> str:
         f"Python {m.get('python', '?')}, p4p {m.get('p4p', '?')}{upstream}; load average at start "
         f"{_num(m.get('load_average'))}. One loopback soft IOC (epicscorelibs + pvxslibs QSRV) serving "
         f"{' + '.join(cfg.get('databases') or ['bridge.db'])} for our tasks, bridge.db for the others; "
-        f"every process measured alone against it. Command: `{command}`."
+        f"the floor and this engine run side by side, their timed cycles alternating in blocks of "
+        f"{cfg.get('block', '?')}; every other process measured alone. Command: `{command}`."
     )
 
 

@@ -1,10 +1,11 @@
 """``python -m epics_bridge.bench``: how fast this engine is, beside the floor and epics-bridge 5.0.0.
 
-One run starts its own soft IOC (loopback, free ports) and measures, each process alone against it:
+One run starts its own soft IOC (loopback, free ports) and measures against it:
 
 - closed-loop cycle latency (a client puts Trigger=1 and waits on a monitor for Trigger=0) and idle
-  CPU / RSS of: a minimal hand-written p4p responder (the floor), one no-op task of this engine,
-  and epics-bridge 5.0.0 from PyPI (in a throw-away venv) at its default poll and polling flat out;
+  CPU / RSS of: a minimal hand-written p4p responder (the floor) and one no-op task of this engine,
+  side by side with their timed cycles alternating in blocks, then epics-bridge 5.0.0 from PyPI
+  (in a throw-away venv, each alone) at its default poll and polling flat out;
 - scale: N no-op tasks in one task file, and the largest N spread over ``--files`` files, each run
   by the launcher as a user runs it: PSS, threads and processes of the whole service (summed over
   its process tree), its idle CPU against N plain p4p puts a second, heartbeat regularity and
@@ -23,6 +24,7 @@ venv of epics-bridge 5.0.0: a pip install); ``--only``, ``--scales``, ``--files`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -33,9 +35,10 @@ import signal
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from p4p.client.thread import Context
 
@@ -63,6 +66,9 @@ CYCLE_TIMEOUT = 5.0
 MAX_TIMEOUTS_IN_A_ROW = 5
 #: Cycles (after the warm-up, not timed) checking that the status is written before the acknowledge.
 ORDER_CHECKS = 5
+#: The floor and this engine run side by side and their timed cycles alternate in blocks of this
+#: many: a machine whose speed drifts during the run (load, CPU clock) weighs on both alike.
+BLOCK = 50
 PEERS = Path(__file__).resolve().with_name("peers.py")
 #: Each responder of the latency part gets its own prefix.
 PREFIXES = {"floor": "BENCH:FLOOR:", "ours": "BENCH:OURS:", "v5_default": "BENCH:V5:", "v5_flat": "BENCH:V5F:"}
@@ -90,6 +96,17 @@ record(waveform, "$(P){name}Log") {{
 """
     for name in ("Debug", "Info", "Warning", "Error")
 )
+
+
+@dataclass
+class _Run:
+    """One responder's timed cycles so far."""
+
+    left: int
+    samples: List[float] = field(default_factory=list)
+    timeouts: int = 0
+    in_a_row: int = 0
+    abandoned: Optional[str] = None
 
 
 def _describe(exc: Exception) -> str:
@@ -200,33 +217,42 @@ class Bench:
             *isolation,
         ]
 
-    def responder(self, key: str) -> Dict[str, Any]:
-        """Start one responder alone, wait until it answers, then time its cycles and its idle."""
+    def responders(self, keys: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+        """Start the responders ``keys`` together and wait until each answers; then time their
+        cycles interleaved in blocks (see :data:`BLOCK`), then each one's idle CPU."""
+        results = {key: self._blank(key) for key in keys}
+        with contextlib.ExitStack() as stack:
+            children: Dict[str, Child] = {}
+            for key in keys:
+                try:
+                    self.ctx.put([PREFIXES[key] + "Busy", PREFIXES[key] + "Trigger"], [0, 0])
+                    child = stack.enter_context(Child(key, self.command(key), self.env, self.workdir))
+                    self._until_answering(child, PREFIXES[key])
+                    children[key] = child
+                except Exception as exc:  # noqa: BLE001 - reported in the table; the run goes on
+                    results[key]["error"] = _describe(exc)
+            if "latency" in self.args.only:
+                self._latency(children, results)
+            if "idle" in self.args.only:
+                for key, child in children.items():
+                    time.sleep(1.0)  # let the last cycle's logging and puts settle
+                    try:
+                        results[key]["idle"] = idle_usage(child, self.args.idle_seconds)
+                    except Exception as exc:  # noqa: BLE001 - reported in the table
+                        results[key]["error"] = results[key]["error"] or _describe(exc)
+        return results
+
+    def _blank(self, key: str) -> Dict[str, Any]:
         slow = key == "v5_default"
-        cycles = self.args.upstream_cycles if slow else self.args.cycles
-        prefix = PREFIXES[key]
-        note = f"{cycles} cycles only (each ~1 s)" if slow else ""
-        result: Dict[str, Any] = {
+        return {
             "label": RESPONDERS[key],
-            "prefix": prefix,
+            "prefix": PREFIXES[key],
             "latency": None,
             "idle": None,
             "status_before_ack": None,
             "error": None,
-            "note": note,
+            "note": f"{self.args.upstream_cycles} cycles only (each ~1 s)" if slow else "",
         }
-        try:
-            self.ctx.put([prefix + "Busy", prefix + "Trigger"], [0, 0])
-            with Child(key, self.command(key), self.env, self.workdir) as child:
-                self._until_answering(child, prefix)
-                if "latency" in self.args.only:
-                    result.update(self._latency(child, prefix, 2 if slow else self.args.warmup, cycles))
-                if "idle" in self.args.only:
-                    time.sleep(1.0)  # let the last cycle's logging and puts settle
-                    result["idle"] = idle_usage(child, self.args.idle_seconds)
-        except Exception as exc:  # noqa: BLE001 - reported in the table; the run goes on
-            result["error"] = _describe(exc)
-        return result
 
     def _until_answering(self, child: Child, prefix: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -235,35 +261,45 @@ class Bench:
             if time.monotonic() > deadline:
                 raise BenchError(f"{child.name} did not answer a trigger within {timeout:g} s")
 
-    def _latency(self, child: Child, prefix: str, warmup: int, cycles: int) -> Dict[str, Any]:
-        """Warm-up cycles, the order check, then the timed cycles."""
-        self._cycles(child, prefix, warmup)
-        checks = [self.order.cycle(prefix, CYCLE_TIMEOUT) for _ in range(ORDER_CHECKS)]
-        latency = self._cycles(child, prefix, cycles)
-        return {
-            "latency": latency,
-            "error": latency.pop("abandoned", None),
-            "status_before_ack": f"{checks.count(True)}/{len(checks)}",
-        }
+    def _latency(self, children: Mapping[str, Child], results: Dict[str, Dict[str, Any]]) -> None:
+        """Each one's warm-up cycles and order check, then the timed cycles, a block of each in turn."""
+        runs: Dict[str, _Run] = {}
+        for key, child in children.items():
+            slow = key == "v5_default"
+            try:
+                self._cycles(child, PREFIXES[key], _Run(2 if slow else self.args.warmup))
+                checks = [self.order.cycle(PREFIXES[key], CYCLE_TIMEOUT) for _ in range(ORDER_CHECKS)]
+            except BenchError as exc:
+                results[key]["error"] = _describe(exc)
+                continue
+            results[key]["status_before_ack"] = f"{checks.count(True)}/{len(checks)}"
+            runs[key] = _Run(self.args.upstream_cycles if slow else self.args.cycles)
+        while any(run.left for run in runs.values()):
+            for key, run in runs.items():
+                try:
+                    self._cycles(children[key], PREFIXES[key], run, BLOCK)
+                except BenchError as exc:
+                    run.abandoned, run.left = _describe(exc), 0
+        for key, run in runs.items():
+            results[key]["latency"] = latency_summary(run.samples, run.timeouts)
+            results[key]["error"] = run.abandoned
 
-    def _cycles(self, child: Child, prefix: str, count: int) -> Dict[str, Any]:
-        """Time ``count`` cycles; gives up (saying so under "abandoned") after too many timeouts in a row."""
-        samples: List[float] = []
-        timeouts = in_a_row = 0
-        for _ in range(count):
+    def _cycles(self, child: Child, prefix: str, run: _Run, most: Optional[int] = None) -> None:
+        """Time up to ``most`` of the cycles ``run`` has left (all by default); gives up (saying so
+        in ``run.abandoned``) after too many timeouts in a row."""
+        for _ in range(min(run.left, most or run.left)):
+            run.left -= 1
             seconds = self.handshake.cycle(prefix, CYCLE_TIMEOUT)
             if seconds is not None:
-                samples.append(seconds)
-                in_a_row = 0
+                run.samples.append(seconds)
+                run.in_a_row = 0
                 continue
-            timeouts, in_a_row = timeouts + 1, in_a_row + 1
+            run.timeouts, run.in_a_row = run.timeouts + 1, run.in_a_row + 1
             child.check()
-            if in_a_row >= MAX_TIMEOUTS_IN_A_ROW:
-                return {
-                    **latency_summary(samples, timeouts),
-                    "abandoned": f"{in_a_row} cycles in a row not acknowledged within {CYCLE_TIMEOUT:g} s",
-                }
-        return latency_summary(samples, timeouts)
+            if run.in_a_row >= MAX_TIMEOUTS_IN_A_ROW:
+                run.left = 0
+                run.abandoned = f"{run.in_a_row} cycles in a row not acknowledged within {CYCLE_TIMEOUT:g} s"
+                return
 
     # -- scale ----------------------------------------------------------------------------------------
     def scale_step(self, tasks: int, files: int = 1) -> Dict[str, Any]:
@@ -385,14 +421,17 @@ def _databases(args: argparse.Namespace, workdir: Path) -> List[Database]:
 
 
 def _responders(bench: Bench, args: argparse.Namespace) -> Dict[str, Any]:
+    """The floor and this engine side by side, then each epics-bridge 5.0.0 alone (flat out, it
+    burns most of a core, which must not weigh on the others)."""
     out: Dict[str, Any] = {}
-    for key, label in RESPONDERS.items():
-        if args.no_upstream and key.startswith("v5"):
-            out[key] = {"label": label, "error": "skipped (--no-upstream)"}
+    for keys in (["floor", "ours"], ["v5_default"], ["v5_flat"]):
+        if args.no_upstream and keys[0].startswith("v5"):
+            out[keys[0]] = {"label": RESPONDERS[keys[0]], "error": "skipped (--no-upstream)"}
             continue
-        _log(f"{label} ...")
-        out[key] = bench.responder(key)
-        _log(f"  {json.dumps(out[key])}")
+        _log(" and ".join(RESPONDERS[key] for key in keys) + " ...")
+        for key, result in bench.responders(keys).items():
+            out[key] = result
+            _log(f"  {json.dumps(result)}")
     return out
 
 
@@ -422,6 +461,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Dict[str, Any]:
             "files": args.files,
             "isolation": args.isolation,
             "batches": args.batches,
+            "block": BLOCK,
             "databases": [name for name in STANDARD_DBS if (db_dir() / name).is_file()],
         },
         "responders": {},

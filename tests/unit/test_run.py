@@ -34,3 +34,19 @@ def test_a_class_api_daemon_with_a_bad_setting_exits_2_naming_it(capsys):
         daemon.io.close()
     assert exited.value.code == 2
     assert "field 'timeout' must be a positive number of seconds, not 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tasks, interval", [(10, 0.005), (100, 0.005), (400, 0.02), (1000, 0.05)])
+def test_the_gil_switch_interval_grows_with_the_tasks_of_a_process(tasks, interval):
+    """So that a batch waking every loop at once does not become a storm of GIL wake-ups."""
+    import sys
+
+    from epics_bridge.engine.runner import _pace_gil
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    try:
+        _pace_gil(tasks)
+        assert sys.getswitchinterval() == pytest.approx(interval)
+    finally:
+        sys.setswitchinterval(before)
