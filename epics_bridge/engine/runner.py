@@ -207,11 +207,12 @@ def prepare(
         ),
     )
     from ..observe.logpvs import LogPVs
-    from ..observe.metrics import Metrics
     from ..observe.systemd import from_environment
 
     observers: List[Hooks] = []
     if metrics_port is not None:
+        from ..observe.metrics import Metrics  # prometheus_client brings http.client and ssl: ~3 MB
+
         metrics = Metrics(tasks)
         metrics.serve(metrics_port, metrics_addr)
         observers.append(metrics)

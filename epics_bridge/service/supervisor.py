@@ -660,7 +660,6 @@ def supervise(
     task files' names checked), the HTTP port bound. ``options`` are those of
     :func:`epics_bridge.engine.runner.prepare`; each worker gets them for its own tasks."""
     from ..observe.logs import LogConfig, configure
-    from .endpoints import Endpoints, health
 
     options = dict(options)
     log_dir = options.get("log_dir", "logs")
@@ -677,8 +676,9 @@ def supervise(
     )
     port, addr = options.pop("metrics_port", None), options.pop("metrics_addr", "127.0.0.1")
     endpoints = metrics = None
-    if port is not None:
+    if port is not None:  # http.server and prometheus_client bring http.client and ssl: ~3 MB
         from ..observe.metrics import ServiceMetrics
+        from .endpoints import Endpoints
 
         endpoints, metrics = Endpoints(port, addr), ServiceMetrics(tasks)
         logger.info("metrics and probes on http://{}:{}/metrics, /livez, /readyz", *endpoints.address)
@@ -697,6 +697,8 @@ def supervise(
     if watch:
         supervisor.watch(watch)
     if endpoints is not None and metrics is not None:  # made together
+        from .endpoints import health
+
         endpoints.route("/metrics", lambda: (200, "text/plain; version=0.0.4; charset=utf-8", metrics.render()))
         endpoints.route(
             "/livez",

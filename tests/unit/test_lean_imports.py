@@ -17,12 +17,18 @@ def run(code: str) -> str:
     return done.stdout
 
 
-def test_a_worker_imports_neither_setuptools_nor_asyncio():
+def test_a_worker_imports_neither_setuptools_nor_asyncio_nor_ssl():
     out = run(
         """
         import sys
         import epics_bridge.service.worker, p4p.client.thread
+        from epics_bridge import Registry
+        from epics_bridge.engine.runner import prepare
         from loguru import logger
+
+        reg = Registry()
+        reg.task(lambda t: None, prefix="LEAN:", name="lean")
+        prepare(reg.tasks, log_dir=None, log_pvs=False)  # a worker's set-up, without metrics
         logger.info("a line")
         print(sorted(m for m in ("setuptools", "asyncio", "ssl") if m in sys.modules))
         """
