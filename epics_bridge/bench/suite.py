@@ -12,7 +12,7 @@ One run starts its own soft IOC (loopback, free ports) and measures against it:
   skipped pulses (IOC timestamps), and the time until all N acknowledge one batch trigger.
 
 It prints a markdown table (for the README) with its targets and writes every figure
-as JSON. A full run takes about five to ten minutes on two cores (the first one also makes the
+as JSON. A full run takes about ten minutes on two cores (the first one also makes the
 venv of epics-bridge 5.0.0: a pip install); ``--only``, ``--scales``, ``--files``, ``--cycles`` and
 ``--idle-seconds`` make development runs short::
 
@@ -368,7 +368,12 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument(
         "--upstream-cycles", type=int, default=20, help="measured cycles of epics-bridge 5.0.0 at its default 1 s poll"
     )
-    parser.add_argument("--idle-seconds", type=float, default=10.0, help="length of each idle CPU window")
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=30.0,
+        help="length of each idle CPU window (/proc counts CPU in 10 ms ticks: 0.1 %% of a 10 s window)",
+    )
     parser.add_argument(
         "--scales",
         type=_csv(int),
