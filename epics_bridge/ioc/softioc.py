@@ -331,11 +331,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     import pvxslibs.path
     from epicscorelibs import ioc
 
-    ioc.start_ioc(
-        dbs=args.databases,
-        extra_dbd_load=(("pvxsIoc.dbd", pvxslibs.path.dbd_path),),
-        extra_dso_load=("pvxslibs.lib.pvxsIoc",),
-    )
+    try:
+        ioc.start_ioc(
+            dbs=args.databases,
+            extra_dbd_load=(("pvxsIoc.dbd", pvxslibs.path.dbd_path),),
+            extra_dso_load=("pvxslibs.lib.pvxsIoc",),
+        )
+    except RuntimeError as exc:
+        # EPICS prints its own errors (which file, which macro) from its errlog thread; flushed
+        # first, they come before this line rather than inside a Python traceback.
+        ioc.Com.errlogFlush()
+        sys.exit(f"soft IOC: {exc}")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
