@@ -64,10 +64,13 @@ def _nttable(v: Value) -> dict:
     return {name: _array(columns[name]) for name in columns.keys()}
 
 
+#: The type ID of an enum (a bo, mbbo, ... record's value over PV Access).
+NTENUM = "epics:nt/NTEnum:1.0"
+
 _BY_ID = {
     "epics:nt/NTScalar:1.0": _ntscalar,
     "epics:nt/NTScalarArray:1.0": _ntscalararray,
-    "epics:nt/NTEnum:1.0": _ntenum,
+    NTENUM: _ntenum,
     "epics:nt/NTNDArray:1.0": _ntndarray,
     "epics:nt/NTTable:1.0": _nttable,
 }

@@ -26,7 +26,7 @@ from ..io import BridgeIO, Monitor, PVError, PVRejectedError
 from ..observe.hooks import Hooks
 from ..registry import Task
 from ..status import TaskStatus, status_of
-from ..utils import to_python
+from ..utils import NTENUM, to_python
 from .handshake import Handshake
 from .ownership import Ownership
 from .timelimit import TimeLimitExceeded, TimeLimits
@@ -342,7 +342,7 @@ class _Source:
 def _requested(value: Any) -> Any:
     """Trigger's number. For an enum that is its index: to_python would also copy the choice
     strings, which play no part here (~15 us of every cycle)."""
-    if isinstance(value, Value) and value.getID() == "epics:nt/NTEnum:1.0":
+    if isinstance(value, Value) and value.getID() == NTENUM:
         return value["value.index"]
     return to_python(value)
 
