@@ -11,24 +11,42 @@
 Run with ``python -m epics_bridge tasks/`` (see ``--help``).
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+import os
+import sys
 
-from . import lean_imports  # noqa: F401 - first: its stand-ins must precede loguru and p4p
-from .base_pv_interface import BasePVInterface
-from .registry import ConfigError, Registry, Task, bridge
-from .status import TaskStatus
+# ``python -m epics_bridge`` puts the working directory first on sys.path, where a task file named
+# like a standard module (json.py, select.py ...) would replace that module for every import from
+# here on: the shipped unit, and anyone, may run from the task folder. While the package is being
+# located for ``-m``, sys.argv[0] is "-m" (it is the module's path once it runs): only the program
+# ``python -m epics_bridge...`` takes its working directory off the path. Task files are imported
+# under names of their own, their folder last on the path (service/loading.py).
+if sys.argv[:1] == ["-m"] and sys.path and os.path.abspath(sys.path[0] or ".") == os.getcwd():
+    del sys.path[0]
+
+from importlib import import_module  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+from . import deferred_imports  # noqa: E402
+
+deferred_imports.install()  # first: its stand-ins must precede loguru and p4p
+
+from .app import bridge  # noqa: E402
+from .base_pv_interface import BasePVInterface  # noqa: E402
+from .registry import Registry  # noqa: E402
+from .status import TaskStatus  # noqa: E402
+from .task import ConfigError, Task  # noqa: E402
+from .version import __version__  # noqa: E402
 
 if TYPE_CHECKING:
-    from .context import TaskContext, UnknownNameError
     from .daemon import BridgeDaemon
     from .io import BridgeIO, PVDisconnectedError, PVError, PVRejectedError, PVTimeoutError
+    from .task_context import TaskContext, UnknownNameError
 
 #: Names whose modules import p4p, loaded on first use: a task file (and pytest, which loads the
 #: bridge_ioc plugin in every project of the environment) imports only what it touches.
 _LAZY = {
-    "TaskContext": ".context",
-    "UnknownNameError": ".context",
+    "TaskContext": ".task_context",
+    "UnknownNameError": ".task_context",
     "BridgeDaemon": ".daemon",
     "BridgeIO": ".io",
     "PVError": ".io",
@@ -46,10 +64,8 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-#: The one definition of the version: pyproject.toml reads it (setuptools' dynamic version).
-__version__ = "6.0.0.dev0"
-
 __all__ = [
+    "__version__",
     "bridge",
     "TaskStatus",
     "TaskContext",

@@ -1,3 +1,3 @@
-from .service.launcher import main
+from .cli import main
 
 main()

@@ -11,11 +11,14 @@ from dataclasses import replace
 from typing import Any, Optional, Sequence
 
 from .base_pv_interface import BasePVInterface
+from .cli.common import fail
+from .cli.run import script_service, serve_or_fail
 from .defaults import DEFAULTS
-from .engine.runner import Runner
 from .io import BridgeIO
-from .registry import ConfigError, Registry, Task, _where
+from .registry import Registry
+from .service.interface import Service
 from .status import TaskStatus
+from .task import ConfigError, Source, Task
 
 __all__ = ["BridgeDaemon", "TaskStatus"]
 
@@ -38,7 +41,7 @@ class BridgeDaemon(ABC):
         self.timeout = DEFAULTS.timeout
         #: Seconds a cycle may run before it is interrupted (None: no limit); below max_stall_limit.
         self.time_limit: Optional[float] = None
-        self._runner: Optional[Runner] = None
+        self._service: Optional[Service] = None
 
     @property
     def io(self) -> BridgeIO:
@@ -84,7 +87,7 @@ class BridgeDaemon(ABC):
             poll_period=self.get_poll_rate(),
         )
         # Where the user's code is: the start-up line, --list and the worker grouping name it.
-        return replace(task, source=_where(type(self).run_task))
+        return replace(task, source=Source.of(type(self).run_task))
 
     def start(self, argv: Optional[Sequence[str]] = None, **options: Any) -> None:
         """Run in this process until SIGTERM/SIGINT (or :meth:`stop`); the watchdog may end the
@@ -96,21 +99,18 @@ class BridgeDaemon(ABC):
         ...). A setting or option it refuses ends the process as the launcher does: the problem on
         stderr, exit status 2, nothing started.
         """
-        from .service.launcher import fail, run_script
-
         try:
             task = self.as_task()
         except ConfigError as exc:
             fail(str(exc))
-        run_script([task], argv, on_runner=self._keep, **{"isolation": "none", **options})
-
-    def _keep(self, runner: Runner) -> None:
-        self._runner = runner
+        self._service = script_service(Registry([task]), argv, **options)
+        if self._service is not None:
+            serve_or_fail(self._service)
 
     def stop(self) -> None:
         """Ask a running :meth:`start` to return after the current cycle."""
-        if self._runner is not None:
-            self._runner.request_stop()
+        if self._service is not None:
+            self._service.stop()
 
     def _cycle(self, t: Any) -> object:
         return self.run_task()

@@ -19,7 +19,7 @@ from p4p.client import raw
 from p4p.client.thread import Cancelled, Context, Disconnected, RemoteError
 
 from .defaults import DEFAULTS
-from .utils import to_python
+from .values import to_python
 
 __all__ = ["BridgeIO", "Monitor", "PVError", "PVTimeoutError", "PVDisconnectedError", "PVRejectedError"]
 
@@ -79,10 +79,10 @@ def _raise(operation: str, failures: Mapping[str, BaseException]) -> None:
     raise _error_class(first)(operation, failures)
 
 
-def _assign_number(value: Any):
+def _assign_number(value: Any) -> Callable[[Any], None]:
     """Builder for a number or array: fills the PV's own type without fetching it first."""
 
-    def build(V):
+    def build(V: Any) -> None:
         V["value.index" if "value.index" in V else "value"] = value
 
     return build
@@ -154,7 +154,7 @@ class _Pending:
 def _batch(
     names: List[str],
     timeout: float,
-    start: Callable[[str, Callable], Any],
+    start: Callable[[str, Callable[[Any], None]], Any],
     settle: Optional[Tuple[int, float]] = None,
     finished: Optional[List[Any]] = None,
 ) -> List[Any]:
@@ -318,7 +318,7 @@ class BridgeIO:
         # Fetch the PV before writing only when a string may name an enum choice.
         fetch = any(isinstance(v, (str, bytes)) for v in data.values())
 
-        def start(name: str, callback: Callable) -> Any:
+        def start(name: str, callback: Callable[[Any], None]) -> Any:
             return raw.Context.put(self.ctx, name, callback, builder=_builder(data[name]), request=_WAIT, get=fetch)
 
         results = _batch(list(data), self._timeout(timeout), start, finished=self._finished)

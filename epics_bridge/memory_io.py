@@ -21,7 +21,7 @@ from p4p.client.thread import Disconnected
 
 from .defaults import DEFAULTS
 from .io import BridgeIO, Names
-from .utils import to_python
+from .values import to_python
 
 __all__ = ["MemoryIO", "MemoryMonitor"]
 

@@ -10,82 +10,25 @@ import functools
 import inspect
 import keyword
 import math
-import os
 import re
-import sys
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import field, make_dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
-from .base_pv_interface import STANDARD_FIELDS, BasePVInterface
+from .base_pv_interface import BasePVInterface
 from .defaults import DEFAULTS
+from .task import ConfigError, Source, Task
 
-__all__ = ["ConfigError", "Registry", "Task", "bridge"]
+__all__ = ["DbSpec", "PVs", "Registry"]
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 #: A macro reference in a database: $(NAME), ${NAME}, $(NAME=default).
 _MACRO = re.compile(r"\$[({](\w+)")
-_PACKAGE = os.path.join(os.path.dirname(__file__), "")  # as co_filename spells this package
+#: What ``@bridge.task`` decorates: a function of the task context.
+TaskFunction = Callable[[Any], object]
 PVs = Union[Mapping[str, str], Type[BasePVInterface], BasePVInterface, None]
 #: A task's own database for the embedded IOC: a path, or (path, {macro: value}).
 DbSpec = Union[str, Path, Tuple[Union[str, Path], Mapping[str, str]]]
-
-
-class ConfigError(ValueError):
-    """A task's configuration is wrong; the message names where and what."""
-
-
-@dataclass(frozen=True)
-class Task:
-    """A registered task: its function and validated settings. Immutable once registered."""
-
-    func: Callable[[Any], object]
-    name: str
-    prefix: str
-    pvs: BasePVInterface
-    period: Optional[float] = None
-    heartbeat_period: float = DEFAULTS.heartbeat_period
-    stall_timeout: float = DEFAULTS.stall_timeout
-    max_stuck_cycles: int = DEFAULTS.max_stuck_cycles
-    timeout: float = DEFAULTS.timeout
-    #: Seconds a cycle may run before it is interrupted in its thread (None: no limit).
-    time_limit: Optional[float] = None
-    #: Databases for ``--ioc``, resolved to absolute paths with their macros.
-    db: Tuple[Tuple[Path, Dict[str, str]], ...] = ()
-    #: Called every ``poll_period`` s instead of watching Trigger (a class-API daemon's overridden trigger()).
-    poll: Optional[Callable[[], object]] = None
-    poll_period: float = DEFAULTS.poll_period
-    source: str = field(default="", compare=False)
-
-    @property
-    def mode(self) -> str:
-        if self.poll is not None:
-            return f"poll every {self.poll_period:g} s"
-        if self.period is not None:
-            return f"timer every {self.period:g} s"
-        return "trigger"
-
-    @property
-    def standard_handshake(self) -> bool:
-        """True when the handshake PVs are the records of ``db/bridge.db`` under ``prefix``."""
-        return all(
-            getattr(self.pvs, attr) == template.format(main=self.prefix) for attr, template in STANDARD_FIELDS.items()
-        )
-
-
-def _where(func: object) -> str:
-    code = getattr(func, "__code__", None)
-    return f"{code.co_filename}:{code.co_firstlineno}" if code else _caller()
-
-
-def _caller() -> str:
-    """file:line of the first caller outside this package: where an object without code (say a
-    number decorated by mistake) was handed to ``bridge.task``, so the error still names the file."""
-    frame: Optional[FrameType] = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
-        frame = frame.f_back
-    return f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "?"
 
 
 def _check_func(func: object) -> None:
@@ -171,7 +114,7 @@ def _make_interface_class(templates: Tuple[Tuple[str, Any], ...]) -> Type[BasePV
 
 
 def _databases(
-    db: Union[DbSpec, Sequence[DbSpec], None], func: Callable, prefix: str, prefixes: Optional[Mapping[str, str]]
+    db: Union[DbSpec, Sequence[DbSpec], None], func: TaskFunction, prefix: str, prefixes: Optional[Mapping[str, str]]
 ) -> Tuple[Tuple[Path, Dict[str, str]], ...]:
     """Each file with its macros; ``P`` (the task's prefix) and every ``prefixes`` key are defaults
     for the macros the file uses, so a db written for the task loads without spelling them out (and
@@ -198,6 +141,9 @@ class Registry:
 
     def __init__(self, tasks: Iterable[Task] = ()) -> None:
         self._tasks: Dict[str, Task] = {}
+        #: True while the launcher imports task files into this registry (a ``bridge.run()`` at a
+        #: file's top level then does nothing: the launcher runs the tasks).
+        self.loading = False
         for task in tasks:
             self.add(task)
 
@@ -207,7 +153,7 @@ class Registry:
 
     def task(
         self,
-        func: Optional[Callable] = None,
+        func: Optional[TaskFunction] = None,
         *,
         prefix: str,
         pvs: PVs = None,
@@ -221,10 +167,10 @@ class Registry:
         time_limit: Optional[float] = None,
         db: Union[DbSpec, Sequence[DbSpec], None] = None,
         **unknown: object,
-    ) -> Callable:
+    ) -> Any:
         """Register ``func`` as a task; returns it unchanged, so it stays callable in unit tests."""
 
-        def register(fn: Callable) -> Callable:
+        def register(fn: TaskFunction) -> TaskFunction:
             self.add(
                 self.make(
                     fn,
@@ -247,10 +193,10 @@ class Registry:
         return register if func is None else register(func)
 
     @staticmethod
-    def make(func: Callable, *, unknown: Optional[Mapping[str, object]] = None, **options: Any) -> Task:
+    def make(func: TaskFunction, *, unknown: Optional[Mapping[str, object]] = None, **options: Any) -> Task:
         """Validate everything about one task and build it; raise ConfigError naming the task."""
         label = getattr(func, "__name__", repr(func))
-        where = _where(func)
+        where = Source.of(func)
         try:
             if unknown:
                 raise ConfigError(f"unknown argument(s) to bridge.task: {', '.join(sorted(unknown))}")
@@ -260,7 +206,7 @@ class Registry:
 
     @staticmethod
     def _build(
-        func: Callable,
+        func: TaskFunction,
         *,
         prefix: str,
         pvs: PVs = None,
@@ -273,7 +219,7 @@ class Registry:
         timeout: float = DEFAULTS.timeout,
         time_limit: Optional[float] = None,
         db: Any = None,
-        poll: Optional[Callable] = None,
+        poll: Optional[Callable[[], object]] = None,
         poll_period: float = DEFAULTS.poll_period,
     ) -> Task:
         _check_func(func)
@@ -307,7 +253,7 @@ class Registry:
             db=_databases(db, func, prefix, prefixes),
             poll=poll,
             poll_period=float(poll_period),
-            source=_where(func),
+            source=Source.of(func),
         )
 
     def add(self, task: Task) -> Task:
@@ -332,21 +278,3 @@ class Registry:
 
     def clear(self) -> None:
         self._tasks.clear()
-
-    def run(self, argv: Optional[Sequence[str]] = None, **options: Any) -> int:
-        """Run every registered task until SIGTERM/SIGINT; returns the exit status.
-
-        The launcher's options come from ``argv`` (default: this script's command line, so
-        ``python tasks/motor.py --ioc --no-log-files`` works); ``options`` are their defaults by the
-        launcher's names (``log_dir``, ``log_level``, ``metrics_port``, ``isolation`` ...). The tasks
-        run in this process unless ``--isolation file|task`` asks for worker processes. A
-        configuration it refuses ends the process as the launcher does: the problems on stderr,
-        exit status 2, nothing started.
-        """
-        from .service.launcher import run_script
-
-        return run_script(self.tasks, argv, **options)
-
-
-#: The default registry: ``from epics_bridge import bridge``.
-bridge = Registry()

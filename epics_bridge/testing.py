@@ -16,16 +16,15 @@ IOC, p4p and the engine (:mod:`epics_bridge.ioc.harness`) are imported when the 
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator
 
 import pytest
 
 if TYPE_CHECKING:
-    from .ioc.harness import BridgeIOC, TaskRef
+    from .ioc.harness import BridgeIOC, Settings, TaskRef
 
-__all__ = ["Settings", "bridge_ioc"]
+__all__ = ["bridge_ioc"]
 
 #: (name, default, help) of the options taking seconds: ``--bridge-ioc-NAME`` or the ini key
 #: ``bridge_ioc_NAME``; the command line wins.
@@ -50,30 +49,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("bridge_ioc_external", EXTERNAL_HELP, type="bool", default=False)
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The fixture's options, read once per test."""
+def _settings(config: pytest.Config) -> Settings:
+    """The fixture's options from the command line, else the ini file."""
+    from .ioc.harness import Settings
 
-    start_timeout: float = 30.0
-    cycle_timeout: float = 10.0
-    external: bool = False
-
-    @classmethod
-    def of(cls, config: pytest.Config) -> Settings:
-        values: Dict[str, Any] = {}
-        for name, _, _ in SECONDS:
-            raw = config.getoption(f"bridge_ioc_{name}") or config.getini(f"bridge_ioc_{name}")
-            try:
-                values[name] = float(raw)
-            except ValueError:
-                raise pytest.UsageError(
-                    f"--bridge-ioc-{name.replace('_', '-')} / bridge_ioc_{name}: {raw!r} is not a number of seconds"
-                ) from None
-            if values[name] <= 0:
-                raise pytest.UsageError(f"--bridge-ioc-{name.replace('_', '-')} / bridge_ioc_{name}: must be > 0")
-        flag = config.getoption("bridge_ioc_external")
-        values["external"] = bool(config.getini("bridge_ioc_external") if flag is None else flag)
-        return cls(**values)
+    values: Dict[str, Any] = {}
+    for name, _, _ in SECONDS:
+        raw = config.getoption(f"bridge_ioc_{name}") or config.getini(f"bridge_ioc_{name}")
+        try:
+            values[name] = float(raw)
+        except ValueError:
+            raise pytest.UsageError(
+                f"--bridge-ioc-{name.replace('_', '-')} / bridge_ioc_{name}: {raw!r} is not a number of seconds"
+            ) from None
+        if values[name] <= 0:
+            raise pytest.UsageError(f"--bridge-ioc-{name.replace('_', '-')} / bridge_ioc_{name}: must be > 0")
+    flag = config.getoption("bridge_ioc_external")
+    values["external"] = bool(config.getini("bridge_ioc_external") if flag is None else flag)
+    return Settings(**values)
 
 
 @pytest.fixture
@@ -83,12 +76,13 @@ def bridge_ioc(
     """``bridge_ioc(*tasks)`` -> a running :class:`~epics_bridge.ioc.harness.BridgeIOC`: a fresh soft
     IOC serving ``tasks`` (decorated functions or task names) and the tasks running on it. Every
     IOC and task started in the test is stopped when it ends, whatever the outcome."""
-    settings = Settings.of(request.config)
+    settings = _settings(request.config)
     with ExitStack() as stack:
 
         def start(*tasks: TaskRef) -> BridgeIOC:
+            from .app import bridge
             from .ioc.harness import BridgeIOC
 
-            return BridgeIOC.start(tasks, settings, stack, tmp_path, monkeypatch)
+            return BridgeIOC.start(tasks, bridge, settings, stack, tmp_path, monkeypatch)
 
         yield start

@@ -23,7 +23,8 @@ from p4p.client.thread import Context
 from epics_bridge.bench.client import Trigger
 from epics_bridge.engine.runner import Runner
 from epics_bridge.ioc.softioc import free_port
-from epics_bridge.registry import Task
+from epics_bridge.service import worker
+from epics_bridge.task import Task
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
@@ -142,11 +143,7 @@ class Daemon:
 
     def spares(self) -> List[int]:
         """Worker interpreters started but not yet given tasks (they name themselves when given some)."""
-        return [
-            pid
-            for pid in self.descendants()
-            if "epics_bridge.service.worker" in cmdline(pid) and not comm(pid).startswith("eb:")
-        ]
+        return [pid for pid in self.descendants() if worker.ENTRY in cmdline(pid) and not comm(pid).startswith("eb:")]
 
     def worker(self, name: str) -> int:
         """The pid of the worker named ``name`` (its task file, or its task), waiting for it to run."""
@@ -220,12 +217,13 @@ def processes_marked(marker: str) -> List[int]:
 @contextmanager
 def running(tasks: List[Task], **kwargs: Any) -> Iterator[Runner]:
     """Run tasks in this process (on the session IOC) and stop them afterwards."""
-    runner = Runner(tasks, **kwargs)
+    runner = Runner(tasks, hooks=kwargs.pop("hooks", ()), stop_grace=kwargs.pop("stop_grace", 5.0), **kwargs)
     runner.start()
     try:
         yield runner
     finally:
         runner.stop()
+        runner.wait()
 
 
 def wait_heartbeat(ctx: Context, prefix: str, pulses: int = 2, timeout: float = 10.0) -> None:

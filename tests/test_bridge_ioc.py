@@ -19,10 +19,10 @@ from typing import Dict
 import pytest
 
 from epics_bridge import TaskStatus
-from epics_bridge.ioc.harness import BridgeIOC
+from epics_bridge.app import bridge
+from epics_bridge.ioc.harness import BridgeIOC, Settings
 from epics_bridge.ioc.softioc import Database, SoftIOC, db_dir
 from epics_bridge.registry import Registry
-from epics_bridge.testing import Settings
 
 VACUUM_DB = """\
 record(ai, "$(P)Press:RBV") {
@@ -231,7 +231,7 @@ def test_a_stuck_task_fails_the_test_instead_of_ending_pytest(tmp_path, monkeypa
     task = make_task(tmp_path, stuck, "BIOC:STUCK:", stall_timeout=1.0, heartbeat_period=0.2, max_stuck_cycles=3)
     with pytest.raises(pytest.fail.Exception) as failed:
         with ExitStack() as stack:
-            ioc = BridgeIOC.start([task], Settings(), stack, tmp_path, monkeypatch)
+            ioc = BridgeIOC.start([task], bridge, Settings(), stack, tmp_path, monkeypatch)
             stack.callback(release.set)  # first thing at the end: let the cycle finish
             ioc.cycle(task, timeout=2.5)
     assert "the watchdog would have ended the process (exit 3): task 'stuck': a cycle has been running" in str(

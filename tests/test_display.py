@@ -15,10 +15,11 @@ import pytest
 from helpers import write_tasks
 
 import epics_bridge
+from epics_bridge.app import bridge
 from epics_bridge.ioc.softioc import db_dir
 from epics_bridge.phoebus.records import parse_db
-from epics_bridge.registry import Task
-from epics_bridge.service.launcher import load
+from epics_bridge.service.loading import load
+from epics_bridge.task import Task
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "tasks"
@@ -76,7 +77,7 @@ def examples(tmp_path_factory) -> Dict[str, ET.Element]:
 @pytest.fixture(scope="module")
 def example_tasks() -> List[Task]:
     try:
-        return load([str(EXAMPLES)])  # into the default registry, where the files register
+        return load([str(EXAMPLES)], bridge)  # into the default registry, where the files register
     finally:
         epics_bridge.bridge.clear()  # this process only needs their settings
 

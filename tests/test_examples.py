@@ -13,7 +13,8 @@ from conftest import ROOT
 
 import epics_bridge
 from epics_bridge import Task, TaskStatus
-from epics_bridge.service.launcher import load
+from epics_bridge.app import bridge
+from epics_bridge.service.loading import load
 
 TASKS = ROOT / "tasks"
 
@@ -22,7 +23,7 @@ TASKS = ROOT / "tasks"
 def examples() -> Dict[str, Task]:
     """The examples' tasks by name, as the launcher loads them."""
     try:
-        tasks = load([str(TASKS)])  # into the default registry, where the files register
+        tasks = load([str(TASKS)], bridge)  # into the default registry, where the files register
     finally:
         epics_bridge.bridge.clear()  # this process only needs their Task objects
     assert {t.prefix for t in tasks} == {"IOC:MOTOR:01:", "VAC:PUMP:01:", "DIAG:BPM:01:"}

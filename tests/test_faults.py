@@ -27,7 +27,7 @@ from helpers import (
 )
 
 from epics_bridge import TaskStatus
-from epics_bridge.engine.runner import EXIT_OK, EXIT_STUCK
+from epics_bridge.exits import EXIT_OK, EXIT_STUCK
 
 P, Q = "FX:A:", "FX:B:"
 PERIOD, STALL = 0.5, 3.0

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from epics_bridge import TaskStatus
+from epics_bridge.app import bridge
 from epics_bridge.base_pv_interface import BasePVInterface
 from epics_bridge.daemon import BridgeDaemon
-from epics_bridge.registry import ConfigError, Registry
-from epics_bridge.service.launcher import load
+from epics_bridge.registry import Registry
+from epics_bridge.service.loading import load
+from epics_bridge.task import ConfigError
 
 SYS_DB = (
     'record(ai, "$(P)Temp") {\n    field(VAL, "21.5")\n    field(PINI, "YES")\n}\n'
@@ -78,7 +80,7 @@ def test_an_ioc_that_dies_at_start_up_names_the_file_and_the_macro(tmp_path):
 def test_a_path_that_is_not_python_says_so(tmp_path, name, hint):
     (tmp_path / name).write_text('record(ai, "X") {}\n')
     with pytest.raises(ConfigError) as refused:
-        load([str(tmp_path / name)])
+        load([str(tmp_path / name)], bridge)
     message = str(refused.value)
     assert f"{name}: not a task file: give Python files (*.py)" in message and hint in message
 
@@ -95,6 +97,5 @@ class PlantDaemon(BridgeDaemon):
 def test_a_class_api_daemon_names_the_users_file():
     interface = Plant(prefixes={"main": "FR:CLS:"})
     source = PlantDaemon(interface=interface).as_task().source
-    path, line = source.rsplit(":", 1)
-    assert Path(path) == Path(__file__)
-    assert int(line) == PlantDaemon.run_task.__code__.co_firstlineno
+    assert source.path == Path(__file__)
+    assert source.line == PlantDaemon.run_task.__code__.co_firstlineno

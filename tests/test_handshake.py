@@ -20,8 +20,8 @@ from test_observability import sample, scrape
 
 from epics_bridge.engine import handshake
 from epics_bridge.engine.handshake import kind_of
+from epics_bridge.engine.hooks import Hooks
 from epics_bridge.ioc.softioc import Database, free_port
-from epics_bridge.observe.hooks import Hooks
 from epics_bridge.observe.metrics import Metrics
 from epics_bridge.observe.systemd import SystemdNotifier
 from epics_bridge.registry import Registry

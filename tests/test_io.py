@@ -15,7 +15,7 @@ from loguru import logger
 
 from epics_bridge.io import BridgeIO, PVDisconnectedError, PVError, PVRejectedError, PVTimeoutError
 from epics_bridge.ioc.softioc import Database
-from epics_bridge.utils import EnumValue
+from epics_bridge.values import EnumValue
 
 MISSING = VALUES + "NoSuchRecord"
 #: Slack on top of an operation's own timeout for a loaded machine: a bound, not a speed test.

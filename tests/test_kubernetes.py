@@ -20,8 +20,9 @@ from typing import Any, Dict, List
 import pytest
 from helpers import daemon, wait_for
 
+from epics_bridge.cli import run
 from epics_bridge.ioc.softioc import free_port
-from epics_bridge.service import launcher
+from epics_bridge.service.options import Options
 from epics_bridge.service.shard import Shard
 
 yaml = pytest.importorskip("yaml", reason="PyYAML comes with kubernetes-validate: pip install '.[test]'")
@@ -62,7 +63,7 @@ def test_manifest_validates_strictly(path):
 # -- the command line, read by the launcher's parser ----------------------------------------------------
 def container_args(hostname: str, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("HOSTNAME", hostname)
-    return launcher._parser().parse_args(CONTAINER["args"])
+    return run._parser(Options()).parse_args(CONTAINER["args"])
 
 
 def console_scripts() -> Dict[str, str]:
@@ -71,7 +72,7 @@ def console_scripts() -> Dict[str, str]:
 
 
 def test_command_is_the_launcher():
-    assert console_scripts()[CONTAINER["command"][0]] == "epics_bridge.service.launcher:main"
+    assert console_scripts()[CONTAINER["command"][0]] == "epics_bridge.cli:main"
     assert len(CONTAINER["command"]) == 1
 
 
@@ -118,7 +119,7 @@ def test_locked_down_and_every_written_path_is_a_volume(monkeypatch):
     mounts = {m["mountPath"]: m for m in CONTAINER["volumeMounts"]}
     volumes = {v["name"]: v for v in POD["volumes"]}
     args = container_args("epics-bridge-0", monkeypatch)
-    for writable in (args.log_dir, "/tmp"):  # /tmp: the workers' metrics folder
+    for writable in (str(args.log_dir), "/tmp"):  # /tmp: the workers' metrics folder
         assert "emptyDir" in volumes[mounts[writable]["name"]] and not mounts[writable].get("readOnly")
     tasks = volumes[mounts[args.paths[0]]["name"]]
     assert ("ConfigMap", tasks["configMap"]["name"]) in RESOURCES

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -16,6 +17,7 @@ from loguru import logger
 from epics_bridge import ConfigError, Registry
 from epics_bridge.observe.logpvs import fit
 from epics_bridge.observe.logs import PROCESS_LOG, LogConfig, _check_writable, configure
+from epics_bridge.service.options import Options
 
 
 def tasks(*names: str):
@@ -31,25 +33,35 @@ def restore_logging() -> Iterator[None]:
     reset_logging()
 
 
+def log_config(directory: Path, **options: object) -> LogConfig:
+    """The log configuration the launcher would make of these options, without the console."""
+    return replace(Options.of({"log_dir": directory, **options}).log_config(), console=False)
+
+
 @pytest.mark.parametrize(
-    "option, config",
+    "option, value",
     [
-        ("--log-level 'LOUD'", LogConfig(level="LOUD")),
-        ("--p4p-log-level 'chatty'", LogConfig(p4p_level="chatty")),
-        ("--log-rotation 'often'", LogConfig(rotation="often")),
-        ("--log-retention 'forever-ish'", LogConfig(retention="forever-ish")),
+        ("--log-level", "LOUD"),
+        ("--p4p-log-level", "chatty"),
+        ("--log-rotation", "often"),
+        ("--log-retention", "forever-ish"),
     ],
 )
-def test_a_bad_option_is_a_config_error_and_changes_nothing(option, config, tmp_path, restore_logging):
+def test_a_bad_log_option_is_a_config_error_naming_it(option, value):
+    with pytest.raises(ConfigError, match=re.escape(option) + ".*" + re.escape(repr(value))):
+        Options.of({option[2:].replace("-", "_"): value})
+
+
+def test_a_log_folder_that_cannot_be_written_changes_nothing(tmp_path, restore_logging):
     seen = []
     logger.remove()
     logger.add(seen.append, format="{message}")
-    config.directory = tmp_path / "logs"
-    with pytest.raises(ConfigError, match=re.escape(option)):
-        configure(tasks("pump"), config)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match=re.escape(f"--log-dir '{blocker / 'logs'}' is not writable")):
+        configure(tasks("pump"), log_config(blocker / "logs"))
     logger.info("still the old handler")
     assert seen == ["still the old handler\n"]
-    assert not (tmp_path / "logs" / PROCESS_LOG).exists()
 
 
 @pytest.mark.parametrize(
@@ -62,11 +74,11 @@ def test_a_bad_option_is_a_config_error_and_changes_nothing(option, config, tmp_
 )
 def test_task_names_whose_files_collide_are_refused(names, culprit, tmp_path, restore_logging):
     with pytest.raises(ConfigError, match=rf"task '{culprit}': its log file"):
-        configure(tasks(*names), LogConfig(directory=tmp_path))
+        configure(tasks(*names), log_config(tmp_path))
 
 
 def test_dotted_names_that_do_not_collide_are_fine(tmp_path, restore_logging):
-    configure(tasks("pump.a", "pump.b", "pumps"), LogConfig(directory=tmp_path, console=False))
+    configure(tasks("pump.a", "pump.b", "pumps"), log_config(tmp_path))
     assert {p.name for p in tmp_path.iterdir()} >= {"pump.a.log", "pump.b.log", "pumps.log", PROCESS_LOG}
 
 
@@ -93,9 +105,9 @@ def test_processes_checking_one_log_dir_at_once_all_pass(tmp_path: Path):
 
 
 def test_levels_are_case_insensitive_and_p4p_stays_at_warning_unless_asked(tmp_path: Path, restore_logging):
-    configure(tasks("pump"), LogConfig(directory=tmp_path, console=False, level="debug"))
+    configure(tasks("pump"), log_config(tmp_path, log_level="debug"))
     assert logging.getLogger("p4p").level == logging.WARNING
-    configure(tasks("pump"), LogConfig(directory=tmp_path, console=False, p4p_level="info"))
+    configure(tasks("pump"), log_config(tmp_path, p4p_log_level="info"))
     assert logging.getLogger("p4p").level == logging.INFO
 
 

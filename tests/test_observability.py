@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.request
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -34,12 +35,13 @@ from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
 from epics_bridge import Registry, TaskStatus
-from epics_bridge.engine.runner import EXIT_CONFIG, EXIT_OK, EXIT_STUCK
+from epics_bridge.exits import EXIT_CONFIG, EXIT_OK, EXIT_STUCK
 from epics_bridge.ioc.softioc import Database, SoftIOC, db_dir, free_port
 from epics_bridge.observe.logpvs import PUT_TIMEOUT, QUEUE_SIZE, LogPVs
-from epics_bridge.observe.logs import PROCESS_LOG, LogConfig, configure, task_log
+from epics_bridge.observe.logs import PROCESS_LOG, configure, task_log
 from epics_bridge.observe.metrics import Metrics
-from epics_bridge.registry import Task
+from epics_bridge.service.options import Options
+from epics_bridge.task import Task
 
 #: Prefixes of this module's IOC; LOGS and LEVEL also have db/bridge-logs.db (LINES lines).
 FILES1, FILES2, LOGS, LEVEL, DONE1, DONE2 = "OBS:F1:", "OBS:F2:", "OBS:L1:", "OBS:L2:", "OBS:D1:", "OBS:D2:"
@@ -78,7 +80,7 @@ def observed(
     metrics_port: Optional[int] = None,
 ) -> Iterator[None]:
     """Run ``tasks`` in this process with the launcher's logging, and log PVs / metrics if asked."""
-    configure(tasks, LogConfig(directory=log_dir, console=False))
+    configure(tasks, replace(Options.of({"log_dir": log_dir}).log_config(), console=False))
     observers: list = []
     try:
         if metrics_port is not None:

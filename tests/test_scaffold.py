@@ -16,8 +16,8 @@ from typing import Dict
 import pytest
 from helpers import Daemon, client_for, read, ready_trigger, wait_heartbeat
 
+from epics_bridge.cli import new as scaffold
 from epics_bridge.ioc.softioc import free_port
-from epics_bridge.service import scaffold
 
 FILES = ["tasks/pump.py", "db/pump.db", "tests/test_pump.py", "pytest.ini"]
 

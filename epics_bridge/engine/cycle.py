@@ -21,13 +21,13 @@ from loguru import logger
 from p4p import Value
 from p4p.client.thread import Disconnected, RemoteError
 
-from ..context import TaskContext
 from ..io import BridgeIO, Monitor, PVError, PVRejectedError
-from ..observe.hooks import Hooks
-from ..registry import Task
 from ..status import TaskStatus, status_of
-from ..utils import NTENUM, to_python
+from ..task import Task
+from ..task_context import TaskContext
+from ..values import NTENUM, to_python
 from .handshake import Handshake
+from .hooks import Hooks
 from .ownership import Ownership
 from .timelimit import TimeLimitExceeded, TimeLimits
 
@@ -50,7 +50,7 @@ class Loop:
         self.hooks = hooks
         self.log = logger.bind(task=task.name)
         self.context = TaskContext(task.name, task.pvs, io)
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.source = _make_source(self)
         self.thread = threading.Thread(target=self._run, name=f"task:{task.name}", daemon=True)
         #: monotonic time since which the loop has been doing something other than waiting

@@ -27,8 +27,8 @@ from p4p import Value
 
 from ..base_pv_interface import STANDARD_FIELDS
 from ..io import BridgeIO, PVError
-from ..registry import Task
-from ..utils import to_python
+from ..task import Task
+from ..values import to_python
 from .ownership import Ownership, owner_label
 
 __all__ = ["Handshake", "kind_of"]

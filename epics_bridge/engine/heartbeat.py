@@ -18,9 +18,9 @@ from typing import Callable, Optional
 from loguru import logger
 
 from ..io import BridgeIO, PVError
-from ..observe.hooks import Hooks
-from ..registry import Task
+from ..task import Task
 from .cycle import Loop
+from .hooks import Hooks
 
 __all__ = ["Heartbeat", "next_grid_point", "phase"]
 

@@ -25,8 +25,8 @@ import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..io import BridgeIO, PVError
-from ..registry import Task
-from ..utils import to_python
+from ..task import Task
+from ..values import to_python
 
 __all__ = ["Ownership", "owner_token"]
 
@@ -169,7 +169,7 @@ class Ownership:
         if holder in ("", self.token):
             return None
         self.held = False
-        return holder
+        return str(holder)
 
     def release(self) -> None:
         """Clear the record on a graceful stop, if it still names this daemon: a successor then

@@ -1,5 +1,5 @@
-"""Runs tasks in this process: a loop and a heartbeat thread per task, stop on SIGTERM/SIGINT, and the
-watchdog's exit.
+"""Runs tasks in this process: a loop and a heartbeat thread per task, a graceful stop on request, and
+the watchdog's exit.
 
 All loops share one p4p context (one TCP connection per IOC, however many tasks) and all
 heartbeats share a second one, kept apart so that task IO never delays a pulse.
@@ -8,34 +8,32 @@ heartbeats share a second one, kept apart so that task IO never delays a pulse.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import time
 import traceback
-from pathlib import Path
-from typing import Any, List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 from loguru import logger
 from p4p.client.thread import Context
 
+from ..exits import EXIT_OK, EXIT_STUCK
 from ..io import BridgeIO
-from ..observe.hooks import HookList, Hooks
-from ..observe.logs import LogConfig, configure
-from ..registry import ConfigError, Task
-from . import memory
+from ..task import ConfigError, Task
+from . import heap
 from .cycle import Loop, line_in_task
-from .exits import EXIT_CONFIG, EXIT_OK, EXIT_STUCK
 from .heartbeat import Heartbeat
+from .hooks import HookList, Hooks
 from .timelimit import TimeLimits
 
-__all__ = ["Runner", "prepare", "run", "EXIT_OK", "EXIT_CONFIG", "EXIT_STUCK"]
+__all__ = ["Runner"]
 
 
 class Runner:
-    """Start with :meth:`start`, end with :meth:`stop`; :meth:`run` does both around the signals."""
+    """Every task of this process, as a service: :meth:`start`, then :meth:`wait` until a
+    :meth:`stop` request (a signal, another thread), which ends with a graceful stop."""
 
-    def __init__(self, tasks: Sequence[Task], hooks: Sequence[Hooks] = (), stop_grace: float = 5.0) -> None:
+    def __init__(self, tasks: Sequence[Task], hooks: Sequence[Hooks], stop_grace: float) -> None:
         if not tasks:
             raise ConfigError("no tasks to run")
         self.tasks = list(tasks)
@@ -46,9 +44,13 @@ class Runner:
         self._stop_requested = threading.Event()
         self._exit_lock = threading.Lock()
         self._contexts: List[Context] = []
+        self._status: Optional[int] = None
+        self._started_at = 0.0
+        self._next_tidy: Optional[float] = None
 
     def start(self) -> None:
-        memory.limit_arenas()
+        self._started_at = time.monotonic()
+        heap.limit_arenas()
         _pace_gil(len(self.tasks))
         io_context, pulse_context = Context("pva", nt=False), Context("pva", nt=False)
         self._contexts = [io_context, pulse_context]
@@ -66,15 +68,26 @@ class Runner:
         logger.info("running {} task(s) in process {}", len(self.tasks), os.getpid())
         self.hooks.started(self.tasks)
 
-    def request_stop(self, *_: object) -> None:
-        """Safe from a signal handler: only sets a flag the main thread waits on."""
+    def stop(self) -> None:
+        """Ask for a graceful stop; safe from a signal handler and any thread (it only sets a flag
+        that :meth:`wait` acts on)."""
         self._stop_requested.set()
 
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        """Block until a stop is requested (True) or ``timeout`` passes (False)."""
-        return self._stop_requested.wait(timeout)
+    def ready(self) -> bool:
+        """Every task serves its prefix."""
+        return bool(self.loops) and all(loop.serving for loop in self.loops)
 
-    def stop(self) -> None:
+    def wait(self, timeout: Optional[float] = None) -> Optional[int]:
+        """Serve until a stop is requested, then stop gracefully and return the exit status; None
+        if ``timeout`` passed first (the tasks keep running)."""
+        if self._status is None:
+            if not self._housekeep(None if timeout is None else time.monotonic() + timeout):
+                return None
+            self._shutdown()
+            self._status = EXIT_OK
+        return self._status
+
+    def _shutdown(self) -> None:
         """Let running cycles finish for up to ``stop_grace`` s, abandon the rest with Busy=0."""
         logger.info("stopping: waiting up to {:g} s for running cycles", self.stop_grace)
         self.hooks.stopping()
@@ -95,27 +108,22 @@ class Runner:
         self.hooks.close()
         logger.info("stopped")
 
-    def run(self) -> int:
-        """Start, serve until SIGTERM/SIGINT, stop gracefully; returns the exit status (0)."""
-        restore = _install_signal_handlers(self.request_stop)
-        try:
-            self.start()
-            self._housekeep()
-            self.stop()
-        finally:
-            restore()
-        return EXIT_OK
-
-    def _housekeep(self) -> None:
-        """Until a stop is requested: memory tidied once start-up's burst is over, then now and then."""
-        up_by = time.monotonic() + memory.START_LIMIT
-        while not all(loop.serving for loop in self.loops) and time.monotonic() < up_by:
-            if self.wait(1.0):
-                return
-        delay = memory.SETTLE
-        while not self.wait(delay):
-            logger.debug("memory tidied: free pages returned in {:.3f} s", memory.tidy())
-            delay = memory.PERIOD
+    def _housekeep(self, until: Optional[float]) -> bool:
+        """Until a stop is requested (True) or ``until`` passes (False): memory tidied SETTLE s after
+        start-up's burst is over (every task serves, or START_LIMIT s passed), then every PERIOD s."""
+        while True:
+            now = time.monotonic()
+            if self._next_tidy is None and (self.ready() or now >= self._started_at + heap.START_LIMIT):
+                self._next_tidy = now + heap.SETTLE
+            due = now + 1.0 if self._next_tidy is None else self._next_tidy  # readiness asked every second
+            if self._stop_requested.wait(max(0.0, (due if until is None else min(due, until)) - now)):
+                return True
+            now = time.monotonic()
+            if self._next_tidy is not None and now >= self._next_tidy:
+                logger.debug("memory tidied: free pages returned in {:.3f} s", heap.tidy())
+                self._next_tidy = now + heap.PERIOD
+            if until is not None and now >= until:
+                return False
 
     def _stuck_limit(self, task: Task, reason: str) -> None:
         """Called from a heartbeat thread; never returns."""
@@ -146,15 +154,6 @@ def _stalled_stack(loop: Loop) -> Optional[traceback.StackSummary]:
     return traceback.extract_stack(frame) if frame is not None else None
 
 
-def _install_signal_handlers(handler):
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    # A reload (SIGHUP, systemctl reload) needs worker processes; here it must at least not kill.
-    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    return lambda: [signal.signal(sig, old) for sig, old in previous.items()]
-
-
 def _log_summary(task: Task) -> None:
     log = logger.bind(task=task.name)
     log.info(
@@ -173,57 +172,6 @@ def _log_summary(task: Task) -> None:
         log.info("  {:<16} -> {}", logical, pv)
 
 
-def prepare(
-    tasks: Sequence[Task],
-    *,
-    log_dir: Union[str, Path, None] = "logs",
-    log_level: str = "INFO",
-    log_rotation: Union[str, int] = "10 MB",
-    log_retention: Union[str, int] = 5,
-    p4p_log_level: str = "WARNING",
-    process_log: bool = True,
-    log_pvs: bool = True,
-    metrics_port: Optional[int] = None,
-    metrics_addr: str = "127.0.0.1",
-    hooks: Sequence[Hooks] = (),
-    stop_grace: float = 5.0,
-) -> Runner:
-    """Everything that can refuse to start, done before anything starts: logging configured, the
-    metrics port bound (ConfigError if either is impossible), the systemd notifier and the log PV
-    publisher attached. Returns a runner ready to :meth:`~Runner.run`.
-
-    ``log_pvs``: publish each task's lines to its log PVs where its IOC serves them (db/bridge-logs.db).
-    ``metrics_port``: serve Prometheus metrics on ``metrics_addr``.
-    """
-    configure(
-        tasks,
-        LogConfig(
-            directory=Path(log_dir) if log_dir is not None else None,
-            level=log_level,
-            rotation=log_rotation,
-            retention=log_retention,
-            p4p_level=p4p_log_level,
-            process_file=process_log,
-        ),
-    )
-    from ..observe.logpvs import LogPVs
-    from ..observe.systemd import from_environment
-
-    observers: List[Hooks] = []
-    if metrics_port is not None:
-        from ..observe.metrics import Metrics  # prometheus_client brings http.client and ssl: ~3 MB
-
-        metrics = Metrics(tasks)
-        metrics.serve(metrics_port, metrics_addr)
-        observers.append(metrics)
-    notifier = from_environment()  # READY/STATUS/WATCHDOG, only when systemd set NOTIFY_SOCKET
-    if notifier is not None:
-        observers.append(notifier)
-    if log_pvs:  # collecting lines from now on, so the start-up summary reaches the PVs
-        observers.append(LogPVs(tasks))
-    return Runner(tasks, hooks=[*hooks, *observers], stop_grace=stop_grace)
-
-
 #: How many times a second, at most, the threads waiting for the GIL may wake to ask for it.
 GIL_WAKEUPS = 20_000
 
@@ -236,8 +184,3 @@ def _pace_gil(tasks: int) -> None:
     batch take 6-24 s in one run and 1.1 s in the next). The cost: a cycle that computes without
     pause holds the GIL up to the interval before another thread runs."""
     sys.setswitchinterval(max(sys.getswitchinterval(), tasks / GIL_WAKEUPS))
-
-
-def run(tasks: Sequence[Task], **options: Any) -> int:
-    """Run ``tasks`` until SIGTERM/SIGINT; returns the exit status. ``options``: see :func:`prepare`."""
-    return prepare(tasks, **options).run()

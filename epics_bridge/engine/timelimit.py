@@ -20,7 +20,7 @@ import itertools
 import threading
 import time
 from contextlib import contextmanager, nullcontext
-from typing import ContextManager, Iterator, List, Optional, Tuple
+from typing import ContextManager, Dict, Iterator, List, Optional, Set, Tuple
 
 __all__ = ["TimeLimitExceeded", "TimeLimits"]
 
@@ -40,8 +40,8 @@ class TimeLimits:
     def __init__(self) -> None:
         self._lock = threading.Condition()
         self._deadlines: List[Tuple[float, int, int]] = []  # (deadline, token, thread id)
-        self._armed: dict = {}  # token -> thread id, while its cycle runs
-        self._fired: set = set()
+        self._armed: Dict[int, int] = {}  # token -> thread id, while its cycle runs
+        self._fired: Set[int] = set()
         self._tokens = itertools.count()
         self._thread: Optional[threading.Thread] = None
 

@@ -14,10 +14,10 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..observe.hooks import Hooks
-from ..registry import ConfigError, Task
+from ..engine.hooks import Hooks
+from ..task import ConfigError, Task
 from .softioc import Database, IOCError, SoftIOC, db_dir, free_ca_port, free_port
 
 __all__ = ["Announce", "databases", "embedded_ioc", "start"]
@@ -55,7 +55,7 @@ def databases(tasks: Sequence[Task]) -> List[Database]:
     standard = [db_dir() / name for name in STANDARD_DBS if (db_dir() / name).is_file()]
     wanted = [Database(path, {"P": task.prefix}) for task in tasks for path in standard]
     wanted += [Database(path, macros) for task in tasks for path, macros in task.db]
-    unique: Dict[tuple, Database] = {}
+    unique: Dict[Tuple[Path, str], Database] = {}
     for db in wanted:  # two tasks may name the same shared database
         unique.setdefault((db.path.resolve(), db.macro_string), db)
     return list(unique.values())

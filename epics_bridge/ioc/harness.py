@@ -16,26 +16,24 @@ import time
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pytest
 from loguru import logger
 from p4p.client.thread import Context
 
 from ..engine.cycle import Loop
+from ..engine.hooks import Hooks
 from ..engine.runner import Runner
 from ..io import BridgeIO
-from ..observe.hooks import Hooks
 from ..observe.logpvs import LogPVs
-from ..registry import Task, bridge
+from ..registry import Registry
 from ..status import TaskStatus
+from ..task import Task
 from .embedded import databases
 from .softioc import IOCError, SoftIOC, free_port
 
-if TYPE_CHECKING:
-    from ..testing import Settings
-
-__all__ = ["BridgeIOC", "CycleResult", "TaskRef"]
+__all__ = ["BridgeIOC", "CycleResult", "Settings", "TaskRef"]
 
 #: A task as a test names it: its decorated function, its name, or the Task.
 TaskRef = Union[Callable[..., Any], str, Task]
@@ -45,6 +43,15 @@ PORT_CLAIMS = Path(tempfile.gettempdir()) / "epics-bridge-ports"
 SERVED_TIMEOUT = 2.0
 #: Seconds a running cycle may take to finish when the test ends.
 STOP_GRACE = 2.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The fixture's options (``--bridge-ioc-*`` flags and ``bridge_ioc_*`` ini keys), read once per test."""
+
+    start_timeout: float = 30.0
+    cycle_timeout: float = 10.0
+    external: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,14 +88,16 @@ class BridgeIOC:
     def start(
         cls,
         refs: Sequence[TaskRef],
+        registry: Registry,
         settings: Settings,
         stack: ExitStack,
         tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch,
     ) -> BridgeIOC:
-        """Start the IOC (unless external), check that it serves every PV, then run the tasks.
-        ``stack`` stops whatever was started when the test ends, also if a later step failed."""
-        tasks = _resolve(refs)
+        """Start the IOC (unless external), check that it serves every PV, then run the tasks
+        (found in ``registry`` when named by function or name). ``stack`` stops whatever was
+        started when the test ends, also if a later step failed."""
+        tasks = _resolve(refs, registry)
         env: Dict[str, str] = {}
         if not settings.external:
             env = _start_ioc(tasks, settings, stack, tmp_path).client_env
@@ -145,15 +154,15 @@ def _label(ref: object) -> str:
     return repr(getattr(ref, "__name__", ref))
 
 
-def _resolve(refs: Sequence[TaskRef]) -> List[Task]:
-    """Tasks from what the test named: the default registry holds every decorated function."""
+def _resolve(refs: Sequence[TaskRef], registry: Registry) -> List[Task]:
+    """Tasks from what the test named: the registry holds every decorated function."""
     if not refs:
         pytest.fail("bridge_ioc(): name at least one task (a decorated function or its name)", pytrace=False)
     tasks = []
     for ref in refs:
-        found = [ref] if isinstance(ref, Task) else [t for t in bridge.tasks if ref is t.func or ref == t.name]
+        found = [ref] if isinstance(ref, Task) else [t for t in registry.tasks if ref is t.func or ref == t.name]
         if not found:
-            known = ", ".join(t.name for t in bridge.tasks) or "none"
+            known = ", ".join(t.name for t in registry.tasks) or "none"
             pytest.fail(
                 f"bridge_ioc: {_label(ref)} is not a registered task: decorate it with @bridge.task and "
                 f"import its file (registered: {known})",
@@ -291,8 +300,13 @@ def _start_runner(tasks: List[Task], stack: ExitStack) -> Tuple[Runner, _Cycles]
     try:
         runner.start()
     finally:
-        stack.callback(runner.stop)
+        stack.callback(_stop, runner)
     return runner, cycles
+
+
+def _stop(runner: Runner) -> None:
+    runner.stop()
+    runner.wait()
 
 
 class _Cycles(Hooks):

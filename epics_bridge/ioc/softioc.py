@@ -71,7 +71,7 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
     """A port the OS has just reported free on ``host`` (TCP by default, SOCK_DGRAM for UDP)."""
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def free_ca_port(host: str = "127.0.0.1", attempts: int = 20) -> int:
@@ -119,7 +119,7 @@ class SoftIOC:
             self.ca_server_port = ca_server_port or free_ca_port(interface)
             self.ca_repeater_port = ca_repeater_port or free_port(socket.SOCK_DGRAM, interface)
         self.output = Path(output) if output else None
-        self.process: Optional[subprocess.Popen] = None
+        self.process: Optional[subprocess.Popen[bytes]] = None
         self._output_file: Optional[IO[bytes]] = None
         self._output_start = 0
 
@@ -274,7 +274,7 @@ class SoftIOC:
         self.stop()
 
 
-def _ask_to_exit(proc: subprocess.Popen) -> None:
+def _ask_to_exit(proc: subprocess.Popen[bytes]) -> None:
     try:
         os.kill(proc.pid, signal.SIGCONT)  # a frozen IOC cannot act on anything else
         proc.terminate()
@@ -286,7 +286,13 @@ def _ask_to_exit(proc: subprocess.Popen) -> None:
 class _LoadDb(argparse.Action):
     """``-d DB`` loads DB with the macros of the latest ``-m``, as softIoc does."""
 
-    def __call__(self, parser, namespace, value, option_string=None):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        value: object,
+        option_string: Optional[str] = None,
+    ) -> None:
         namespace.databases.append((value, namespace.macros))
 
 

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any, Counter, Deque, Dict, List, Optional, Seq
 from loguru import logger
 from p4p.client.thread import Context
 
+from ..engine.hooks import Hooks
 from ..io import BridgeIO, Monitor, PVError
-from ..registry import Task
-from ..utils import to_python
-from .hooks import Hooks
+from ..task import Task
+from ..values import to_python
 from .logs import LEVELS
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional,
 
 from loguru import logger
 
-from ..registry import ConfigError, Task
+from ..task import ConfigError, Task
 
 if TYPE_CHECKING:
     from loguru import Record
@@ -35,24 +35,26 @@ PROCESS_LOG = "epics-bridge.log"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-@dataclass
+@dataclass(frozen=True)
 class LogConfig:
-    """Where and how much to log. ``directory=None`` logs to the console only."""
+    """Where and how much to log: the log options of :class:`~epics_bridge.service.options.Options`
+    (validated and defaulted there), and which files this process writes."""
 
-    directory: Optional[Path] = Path("logs")
-    level: str = "INFO"
+    #: None: the console only.
+    log_dir: Optional[Path]
+    log_level: str
     #: When a file starts anew: a size ("10 MB"), an interval ("1 day") or a time ("00:00").
-    rotation: Union[str, int] = "10 MB"
+    log_rotation: Union[str, int]
     #: How many rotated files to keep (an int), or for how long ("14 days").
-    retention: Union[str, int] = 5
-    console: bool = True
+    log_retention: Union[str, int]
+    #: Level for p4p's own (stdlib logging) messages.
+    p4p_log_level: str
     #: Lines bound to no task go to PROCESS_LOG too; off in worker processes, where only the
     #: supervisor writes that file (two processes must not rotate one file).
     process_file: bool = True
     #: A file per task; off in the supervisor, whose workers write them.
     task_files: bool = True
-    #: Level for p4p's own (stdlib logging) messages; raise it to see more of p4p's chatter.
-    p4p_level: str = "WARNING"
+    console: bool = True
 
 
 def task_log(directory: Union[str, Path], task_name: str) -> Path:
@@ -80,22 +82,20 @@ def _only(task_name: str) -> Callable[[Record], bool]:
 
 
 def _untasked(record: Record) -> bool:
-    return record["extra"]["task"] == NO_TASK
+    return bool(record["extra"]["task"] == NO_TASK)
 
 
 def configure(tasks: Iterable[Task], config: LogConfig) -> None:
-    """Replace loguru's handlers. Every setting is checked before anything changes, so a bad one
-    raises ConfigError (naming the option) and leaves the current logging as it was."""
+    """Replace loguru's handlers. What needs the system (a writable folder, file names that cannot
+    collide) is checked before anything changes, so a problem raises ConfigError and leaves the
+    current logging as it was."""
     tasks = list(tasks)
-    level = _level("--log-level", config.level)
-    p4p_level = _level("--p4p-log-level", config.p4p_level)
-    directory = Path(config.directory) if config.directory is not None else None
-    options: Dict[str, Any] = dict(level=level, format=FORMAT, backtrace=False, diagnose=False)
-    file_options = dict(options, rotation=config.rotation, retention=config.retention, encoding="utf-8")
+    options: Dict[str, Any] = dict(level=config.log_level, format=FORMAT, backtrace=False, diagnose=False)
+    file_options = dict(options, rotation=config.log_rotation, retention=config.log_retention, encoding="utf-8")
+    directory = config.log_dir
     if directory is not None:
         _check_writable(directory)
         _check_names(tasks)
-        _check_file_options(directory, file_options)
     logger.remove()
     logger.configure(extra={"task": NO_TASK})
     if config.console:
@@ -107,22 +107,15 @@ def configure(tasks: Iterable[Task], config: LogConfig) -> None:
             logger.add(task_log(directory, task.name), filter=_only(task.name), **file_options)
         logger.info(
             "logging at {} to {}/ (a file per task and {}; rotation {}, retention {})",
-            level,
+            config.log_level,
             directory,
             PROCESS_LOG,
-            config.rotation,
-            config.retention,
+            config.log_rotation,
+            config.log_retention,
         )
     logging.basicConfig(handlers=[_ToLoguru()], level=logging.WARNING, force=True)
-    logging.getLogger("p4p").setLevel(p4p_level)
+    logging.getLogger("p4p").setLevel(config.p4p_log_level)
     logging.captureWarnings(True)
-
-
-def _level(option: str, name: str) -> str:
-    level = str(name).upper()
-    if level not in LEVELS:
-        raise ConfigError(f"{option} {name!r}: choose one of {', '.join(LEVELS)}")
-    return level
 
 
 def _check_writable(directory: Path) -> None:
@@ -155,13 +148,3 @@ def _check_names(tasks: List[Task]) -> None:
                 f"{owner} (X.log rotates to X.*.log, and retention deletes old X.*.log); "
                 "rename the task"
             )
-
-
-def _check_file_options(directory: Path, file_options: Dict[str, Any]) -> None:
-    """Let loguru parse rotation and retention now (``delay``: no file is created)."""
-    try:
-        logger.remove(logger.add(directory / PROCESS_LOG, delay=True, **file_options))
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(
-            f"--log-rotation {file_options['rotation']!r} / --log-retention {file_options['retention']!r}: {exc}"
-        ) from None

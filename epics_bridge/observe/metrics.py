@@ -15,9 +15,9 @@ from wsgiref.simple_server import WSGIServer
 from loguru import logger
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from ..registry import ConfigError, Task
+from ..engine.hooks import Hooks
 from ..status import TaskStatus
-from .hooks import Hooks
+from ..task import ConfigError, Task
 
 __all__ = ["Metrics"]
 
@@ -132,11 +132,11 @@ class ServiceMetrics:
     def process_dead(self, pid: int) -> None:
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest, multiprocess
 
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)

@@ -18,9 +18,9 @@ from typing import Dict, List, Mapping, Optional
 
 from loguru import logger
 
-from ..engine.exits import EXIT_STUCK
-from ..registry import Task
-from .hooks import Hooks
+from ..engine.hooks import Hooks
+from ..exits import EXIT_STUCK
+from ..task import Task
 
 __all__ = ["SystemdNotifier", "from_environment"]
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Dict, Iterable, List, NoReturn, Sequence, Tuple
 from xml.etree import ElementTree as ET
 
-from ..registry import Task
-from ..service.launcher import fail
+from ..cli.common import fail
+from ..task import Task
 from .bob import write_xml
-from .source import HEARTBEAT_AGE, by_file, load_or_fail, shown_path, source_file
+from .source import HEARTBEAT_AGE, by_file, load_or_fail, shown_path
 
 __all__ = ["Alarm", "alarm_tree", "main"]
 
@@ -59,7 +59,7 @@ def _where_to_look(task: Task, folder: str) -> str:
     return (
         f"Journal: journalctl -u epics-bridge@{folder} (the unit of the task folder {folder}/). "
         f"Log file: {task.name}.log in the service's --log-dir (/var/log/epics-bridge/{folder}/ under "
-        f"that unit, ./logs/ by default). Code: {shown_path(source_file(task))}."
+        f"that unit, ./logs/ by default). Code: {shown_path(task.source.path)}."
     )
 
 

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import List, NoReturn, Optional, Sequence
+from typing import List, NoReturn, Optional, Sequence, Tuple
 from xml.etree import ElementTree as ET
 
-from ..registry import Task
-from ..service.launcher import fail
+from ..cli.common import fail
+from ..task import Task
 from .bob import Display, color, font, open_display, severity_rule, write_pv
 from .records import Record, records_of
-from .source import HEARTBEAT_AGE, INFO_LOG, LOG_LEVEL, LOG_PVS, load_or_fail, shown_path, source_file
+from .source import HEARTBEAT_AGE, INFO_LOG, LOG_LEVEL, LOG_PVS, load_or_fail, shown_path
 
 __all__ = ["OVERVIEW", "main", "write_screens"]
 
@@ -162,7 +162,7 @@ def _overview_row(screen: Display, task: Task, y: int) -> None:
     prefix, pvs = task.prefix, task.pvs
     x = {heading: (left, width) for heading, left, width in COLUMNS}
 
-    def box(column: str) -> tuple:
+    def box(column: str) -> Tuple[int, int, int, int]:
         return (x[column][0], y, x[column][1], HEIGHT)
 
     screen.widget(
@@ -201,7 +201,7 @@ def _overview_row(screen: Display, task: Task, y: int) -> None:
 
 def overview(tasks: Sequence[Task]) -> Display:
     screen = Display("epics-bridge tasks", WIDTH)
-    files = sorted({shown_path(source_file(task)) for task in tasks})
+    files = sorted({shown_path(task.source.path) for task in tasks})
     if len(files) > 3:  # a facility's hundreds would not fit: name the folders instead
         folders = sorted({str(Path(file).parent) for file in files})
         files = [f"{len(files)} files in {', '.join(folders)}"]
@@ -228,7 +228,9 @@ class _Column:
         self.screen, self.y, self.width, self.next = screen, y, width, 5
         self.group = screen.widget("group", title, (x, y, width, 0))
 
-    def row(self, label: str, pv: Optional[str], height: int = HEIGHT, width: int = VALUE_WIDTH) -> tuple:
+    def row(
+        self, label: str, pv: Optional[str], height: int = HEIGHT, width: int = VALUE_WIDTH
+    ) -> Tuple[int, int, int, int]:
         """Add the label, and the PV's name in small print at the right; return the box for the widget."""
         self.screen.widget("label", f"{label} label", (5, self.next, 170, HEIGHT), self.group, text=label, tooltip=pv)
         if pv is not None:
@@ -375,7 +377,7 @@ def _log_group(screen: Display, task: Task, y: int) -> None:
 
 def task_screen(task: Task) -> Display:
     screen = Display(task.name, WIDTH, macros={"P": task.prefix})
-    _title(screen, f"  {task.name}", f"$(P) = {task.prefix}   ·   {task.mode}   ·   {shown_path(source_file(task))}")
+    _title(screen, f"  {task.name}", f"$(P) = {task.prefix}   ·   {task.mode}   ·   {shown_path(task.source.path)}")
     screen.widget(
         "action_button",
         "back to overview",

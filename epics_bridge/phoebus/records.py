@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Mapping, Optional
 
-from ..registry import Task
+from ..task import Task
 
 __all__ = ["Record", "parse_db", "records_of"]
 
@@ -50,7 +50,7 @@ class Record:
 def _expand(text: str, macros: Mapping[str, str]) -> str:
     """``$(NAME)`` and ``$(NAME=default)`` as dbLoadRecords expands them (unset, no default: kept)."""
 
-    def one(match: re.Match) -> str:
+    def one(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         return macros.get(name, default if default is not None else match.group(0))
 

@@ -3,15 +3,14 @@ launcher loads and refuses them, and the file each task came from."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+from ..cli import load_or_fail
 from ..observe.logpvs import KINDS, LEVEL_PV
-from ..registry import ConfigError, Task
-from ..service.launcher import fail, load
+from ..task import Task
 
-__all__ = ["HEARTBEAT_AGE", "INFO_LOG", "LOG_LEVEL", "LOG_PVS", "by_file", "load_or_fail", "shown_path", "source_file"]
+__all__ = ["HEARTBEAT_AGE", "INFO_LOG", "LOG_LEVEL", "LOG_PVS", "by_file", "load_or_fail", "shown_path"]
 
 #: The log PVs of ``db/bridge-logs.db``, most urgent first, and the level filter beside them.
 LOG_PVS = tuple(reversed(KINDS))
@@ -21,24 +20,11 @@ INFO_LOG = KINDS[0]
 HEARTBEAT_AGE = "HeartbeatAge"
 
 
-def load_or_fail(paths: Sequence[str], only: Sequence[str] = ()) -> List[Task]:
-    """The tasks under ``paths``; a bad file ends the command with exit 2, every problem listed."""
-    try:
-        return load(paths, only=only)
-    except ConfigError as exc:
-        fail(str(exc))
-
-
-def source_file(task: Task) -> Path:
-    """The task file that registered ``task`` (its source is ``file:line``)."""
-    return Path(re.sub(r":\d+$", "", task.source))
-
-
 def by_file(tasks: Sequence[Task]) -> Dict[Path, List[Task]]:
     """Tasks grouped by their file, files in path order, tasks in the order the file declares them."""
     groups: Dict[Path, List[Task]] = {}
     for task in tasks:
-        groups.setdefault(source_file(task), []).append(task)
+        groups.setdefault(task.source.path, []).append(task)
     return dict(sorted(groups.items()))
 
 

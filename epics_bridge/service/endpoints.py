@@ -11,7 +11,7 @@ from __future__ import annotations
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Callable, Dict, Tuple
 
-from ..registry import ConfigError
+from ..task import ConfigError
 
 __all__ = ["Endpoints", "Response"]
 

@@ -20,7 +20,7 @@ import socket
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
-from ..registry import Task
+from ..task import Task
 
 __all__ = ["Shard", "parse", "owner", "hostname", "host_ordinal"]
 

@@ -24,8 +24,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from loguru import logger
 
-from ..registry import ConfigError, Task
+from ..exits import EXIT_OK
+from ..task import ConfigError, Task
 from . import worker as worker_module
+from .options import Options
 from .worker import WorkerSpec
 
 __all__ = ["Supervisor", "Backoff", "supervise"]
@@ -51,7 +53,7 @@ class Backoff:
     reset_after: float = 600.0
 
     def delay(self, failures: int) -> float:
-        return min(self.cap, self.first * 2 ** max(0, failures - 1))
+        return min(self.cap, self.first * 2.0 ** max(0, failures - 1))
 
 
 @dataclass
@@ -60,7 +62,7 @@ class Worker:
 
     spec: WorkerSpec
     tasks: List[Task]
-    process: Optional[subprocess.Popen] = None
+    process: Optional[subprocess.Popen[bytes]] = None
     fd: Optional[int] = None
     buffer: bytes = b""
     started_at: float = 0.0
@@ -120,8 +122,8 @@ class Worker:
 
 
 class Supervisor:
-    """Runs ``tasks`` in worker processes (grouped by ``isolation``) until SIGTERM/SIGINT; :meth:`run`
-    returns the exit status."""
+    """Runs ``tasks`` in worker processes (grouped by ``isolation``): a service (start, stop, wait,
+    ready) whose :meth:`wait` runs the supervisor's loop."""
 
     def __init__(
         self,
@@ -130,7 +132,7 @@ class Supervisor:
         worker_options: Mapping[str, Any],
         sources: Dict[str, str],
         *,
-        stop_grace: float = 5.0,
+        stop_grace: float,
         backoff: Backoff = Backoff(),
         endpoints: Any = None,
         on_ready: Optional[Callable[[], None]] = None,
@@ -167,32 +169,53 @@ class Supervisor:
         self._restarting = False
         #: Workers get the read end; its only write end is ours, so they see end-of-file when we die.
         self._lifeline_r, self._lifeline_w = os.pipe()
+        self._restore: Callable[[], None] = lambda: None
+        self._exit_status: Optional[int] = None
 
     # -- the loop --------------------------------------------------------------------------------
-    def run(self) -> int:
-        restore = self._install_signals()
+    def start(self) -> None:
+        self._restore = self._install_signals()
+        if self.endpoints is not None:
+            self.selector.register(self.endpoints.fileno(), selectors.EVENT_READ, "http")
+        logger.info(
+            "supervisor (pid {}): {} worker(s) for {} task(s)",
+            os.getpid(),
+            len(self.workers),
+            sum(len(w.spec.tasks) for w in self.workers),
+        )
+        self._step(0.0)
+
+    def stop(self) -> None:
+        """Ask for a graceful stop of every worker; safe from a signal handler and any thread."""
+        with contextlib.suppress(BlockingIOError):  # a full pipe: a wake-up is pending anyway
+            os.write(self._wake_w, bytes([signal.SIGTERM]))
+
+    def ready(self) -> bool:
+        return not self.unhealthy()
+
+    def wait(self, timeout: Optional[float] = None) -> Optional[int]:
+        """Run the loop until a stop is asked for, stop every worker, and return 0; None if
+        ``timeout`` passed first (the loop runs on at the next call)."""
+        if self._exit_status is not None:
+            return self._exit_status
+        until = None if timeout is None else time.monotonic() + timeout
+        while not self.stopping:
+            if until is not None and time.monotonic() >= until:
+                return None
+            self._step(TICK if until is None else min(TICK, max(0.0, until - time.monotonic())))
         try:
-            if self.endpoints is not None:
-                self.selector.register(self.endpoints.fileno(), selectors.EVENT_READ, "http")
-            logger.info(
-                "supervisor (pid {}): {} worker(s) for {} task(s)",
-                os.getpid(),
-                len(self.workers),
-                sum(len(w.spec.tasks) for w in self.workers),
-            )
-            while not self.stopping:
-                self._step(TICK)
             self._stop()
         finally:
             if self._watch_stop is not None:
                 self._watch_stop.set()
-            restore()
+            self._restore()
             self.selector.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
             os.close(self._lifeline_r)
             os.close(self._lifeline_w)
-        return 0
+        self._exit_status = EXIT_OK
+        return self._exit_status
 
     def watch(self, folders: Sequence[Path]) -> None:
         """``--reload``: a saved ``*.py`` under ``folders`` does what SIGHUP does (watchfiles, with its
@@ -558,7 +581,7 @@ class Supervisor:
 class _Spare:
     """A worker interpreter started ahead of need: imports done, waiting for its payload on stdin."""
 
-    process: subprocess.Popen
+    process: subprocess.Popen[bytes]
     read_fd: int
     #: The status pipe's write end, by the number it has in the child.
     status_fd: int
@@ -647,8 +670,7 @@ def _ordinal(n: int) -> str:
 
 def supervise(
     tasks: Sequence[Task],
-    isolation: str,
-    options: Mapping[str, Any],
+    options: Options,
     sources: Dict[str, str],
     *,
     on_ready: Optional[Callable[[], None]] = None,
@@ -657,37 +679,24 @@ def supervise(
     watch: Sequence[Path] = (),
 ) -> Supervisor:
     """Everything that can refuse to start, done before any worker exists: logging configured (the
-    task files' names checked), the HTTP port bound. ``options`` are those of
-    :func:`epics_bridge.engine.runner.prepare`; each worker gets them for its own tasks."""
-    from ..observe.logs import LogConfig, configure
+    task files' names checked), the HTTP port bound. Each worker gets the options it needs for its
+    own tasks (:meth:`Options.for_worker`)."""
+    from ..observe.logs import configure
 
-    options = dict(options)
-    log_dir = options.get("log_dir", "logs")
-    configure(
-        tasks,
-        LogConfig(
-            directory=None if log_dir is None else Path(log_dir),
-            level=options.get("log_level", "INFO"),
-            rotation=options.get("log_rotation", "10 MB"),
-            retention=options.get("log_retention", 5),
-            p4p_level=options.get("p4p_log_level", "WARNING"),
-            task_files=False,
-        ),
-    )
-    port, addr = options.pop("metrics_port", None), options.pop("metrics_addr", "127.0.0.1")
+    configure(tasks, options.log_config(task_files=False))
     endpoints = metrics = None
-    if port is not None:  # http.server and prometheus_client bring http.client and ssl: ~3 MB
+    if options.metrics_port is not None:  # http.server and prometheus_client bring http.client and ssl: ~3 MB
         from ..observe.metrics import ServiceMetrics
         from .endpoints import Endpoints
 
-        endpoints, metrics = Endpoints(port, addr), ServiceMetrics(tasks)
+        endpoints, metrics = Endpoints(options.metrics_port, options.metrics_addr), ServiceMetrics(tasks)
         logger.info("metrics and probes on http://{}:{}/metrics, /livez, /readyz", *endpoints.address)
     supervisor = Supervisor(
         tasks,
-        isolation,
-        {**options, "process_log": False},
+        options.isolation,
+        options.for_worker(),
         sources,
-        stop_grace=options.get("stop_grace", 5.0),
+        stop_grace=options.stop_grace,
         endpoints=endpoints,
         metrics=metrics,
         on_ready=on_ready,

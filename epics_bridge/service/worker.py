@@ -24,8 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..observe.hooks import Hooks
-from ..registry import ConfigError, Task
+from ..engine.hooks import Hooks
+from ..exits import EXIT_CONFIG
+from ..registry import Registry
+from ..task import ConfigError, Task
+from .loading import load
+from .options import Options
 
 __all__ = ["WorkerSpec", "Reporter", "command", "main", "payload", "plan"]
 
@@ -35,6 +39,9 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
 #: Beyond ``--stop-grace``, what a worker's graceful stop may take once its supervisor is gone.
 LIFELINE_GRACE = 5.0
+#: The module a worker interpreter runs: a front end, since it hands :func:`main` the default
+#: registry that the task files register into.
+ENTRY = "epics_bridge.cli.worker"
 
 
 @dataclass(frozen=True)
@@ -50,10 +57,10 @@ def plan(tasks: Sequence[Task], isolation: str) -> List[WorkerSpec]:
     """``file``: a worker per task file; ``task``: a worker per task."""
     groups: Dict[str, List[Task]] = {}
     for task in tasks:
-        key = task.name if isolation == "task" else source_file(task).name
+        key = task.name if isolation == "task" else task.source.path.name
         groups.setdefault(key, []).append(task)
     return [
-        WorkerSpec(name, tuple(t.name for t in group), tuple(dict.fromkeys(source_file(t) for t in group)))
+        WorkerSpec(name, tuple(t.name for t in group), tuple(dict.fromkeys(t.source.path for t in group)))
         for name, group in groups.items()
     ]
 
@@ -61,14 +68,9 @@ def plan(tasks: Sequence[Task], isolation: str) -> List[WorkerSpec]:
 def user_files(tasks: Sequence[Task]) -> List[str]:
     """The files of every module imported from the task files' folders (the task files and their
     helpers): the code this worker runs, so a change to any of them restarts it on reload."""
-    folders = {str(source_file(t).resolve().parent) for t in tasks}
+    folders = {str(t.source.path.resolve().parent) for t in tasks}
     files = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
     return sorted(f for f in files if f and os.path.dirname(os.path.abspath(f)) in folders)
-
-
-def source_file(task: Task) -> Path:
-    """The file that registered ``task`` (its ``source`` is ``file:line``)."""
-    return Path(task.source.rsplit(":", 1)[0])
 
 
 class Reporter(Hooks):
@@ -130,7 +132,7 @@ def command(lifeline: int) -> List[str]:
     """A worker is this module run by a fresh interpreter. It imports what every worker needs, then
     waits for :func:`payload` on its stdin: once a worker has restarted, the supervisor keeps one such
     spare ready, so the next restart does not wait for numpy and p4p to load."""
-    return [sys.executable, "-m", "epics_bridge.service.worker", str(os.getpid()), str(lifeline)]
+    return [sys.executable, "-m", ENTRY, str(os.getpid()), str(lifeline)]
 
 
 def _end_with_supervisor(lifeline: int, grace: float) -> None:
@@ -167,26 +169,27 @@ def payload(spec: WorkerSpec, options: Mapping[str, Any], status_fd: int, source
     ).encode()
 
 
-def main() -> int:
-    """A worker: import its task files from the text it was given, run its tasks."""
-    _die_with_parent(int(sys.argv[1]))
+def main(registry: Registry, argv: Sequence[str]) -> int:
+    """A worker (``argv``: the supervisor's pid and the lifeline's fd): import its task files from
+    the text it was given, into ``registry``, and run its tasks."""
+    _die_with_parent(int(argv[0]))
     import p4p.client.thread  # noqa: F401 - loaded while the spare waits, not when it is needed
     from loguru import logger
 
-    from ..engine.exits import EXIT_CONFIG
-    from ..engine.runner import prepare
-    from .launcher import load
+    from .inprocess import in_process
+    from .interface import serve
 
     data = sys.stdin.buffer.read()
     if not data:  # a spare that was never needed
         return 0
     payload = json.loads(data)
-    grace = float(payload["options"].get("stop_grace", 5.0)) + LIFELINE_GRACE
-    threading.Thread(target=_end_with_supervisor, args=(int(sys.argv[2]), grace), name="lifeline", daemon=True).start()
+    options = Options.of(payload["options"])
+    grace = options.stop_grace + LIFELINE_GRACE
+    threading.Thread(target=_end_with_supervisor, args=(int(argv[1]), grace), name="lifeline", daemon=True).start()
     _name_process(f"eb:{payload['name']}")
     reporter = Reporter(payload["status_fd"])
     try:
-        tasks = load(payload["files"], only=payload["tasks"], sources=payload["sources"])
+        tasks = load(payload["files"], registry, only=payload["tasks"], sources=payload["sources"])
     except ConfigError as exc:  # the file changed on disk since it was validated
         logger.error("worker {}: cannot start: {}", payload["name"], exc)
         reporter.send(event="fatal", reason=f"cannot start: {exc}")
@@ -196,11 +199,6 @@ def main() -> int:
         from ..observe.metrics import Metrics
 
         hooks.append(Metrics(tasks))  # recorded in the shared folder; the supervisor serves them
-    options = dict(payload["options"])
-    runner = prepare(tasks, hooks=hooks, **options)
+    runner = in_process(tasks, options, hooks=hooks, process_log=False)
     logger.info("worker {} (pid {}): tasks {}", payload["name"], os.getpid(), ", ".join(payload["tasks"]))
-    return runner.run()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return serve(runner)

@@ -11,9 +11,10 @@ from helpers import wait_for
 
 from epics_bridge.engine import handshake
 from epics_bridge.engine.cycle import Loop
+from epics_bridge.engine.hooks import Hooks
 from epics_bridge.memory_io import MemoryIO
-from epics_bridge.observe.hooks import Hooks
-from epics_bridge.registry import Registry, Task
+from epics_bridge.registry import Registry
+from epics_bridge.task import Task
 
 P = "UNIT:"
 STANDARD = {P + "Trigger": 0, P + "Busy": 0, P + "Heartbeat": 0, P + "TaskStatus": 0, P + "TaskDuration": 0.0}

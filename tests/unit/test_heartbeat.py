@@ -8,9 +8,10 @@ from typing import List, Optional, Tuple
 from helpers import wait_for
 
 from epics_bridge.engine.heartbeat import Heartbeat, next_grid_point, phase
+from epics_bridge.engine.hooks import Hooks
 from epics_bridge.memory_io import MemoryIO
-from epics_bridge.observe.hooks import Hooks
-from epics_bridge.registry import Registry, Task
+from epics_bridge.registry import Registry
+from epics_bridge.task import Task
 
 P = "HB:"
 PULSE = P + "Heartbeat"

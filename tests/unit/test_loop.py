@@ -17,11 +17,12 @@ from p4p.client.thread import Disconnected, RemoteError
 
 from epics_bridge.engine import cycle, handshake
 from epics_bridge.engine.cycle import Loop, Poll, Timer, TriggerMonitor
+from epics_bridge.engine.hooks import Hooks
 from epics_bridge.io import PVTimeoutError
 from epics_bridge.memory_io import MemoryIO
-from epics_bridge.observe.hooks import Hooks
-from epics_bridge.registry import Registry, Task
+from epics_bridge.registry import Registry
 from epics_bridge.status import TaskStatus
+from epics_bridge.task import Task
 
 P = "UNIT:"
 TRIGGER, BUSY, STATUS, DURATION, GROUP = (P + n for n in ("Trigger", "Busy", "TaskStatus", "TaskDuration", "CycleEnd"))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from epics_bridge.registry import Registry
+from epics_bridge.app import Bridge
 
 
 def test_a_refused_option_exits_2_naming_it_and_starts_nothing(capsys):
-    reg = Registry()
+    reg = Bridge()
     reg.task(lambda t: None, prefix="RUN:", name="one")
     with pytest.raises(SystemExit) as exited:
         reg.run([], log_dir=None, log_level="LOUD")

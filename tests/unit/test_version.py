@@ -7,7 +7,7 @@ import re
 import pytest
 
 import epics_bridge
-from epics_bridge.service import launcher
+from epics_bridge import cli
 
 
 def test_the_version_sorts_above_upstream_5_0_0():
@@ -17,6 +17,6 @@ def test_the_version_sorts_above_upstream_5_0_0():
 
 def test_version_option_prints_it_and_exits_0(capsys):
     with pytest.raises(SystemExit) as exited:
-        launcher.main(["--version"])
+        cli.main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.strip() == f"epics-bridge {epics_bridge.__version__}"

@@ -6,11 +6,11 @@ import argparse
 import sys
 from typing import NoReturn, Sequence
 
-from ..engine.exits import EXIT_OK
+from ..exits import EXIT_OK
 from ..io import BridgeIO
-from ..registry import ConfigError, Task
-from .launcher import fail, load
-from .options import positive_seconds
+from ..service.options import argparse_type, positive_seconds
+from ..task import Task
+from . import load_or_fail
 
 __all__ = ["check", "main"]
 
@@ -53,10 +53,12 @@ def main(argv: Sequence[str]) -> NoReturn:
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="task file, or folder of task files")
     parser.add_argument("--only", nargs="+", default=[], metavar="NAME", help="check only these tasks")
-    parser.add_argument("--timeout", type=positive_seconds, default=2.0, help="seconds to wait for all PVs (default 2)")
+    parser.add_argument(
+        "--timeout",
+        type=argparse_type(positive_seconds, "timeout"),
+        default=2.0,
+        help="seconds to wait for all PVs (default 2)",
+    )
     args = parser.parse_args(argv)
-    try:
-        tasks = load(args.paths, only=args.only)
-    except ConfigError as exc:
-        fail(str(exc))
+    tasks = load_or_fail(args.paths, only=args.only)
     sys.exit(EXIT_OK if check(tasks, args.timeout) else EXIT_UNREACHABLE)

@@ -15,8 +15,9 @@ from pathlib import Path
 from string import Template
 from typing import Dict, List, NoReturn, Optional, Sequence
 
-from ..registry import ConfigError, Registry
-from .launcher import fail
+from ..registry import Registry
+from ..task import ConfigError
+from .common import fail
 
 __all__ = ["main", "files"]
 

@@ -14,8 +14,8 @@ tasks runs about a dozen processes. Two imports cost more than they give:
   process. The stand-in imports asyncio when that first happens.
 
 Each stand-in runs the real module in place on the first use of any other name, so code that does
-use ``setuptools_dso.setup`` (or whatever a later loguru adds) still sees the whole module. This
-module installs them when imported, which ``epics_bridge/__init__`` does before anything else.
+use ``setuptools_dso.setup`` (or whatever a later loguru adds) still sees the whole module.
+``epics_bridge/__init__`` calls :func:`install` before anything else imports loguru or p4p.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from importlib.machinery import ModuleSpec
 from pathlib import Path
 from typing import Any, Optional
 
-__all__: list = []
+__all__ = ["install"]
 
 SETUPTOOLS_DSO = "setuptools_dso"
 #: What the package re-exports from ``setuptools_dso.runtime``: served without running ``__init__``.
@@ -74,7 +74,7 @@ def _stand_in(cls: type, spec: Optional[ModuleSpec]) -> Optional[_Deferred]:
     if spec.submodule_search_locations:
         module.__path__ = list(spec.submodule_search_locations)
     sys.modules[spec.name] = module
-    return module
+    return module  # type: ignore[no-any-return]
 
 
 def _find(name: str) -> Optional[ModuleSpec]:
@@ -87,7 +87,8 @@ def _find(name: str) -> Optional[ModuleSpec]:
         return None
 
 
-def _install() -> None:
+def install() -> None:
+    """Put the stand-ins in ``sys.modules``; a module already imported is left as it is."""
     dso = _find(SETUPTOOLS_DSO)
     if dso is not None and dso.submodule_search_locations:
         _stand_in(_DeferredDso, dso)
@@ -99,6 +100,3 @@ def _install() -> None:
             if loop is not None:
                 loop.get_running_loop = _get_running_loop  # type: ignore[attr-defined]
                 loop.get_task_loop = _get_task_loop  # type: ignore[attr-defined]
-
-
-_install()

@@ -15,7 +15,7 @@ from p4p.server import Server
 from p4p.server.thread import SharedPV
 
 from epics_bridge.ioc.softioc import free_port
-from epics_bridge.utils import EnumValue, to_python, unwrap_p4p_structure
+from epics_bridge.values import EnumValue, to_python, unwrap_p4p_structure
 
 IMAGE = np.arange(6, dtype=np.uint16).reshape(2, 3) * 1000
 TABLE = NTTable(columns=[("name", "s"), ("position", "d"), ("count", "i")])

@@ -9,7 +9,7 @@ from loguru import logger
 
 from .base_pv_interface import BasePVInterface
 from .io import BridgeIO
-from .registry import ConfigError
+from .task import ConfigError
 
 __all__ = ["TaskContext", "UnknownNameError"]
 

@@ -1,4 +1,4 @@
-"""The stand-ins of epics_bridge.lean_imports: a worker's imports leave out setuptools and asyncio,
+"""The stand-ins of epics_bridge.deferred_imports: a worker's imports leave out setuptools and asyncio,
 and code that does use either still gets the real thing. Each case runs in a fresh interpreter,
 since the stand-ins act at first import."""
 
@@ -23,12 +23,13 @@ def test_a_worker_imports_neither_setuptools_nor_asyncio_nor_ssl():
         import sys
         import epics_bridge.service.worker, p4p.client.thread
         from epics_bridge import Registry
-        from epics_bridge.engine.runner import prepare
+        from epics_bridge.service.inprocess import in_process
+        from epics_bridge.service.options import Options
         from loguru import logger
 
         reg = Registry()
         reg.task(lambda t: None, prefix="LEAN:", name="lean")
-        prepare(reg.tasks, log_dir=None, log_pvs=False)  # a worker's set-up, without metrics
+        in_process(reg.tasks, Options.of({"log_dir": None, "log_pvs": False}))  # a worker's set-up, no metrics
         logger.info("a line")
         print(sorted(m for m in ("setuptools", "asyncio", "ssl") if m in sys.modules))
         """

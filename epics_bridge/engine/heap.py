@@ -37,7 +37,8 @@ def _glibc(name: str) -> Optional[Callable[..., int]]:
     """A function of the C library this process already has loaded (as worker.py finds ``prctl``);
     glibc only. ctypes releases the GIL while it runs."""
     try:
-        return getattr(ctypes.CDLL(None), name)
+        function: Callable[..., int] = getattr(ctypes.CDLL(None), name)
+        return function
     except (OSError, AttributeError):
         return None
 

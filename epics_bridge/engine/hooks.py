@@ -14,7 +14,7 @@ from loguru import logger
 from ..status import TaskStatus
 
 if TYPE_CHECKING:
-    from ..registry import Task
+    from ..task import Task
 
 
 class Hooks:

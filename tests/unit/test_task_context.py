@@ -7,9 +7,10 @@ import time
 import pytest
 
 import epics_bridge
-from epics_bridge.context import TaskContext, UnknownNameError
 from epics_bridge.memory_io import MemoryIO
-from epics_bridge.registry import ConfigError, Registry
+from epics_bridge.registry import Registry
+from epics_bridge.task import ConfigError
+from epics_bridge.task_context import TaskContext, UnknownNameError
 
 PREFIX = "CTX:"
 
