@@ -6,13 +6,21 @@ on one PV among hundreds; here it is an error at start-up that names the field.
 
 from __future__ import annotations
 
+import copy
 import re
 import string
 import warnings
 from dataclasses import dataclass, field, fields
-from typing import Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
-__all__ = ["BasePVInterface", "DuplicatePVWarning", "resolve_templates", "STANDARD_FIELDS"]
+__all__ = [
+    "BasePVInterface",
+    "DuplicatePVWarning",
+    "ReadOnlyError",
+    "read_only",
+    "resolve_templates",
+    "STANDARD_FIELDS",
+]
 
 #: Characters of an EPICS record name (App Dev Guide) plus '.' for fields, '$' for long strings and
 #: '/', '#' that PVA-only servers use. Spaces, quotes, braces and control characters are refused.
@@ -91,6 +99,18 @@ def _warn_duplicates(resolved: Mapping[str, str]) -> None:
             seen[name] = attr
 
 
+class ReadOnlyError(AttributeError):
+    """A task assigned to something its context hands out. The engine reads the task's PV names on
+    every cycle, so a task that could rename ``t.pvs.busy`` could write another task's records."""
+
+
+def read_only(pvs: BasePVInterface) -> BasePVInterface:
+    """A copy of ``pvs`` (still of the task's own class) that refuses assignment."""
+    frozen = copy.deepcopy(pvs)
+    object.__setattr__(frozen, "_read_only", True)
+    return frozen
+
+
 @dataclass
 class BasePVInterface:
     """The PV interface of epics-bridge 1.0.1: subclass it, add ``str`` fields holding ``{key}`` templates.
@@ -116,6 +136,16 @@ class BasePVInterface:
         }
         for attr, name in resolve_templates(templates, self.prefixes).items():
             setattr(self, attr, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get("_read_only"):
+            raise ReadOnlyError(f"t.pvs.{name} is read-only: a task's PV names are fixed when it is declared")
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if self.__dict__.get("_read_only"):
+            raise ReadOnlyError(f"t.pvs.{name} is read-only: a task's PV names are fixed when it is declared")
+        super().__delattr__(name)
 
     @property
     def as_dict(self) -> Dict[str, str]:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, NoReturn, Optional, Sequence, Union
 
 from loguru import logger
 
-from .base_pv_interface import BasePVInterface
+from .base_pv_interface import BasePVInterface, ReadOnlyError, read_only
 from .io import BridgeIO
 from .task import ConfigError
 
-__all__ = ["TaskContext", "UnknownNameError"]
+__all__ = ["ReadOnlyError", "TaskContext", "UnknownNameError", "read_only"]
 
 
 class UnknownNameError(ConfigError, KeyError):
@@ -36,15 +36,27 @@ class TaskContext:
     ``get`` and ``put`` take logical names from ``pvs`` (or full PV names) and are strict: a
     timeout, a disconnect or a refused write raises :class:`~epics_bridge.io.PVError`, which ends
     the cycle as IO_FAILURE unless the task catches it. A bare identifier that is not a logical
-    name raises :class:`UnknownNameError` at once.
+    name raises :class:`UnknownNameError` at once. Its attributes are read-only
+    (:class:`ReadOnlyError`): they are the engine's as much as the task's.
     """
 
+    __slots__ = ("name", "pvs", "io", "log", "_names")
+    name: str
+    pvs: BasePVInterface
+    io: BridgeIO
+    log: Any
+    _names: Dict[str, str]
+
     def __init__(self, name: str, pvs: BasePVInterface, io: BridgeIO) -> None:
-        self.name = name
-        self.pvs = pvs
-        self.io = io
-        self.log = logger.bind(task=name)
-        self._names = pvs.as_dict
+        for attr, value in (("name", name), ("pvs", read_only(pvs)), ("io", io), ("log", logger.bind(task=name))):
+            object.__setattr__(self, attr, value)
+        object.__setattr__(self, "_names", pvs.as_dict)
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise ReadOnlyError(f"t.{name} is read-only: the task context belongs to the engine")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise ReadOnlyError(f"t.{name} is read-only: the task context belongs to the engine")
 
     def pv(self, logical_or_pv: str) -> str:
         """The full PV name for a logical name; a name with ``:`` (or any non-identifier) is taken as
