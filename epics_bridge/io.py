@@ -21,7 +21,7 @@ from p4p.client.thread import Cancelled, Context, Disconnected, RemoteError
 from .defaults import DEFAULTS
 from .values import to_python
 
-__all__ = ["BridgeIO", "Monitor", "PVError", "PVTimeoutError", "PVDisconnectedError", "PVRejectedError"]
+__all__ = ["Sent", "BridgeIO", "Monitor", "PVError", "PVTimeoutError", "PVDisconnectedError", "PVRejectedError"]
 
 Names = Union[str, Sequence[str]]
 
@@ -201,6 +201,40 @@ def _close_all(ops: List[Any]) -> None:
             return
 
 
+class Sent:
+    """A write on its way whose acknowledgement nobody waits for; :meth:`failure` asks later.
+
+    The heartbeat sends its pulse and asks one period later: sending never waits for the IOC, so
+    the pulses that fall due in one instant leave together (pvxs coalesces them into a few TCP
+    segments) and no heartbeat thread sleeps and wakes on a lock for every pulse.
+    """
+
+    __slots__ = ("name", "_op", "_result")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._op: Any = None
+        self._result: Any = _PENDING
+
+    def complete(self, value: Any) -> None:
+        """The operation's callback (p4p's network thread): one assignment, never blocks."""
+        if not isinstance(value, Cancelled):
+            self._result = value
+
+    def failure(self) -> Optional[str]:
+        """None once the IOC has acknowledged the write; else why not (its error, or no answer yet)."""
+        result = self._result
+        if result is _PENDING:
+            return f"put failed for {self.name}: timeout (no answer within a heartbeat period)"
+        return f"put failed for {self.name}: {_describe(result)}" if isinstance(result, BaseException) else None
+
+    def close(self) -> None:
+        """Cancel the write if it is still on its way; release it."""
+        if self._op is not None:
+            self._op.close()
+            self._op = None
+
+
 class Monitor:
     """A PVA subscription whose updates the consumer pops on its own thread.
 
@@ -274,6 +308,15 @@ class BridgeIO:
         if failures:
             logger.error("{}", PVError("put", failures))
         return not failures
+
+    def send(self, name: str, value: Any) -> Sent:
+        """Start writing ``value`` to ``name`` and return at once; the outcome is read later."""
+        sent = Sent(name)
+        try:
+            sent._op = raw.Context.put(self.ctx, name, sent.complete, builder=_builder(value), request=_WAIT, get=False)
+        except Exception as exc:  # could not even be issued (bad name, closed context)
+            sent.complete(exc)
+        return sent
 
     def unreachable(self, names: Sequence[str], timeout: Optional[float] = None) -> Dict[str, str]:
         """Read all ``names`` at once; map each PV that did not answer to the reason."""

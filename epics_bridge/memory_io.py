@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from p4p.client.thread import Disconnected
 
 from .defaults import DEFAULTS
-from .io import BridgeIO, Names
+from .io import BridgeIO, Names, Sent
 from .values import to_python
 
 __all__ = ["MemoryIO", "MemoryMonitor"]
@@ -116,6 +116,11 @@ class MemoryIO(BridgeIO):
         if convert:
             results = [r if isinstance(r, BaseException) else to_python(r) for r in results]
         return single, name_list, results, failures
+
+    def send(self, name: str, value: Any) -> Sent:
+        sent = Sent(name)
+        sent.complete(self._put({name: value}, None).get(name, None))
+        return sent
 
     def _put(self, data: Mapping[str, Any], timeout: Optional[float]) -> Dict[str, BaseException]:
         failures: Dict[str, BaseException] = {}

@@ -144,7 +144,28 @@ class Runner:
                 EXIT_STUCK,
             )
             self.hooks.fatal(task, reason + where)
+            self._let_neighbours_finish(task)
             os._exit(EXIT_STUCK)
+
+    def _let_neighbours_finish(self, stuck: Task) -> None:
+        """Before the process goes, the other tasks take no new trigger, finish the cycles they are
+        running (up to ``stop_grace`` s) and write their acknowledges; a trigger put meanwhile
+        stays set on the IOC and is served once after the restart."""
+        others = [loop for loop in self.loops if loop.task is not stuck and loop.thread.is_alive()]
+        if not others:
+            return
+        busy = sum(loop.in_cycle for loop in others)
+        logger.info(
+            "{} other task(s) of this process take no new trigger; {} running cycle(s) finish first (up to {:g} s)",
+            len(others),
+            busy,
+            self.stop_grace,
+        )
+        for loop in others:
+            loop.stop()
+        deadline = time.monotonic() + self.stop_grace
+        for loop in others:
+            loop.thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _stalled_stack(loop: Loop) -> Optional[traceback.StackSummary]:
