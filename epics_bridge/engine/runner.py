@@ -28,6 +28,10 @@ from .timelimit import TimeLimits
 
 __all__ = ["Runner"]
 
+#: At a stop, seconds of ``stop_grace`` (half of it at most) left to an async task's cancelled
+#: coroutine to unwind and report.
+CANCEL_GRACE = 1.0
+
 
 class Runner:
     """Every task of this process, as a service: :meth:`start`, then :meth:`wait` until a
@@ -94,6 +98,16 @@ class Runner:
         for loop in self.loops:
             loop.stop()
         deadline = time.monotonic() + self.stop_grace
+        # An async task's coroutine still running then is cancelled, with the rest of the grace to
+        # unwind and report; a plain function cannot be, and is abandoned at the deadline.
+        cancel_at = deadline - min(CANCEL_GRACE, self.stop_grace / 2)
+        for loop in self.loops:
+            loop.thread.join(max(0.0, cancel_at - time.monotonic()))
+        for loop in self.loops:
+            if loop.thread.is_alive():
+                loop.cancel(
+                    f"the process is stopping and the cycle ran to the end of its {self.stop_grace:g} s stop grace"
+                )
         for loop in self.loops:
             loop.thread.join(max(0.0, deadline - time.monotonic()))
         for loop in self.loops:
