@@ -26,7 +26,9 @@ Promises that hold because the loop thread is the task's own:
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Optional
+import traceback
+from types import FrameType
+from typing import Any, List, Optional
 
 from ..async_context import AsyncTaskContext
 from ..io import BridgeIO
@@ -37,6 +39,8 @@ __all__ = ["CycleCancelled", "EventLoop"]
 
 #: Seconds a stopping task's leftover background tasks get to end once cancelled.
 LEFTOVER_GRACE = 1.0
+#: Coroutines awaiting one another followed at most, for the watchdog's diagnosis.
+MAX_AWAIT_DEPTH = 50
 
 
 class CycleCancelled(Exception):
@@ -114,6 +118,21 @@ class EventLoop:
             loop.call_soon_threadsafe(self._cancel, running, CycleCancelled(f"cancelled: {reason}"))
         except RuntimeError:  # the loop closed meanwhile: nothing runs any more
             pass
+
+    def awaiting(self) -> traceback.StackSummary:
+        """From any thread: where the running coroutine is suspended, outermost frame first (empty
+        when none runs, or while it runs on the thread, whose own stack then shows it). For the
+        watchdog's last words: a diagnosis read while the coroutine may move on."""
+        running = self._running
+        frames: List[FrameType] = []
+        awaited: Any = running.get_coro() if running is not None else None
+        while awaited is not None and len(frames) < MAX_AWAIT_DEPTH:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is None or getattr(awaited, "cr_running", False) or getattr(awaited, "gi_running", False):
+                break
+            frames.append(frame)
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        return traceback.StackSummary.extract((frame, frame.f_lineno) for frame in frames)
 
     def _cancel(self, running: asyncio.Task[Any], why: BaseException) -> None:
         if running is self._running and not running.done() and self._why is None:

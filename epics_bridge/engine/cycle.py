@@ -335,8 +335,9 @@ def _event_loop(task: Task, io: BridgeIO) -> Optional[EventLoop]:
 def line_in_task(stack: traceback.StackSummary, task: Task) -> str:
     """The innermost line of the task's own file in ``stack`` (else the innermost line), as
     ``file:line in function: code``: where a cycle hangs or was interrupted."""
-    source = getattr(getattr(task.func, "__code__", None), "co_filename", None)
-    frame = next((f for f in reversed(stack) if f.filename == source), stack[-1] if stack else None)
+    # where it was declared (also when the function runs wrapped, as under bridge_ioc), or its code
+    files = {str(task.source.path), getattr(getattr(task.func, "__code__", None), "co_filename", None)}
+    frame = next((f for f in reversed(stack) if f.filename in files), stack[-1] if stack else None)
     return f"{frame.filename}:{frame.lineno} in {frame.name}: {frame.line}" if frame else "an unknown line"
 
 

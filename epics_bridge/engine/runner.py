@@ -105,9 +105,7 @@ class Runner:
             loop.thread.join(max(0.0, cancel_at - time.monotonic()))
         for loop in self.loops:
             if loop.thread.is_alive():
-                loop.cancel(
-                    f"the process is stopping and the cycle ran to the end of its {self.stop_grace:g} s stop grace"
-                )
+                loop.cancel(f"stopping, and the cycle ran to the end of its {self.stop_grace:g} s stop grace")
         for loop in self.loops:
             loop.thread.join(max(0.0, deadline - time.monotonic()))
         for loop in self.loops:
@@ -162,10 +160,17 @@ class Runner:
 
 
 def _stalled_stack(loop: Loop) -> Optional[traceback.StackSummary]:
-    """The loop thread's stack if it is stalled (not when it waits and only the IOC is gone)."""
+    """The loop thread's stack if it is stalled (not when it waits and only the IOC is gone). For
+    an async task, the frames of its coroutine follow: suspended at an ``await``, the coroutine is
+    on no thread's stack (the thread waits in the event loop)."""
     ident = loop.thread.ident
     frame = sys._current_frames().get(ident) if ident is not None and loop.stalled(time.monotonic()) else None
-    return traceback.extract_stack(frame) if frame is not None else None
+    if frame is None:
+        return None
+    stack = traceback.extract_stack(frame)
+    if loop.events is not None:
+        stack.extend(loop.events.awaiting())
+    return stack
 
 
 def _log_summary(task: Task) -> None:

@@ -299,3 +299,21 @@ def test_a_cancelled_batch_cancels_its_operations():
 
     asyncio.run(cancelled())
     wait_for(lambda: all(op.closed for op in ops), 1.0, what="the operations closed")
+
+
+def test_the_watchdog_sees_the_await_a_suspended_coroutine_waits_at():
+    started = threading.Event()
+
+    async def task(t: Any) -> None:
+        started.set()
+        await asyncio.sleep(30)  # suspended here
+
+    io = _async_io()
+    with looping(_task(task, pvs=PVS), io) as (loop, finished):
+        assert loop.events is not None and not loop.events.awaiting()  # nothing runs
+        io.set(TRIGGER, 1)
+        assert started.wait(5)
+        frames = wait_for(loop.events.awaiting, 2.0, what="the coroutine suspended")
+        assert frames[0].name == "task" and frames[0].line == "await asyncio.sleep(30)  # suspended here"
+        loop.cancel("the test is over")
+        assert finished.next(timeout=5) == TaskStatus.EXCEPTION
