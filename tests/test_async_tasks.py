@@ -142,6 +142,22 @@ def test_the_time_limit_cancels_the_coroutine_at_its_await_and_the_loop_goes_on(
     assert ioc.get(limited, "task_status") == S.SUCCESS
 
 
+def test_a_timer_task_may_be_async(bridge_ioc):
+    reg = Registry()
+
+    @reg.task(prefix="ASYNC:TIMER:", period=0.2)
+    async def timed(t):
+        await asyncio.sleep(0.05)
+        return S.SKIPPED if await t.get("trigger") else S.LOGIC_FAILURE
+
+    ioc = bridge_ioc(reg.tasks[0])
+    first = ioc.cycle(timed)
+    assert first.status == S.LOGIC_FAILURE and first.duration >= 0.05
+    ioc.put(timed, trigger=1)  # a timer task never reads Trigger as a request, nor clears it
+    assert ioc.cycle(timed).status == S.SKIPPED
+    assert ioc.get(timed, "trigger") == 1
+
+
 ASYNC_TASKS = TASKS.replace("import time\n", "import asyncio\nimport time\n").replace(
     f'@bridge.task(prefix="{STUCK}", **OPTIONS)\ndef stuck(t):',
     f'@bridge.task(prefix="{STUCK}", time_limit=1.0, **OPTIONS)\nasync def stuck(t):',

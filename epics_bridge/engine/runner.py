@@ -8,6 +8,7 @@ heartbeats share a second one, kept apart so that task IO never delays a pulse.
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import threading
 import time
@@ -56,6 +57,7 @@ class Runner:
         self._started_at = time.monotonic()
         heap.limit_arenas()
         _pace_gil(len(self.tasks))
+        _allow_event_loops(sum(task.is_async for task in self.tasks))
         io_context, pulse_context = Context("pva", nt=False), Context("pva", nt=False)
         self._contexts = [io_context, pulse_context]
         limits = TimeLimits()
@@ -203,3 +205,37 @@ def _pace_gil(tasks: int) -> None:
     batch take 6-24 s in one run and 1.1 s in the next). The cost: a cycle that computes without
     pause holds the GIL up to the interval before another thread runs."""
     sys.setswitchinterval(max(sys.getswitchinterval(), tasks / GIL_WAKEUPS))
+
+
+#: Files an ``async def`` task's event loop keeps open: its epoll and its self-pipe's two ends.
+FILES_PER_EVENT_LOOP = 3
+#: Files the process may open beyond those open when its tasks start (sockets, libraries).
+FILES_SPARE = 1024
+
+
+def _allow_event_loops(count: int) -> None:
+    """Raise the soft limit on open files (towards the hard one) so that ``count`` event loops fit.
+    systemd's default soft limit is 1024: without this, about 340 async tasks would be the most
+    one process can start. Nothing changes for plain tasks."""
+    if not count:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = _open_files() + FILES_PER_EVENT_LOOP * count + FILES_SPARE
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if raised < wanted:
+        logger.warning(
+            "{} async task(s) need about {} open files; the hard limit is {} (raise LimitNOFILE)", count, wanted, hard
+        )
+    if raised > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        logger.debug("open files limit raised from {} to {} for {} async task(s)", soft, raised, count)
+
+
+def _open_files() -> int:
+    """Files this process holds open now (its log files among them: one per task)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # no /proc: the spare covers them
+        return 0

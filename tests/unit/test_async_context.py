@@ -16,6 +16,7 @@ from helpers import wait_for
 from test_loop import BUSY, DURATION, STATUS, TRIGGER, P, _handshake, _io, _task, looping
 
 from epics_bridge.async_context import AsyncTaskContext, NotAwaitedError
+from epics_bridge.engine import runner
 from epics_bridge.io import PVTimeoutError, _abatch
 from epics_bridge.memory_io import MemoryIO
 from epics_bridge.status import TaskStatus
@@ -317,3 +318,46 @@ def test_the_watchdog_sees_the_await_a_suspended_coroutine_waits_at():
         assert frames[0].name == "task" and frames[0].line == "await asyncio.sleep(30)  # suspended here"
         loop.cancel("the test is over")
         assert finished.next(timeout=5) == TaskStatus.EXCEPTION
+
+
+@pytest.mark.parametrize(
+    "limits, count, raised",
+    [
+        ((1024, 524288), 1000, (5024, 524288)),  # systemd's default: raised for 1000 event loops
+        ((1024, 2048), 1000, (2048, 2048)),  # as far as the hard limit allows (and a warning)
+        ((65536, 524288), 1000, None),  # enough already
+        ((1024, 524288), 0, None),  # no async task: nothing changes
+    ],
+)
+def test_the_open_files_limit_is_raised_for_the_event_loops(monkeypatch, limits, count, raised):
+    set_to: List[Any] = []
+    monkeypatch.setattr(runner, "_open_files", lambda: 1000)  # e.g. a log file per task
+    monkeypatch.setattr(runner.resource, "getrlimit", lambda kind: limits)
+    monkeypatch.setattr(runner.resource, "setrlimit", lambda kind, value: set_to.append(value))
+    runner._allow_event_loops(count)
+    assert set_to == ([raised] if raised else [])
+
+
+def test_busy_left_at_start_up_is_reported_and_not_run_again_as_for_a_plain_task():
+    calls: List[int] = []
+
+    async def task(t: Any) -> None:
+        calls.append(1)
+
+    io = _async_io(**{BUSY: 1, TRIGGER: 1})
+    with looping(_task(task, pvs=PVS), io) as (_, finished):
+        wait_for(lambda: io.values[BUSY] == 0, 2.0, what="Busy cleared")
+    assert calls == []
+    assert io.values[STATUS] == int(TaskStatus.EXCEPTION) and io.values[TRIGGER] == 0
+    assert finished.statuses.empty()
+
+
+def test_a_timer_task_may_be_async():
+    async def task(t: Any) -> Any:
+        await asyncio.sleep(0.01)
+        return TaskStatus.SKIPPED
+
+    io = _async_io()
+    with looping(_task(task, pvs=PVS, period=0.05), io) as (_, finished):
+        assert [finished.next() for _ in range(3)] == [TaskStatus.SKIPPED] * 3
+    assert TRIGGER not in {pv for batch in io.writes for pv in batch}
