@@ -32,14 +32,17 @@ class PVOperation:
 
     def __init__(self, context: AsyncTaskContext, start: Callable[[], Awaitable[Any]], call: str, where: str) -> None:
         self._context = context
-        self._start = start
+        self._start: Optional[Callable[[], Awaitable[Any]]] = start
         #: The call as written, e.g. ``t.put(valve=…)``, and ``file:line`` where it was made.
         self.call, self.where = call, where
         context._unawaited[self] = None
 
     def __await__(self) -> Generator[Any, None, Any]:
+        start, self._start = self._start, None
+        if start is None:  # as a coroutine: awaiting it again would silently repeat a write
+            raise RuntimeError(f"{self.call} at {self.where} was awaited already: call t.get/t.put again to repeat it")
         self._context._unawaited.pop(self, None)
-        return self._start().__await__()
+        return start().__await__()
 
     def __repr__(self) -> str:
         return f"<{self.call} at {self.where}: a PV operation, to be awaited>"

@@ -14,8 +14,18 @@ import time
 from typing import Any, List
 
 import pytest
-from helpers import HeartbeatRecorder, Trigger, client_for, daemon, read, running, wait_for, wait_value, write_tasks
-from test_cycle import recorder
+from helpers import (
+    HeartbeatRecorder,
+    Trigger,
+    client_for,
+    daemon,
+    read,
+    recorder,
+    running,
+    wait_for,
+    wait_value,
+    write_tasks,
+)
 from test_watchdog import (
     EXIT_MARGIN,
     HEALTHY,

@@ -361,3 +361,17 @@ def test_a_timer_task_may_be_async():
     with looping(_task(task, pvs=PVS, period=0.05), io) as (_, finished):
         assert [finished.next() for _ in range(3)] == [TaskStatus.SKIPPED] * 3
     assert TRIGGER not in {pv for batch in io.writes for pv in batch}
+
+
+def test_an_operation_runs_once():
+    io = _async_io()
+    t = _context(io)
+
+    async def twice() -> None:
+        write = t.put(valve=0)
+        await write
+        await write
+
+    with pytest.raises(RuntimeError, match=r"t\.put\(valve=…\) at .* was awaited already"):
+        asyncio.run(twice())
+    assert io.writes == [{P + "Valve": 0}]
