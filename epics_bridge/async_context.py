@@ -62,10 +62,13 @@ class NotAwaitedError(TypeError):
 class AsyncTaskContext(TaskContext):
     """Passed to an ``async def`` task function on every cycle; see the module's docstring."""
 
+    __slots__ = ("_unawaited",)
+    #: Operations made and not awaited yet, in call order (a dict as an ordered set).
+    _unawaited: Dict[PVOperation, None]
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: Operations made and not awaited yet, in call order (a dict as an ordered set).
-        self._unawaited: Dict[PVOperation, None] = {}
+        object.__setattr__(self, "_unawaited", {})  # the context is read-only to the task
 
     def get(self, names: Union[str, Sequence[str]], timeout: Optional[float] = None) -> PVOperation:
         """``await t.get(name)``: one PV's value; ``await t.get([...])``: ``{name as given: value}``

@@ -20,7 +20,7 @@ from epics_bridge.engine import runner
 from epics_bridge.io import PVTimeoutError, _abatch
 from epics_bridge.memory_io import MemoryIO
 from epics_bridge.status import TaskStatus
-from epics_bridge.task_context import UnknownNameError
+from epics_bridge.task_context import ReadOnlyError, UnknownNameError
 
 PVS = {"pressure": "Press", "valve": "Valve", "other": "Other"}
 
@@ -375,3 +375,11 @@ def test_an_operation_runs_once():
     with pytest.raises(RuntimeError, match=r"t\.put\(valve=…\) at .* was awaited already"):
         asyncio.run(twice())
     assert io.writes == [{P + "Valve": 0}]
+
+
+def test_the_async_context_is_read_only_as_the_plain_one():
+    t = _context(_async_io())
+    with pytest.raises(ReadOnlyError):
+        t.name = "other"  # type: ignore[misc]
+    with pytest.raises(ReadOnlyError):
+        t.pvs.busy = "OTHER:Busy"
