@@ -64,7 +64,7 @@ class EventLoop:
         asyncio.set_event_loop(self._loop)  # for libraries that ask for the thread's loop when built
 
     def close(self) -> None:
-        """Cancel what the cycles left running, then close the loop."""
+        """Cancel what the cycles left running, then close the loop (as ``asyncio.run`` ends)."""
         loop, self._loop = self._loop, None
         if loop is None:
             return
@@ -75,6 +75,7 @@ class EventLoop:
             if leftovers:
                 loop.run_until_complete(asyncio.wait(leftovers, timeout=LEFTOVER_GRACE))
             loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())  # asyncio.to_thread's threads
         finally:
             asyncio.set_event_loop(None)
             loop.close()

@@ -383,3 +383,31 @@ def test_the_async_context_is_read_only_as_the_plain_one():
         t.name = "other"  # type: ignore[misc]
     with pytest.raises(ReadOnlyError):
         t.pvs.busy = "OTHER:Busy"
+
+
+def test_a_background_task_goes_on_in_the_next_cycle_and_is_cancelled_at_stop():
+    events: List[str] = []
+    kept: List[Any] = []
+
+    async def background(name: str) -> None:
+        try:
+            await asyncio.sleep(0.05)
+            events.append(f"{name} done")
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            events.append(f"{name} cancelled")
+            raise
+
+    async def task(t: Any) -> None:
+        if not kept:
+            kept.append(asyncio.get_running_loop().create_task(background("first")))  # not awaited
+        else:
+            await asyncio.sleep(0.1)  # the event loop runs again: the background task goes on
+
+    io = _async_io()
+    with looping(_task(task, pvs=PVS), io) as (loop, finished):
+        for _ in range(2):
+            io.set(TRIGGER, 1)
+            assert finished.next() == TaskStatus.SUCCESS
+        assert events == ["first done"]
+    assert events == ["first done", "first cancelled"]  # the task stopped: its loop closed cleanly
