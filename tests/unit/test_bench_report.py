@@ -2,7 +2,7 @@
 
 import pytest
 
-from epics_bridge.bench.report import ack_summary, evaluate, heartbeat_summary, latency_summary, render
+from benchmarks.report import ack_summary, evaluate, heartbeat_summary, latency_summary, render
 
 
 def test_latency_summary_gives_percentiles_in_milliseconds():

@@ -290,7 +290,7 @@ def _ack_cell(ack: Mapping[str, Any]) -> str:
 
 def _machine(m: Mapping[str, Any], cfg: Mapping[str, Any]) -> str:
     upstream = f" (p4p {m['p4p_upstream_venv']} in the venv of 5.0.0)" if m.get("p4p_upstream_venv") else ""
-    command = " ".join(["python -m epics_bridge.bench", cfg.get("argv") or ""]).strip()
+    command = " ".join(["python -m benchmarks", cfg.get("argv") or ""]).strip()
     return (
         f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, Linux {m.get('kernel', '?')}, "
         f"Python {m.get('python', '?')}, p4p {m.get('p4p', '?')}{upstream}; load average at start "
