@@ -1,5 +1,5 @@
 """The benchmark's arithmetic and its report: summaries of raw samples, the benchmark's targets
-as ratios, and the markdown table for the README.
+as ratios, and the markdown tables of docs/performance.md.
 
 Everything here is pure (plain numbers and dicts in, plain numbers, dicts and text out), so that it
 can be checked without an IOC and the JSON file holds exactly what the table shows.

@@ -11,7 +11,7 @@ One run starts its own soft IOC (loopback, free ports) and measures against it:
   its process tree), its idle CPU against N plain p4p puts a second, heartbeat regularity and
   skipped pulses (IOC timestamps), and the time until all N acknowledge one batch trigger.
 
-It prints a markdown table (for the README) with its targets and writes every figure
+It prints the markdown tables of docs/performance.md with its targets and writes every figure
 as JSON. A full run takes about ten minutes on two cores (the first one also makes the
 venv of epics-bridge 5.0.0: a pip install); ``--only``, ``--scales``, ``--files``, ``--cycles`` and
 ``--idle-seconds`` make development runs short::
