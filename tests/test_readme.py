@@ -66,3 +66,10 @@ def test_test_snippets_pass_on_the_shipped_files(tmp_path):
 def test_the_readme_is_a_front_door_of_at_most_250_lines():
     lines = len((ROOT / "README.md").read_text().splitlines())
     assert lines <= 250, f"README.md has {lines} lines: move the detail to docs/"
+
+
+def test_the_readmes_links_reach_files_of_the_repository():
+    """The docs' own links are checked by ``mkdocs build --strict``; the README is not one of its pages."""
+    links = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
+    missing = [link for link in links if not (ROOT / link).is_file()]
+    assert links and not missing, f"README.md links to what the repository does not hold: {missing}"
