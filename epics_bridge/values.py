@@ -11,7 +11,6 @@ from typing import Any, Dict, List
 
 import numpy as np
 from p4p import Value
-from p4p.nt import NTNDArray
 
 __all__ = ["EnumValue", "to_python", "unwrap_p4p_structure"]
 
@@ -56,7 +55,12 @@ def _ntenum(v: Value) -> EnumValue:
 
 
 def _ntndarray(v: Value) -> np.ndarray:
-    return np.asarray(NTNDArray.unwrap(v))
+    """The pixels shaped by ``dimension`` (slowest first). p4p's own unwrap assigns to an array's
+    ``shape``, which NumPy 2.5 deprecates; a reshape is the same view without the warning."""
+    pixels = v["value"]
+    pixels = np.zeros((0,), dtype=np.uint8) if pixels is None else np.asarray(pixels)
+    shape = [d["size"] for d in v["dimension"]][::-1]
+    return pixels.reshape(shape) if shape else pixels
 
 
 def _nttable(v: Value) -> Dict[str, Any]:

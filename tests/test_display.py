@@ -49,7 +49,8 @@ def widgets(root: ET.Element) -> List[ET.Element]:
 
 def pv_names(root: ET.Element) -> Set[str]:
     """Every PV the screen connects to or writes, its protocol and the display's macros resolved."""
-    macros = {m.tag: m.text for m in root.find("macros") or []}
+    block = root.find("macros")
+    macros = {m.tag: m.text for m in ([] if block is None else block)}
     found = [e.text for e in root.iter() if e.tag in ("pv_name", "y_pv", "x_pv", "pv") and e.text]
     names = set()
     for name in found:
