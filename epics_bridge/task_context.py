@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from loguru import logger
 
 from .base_pv_interface import BasePVInterface
-from .io import BridgeIO
+from .casting import CastError, from_ioc, to_ioc
+from .io import BridgeIO, PVValueError
+from .pv import PV
 from .task import ConfigError
 
 __all__ = ["TaskContext", "UnknownNameError"]
@@ -21,10 +23,11 @@ class UnknownNameError(ConfigError, KeyError):
     task does not declare is a typo, reported now rather than as a PV timeout seconds later.
     """
 
-    def __init__(self, task: str, name: str, known: Sequence[str]) -> None:
+    def __init__(self, task: str, name: str, known: Sequence[str], what: str = "logical names") -> None:
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        super().__init__(f"task '{task}': {name!r} is not one of its logical names ({', '.join(sorted(known))}){hint}")
+        listed = ", ".join(sorted(known)) or "none"
+        super().__init__(f"task '{task}': {name!r} is not one of its {what} ({listed}){hint}")
 
     def __str__(self) -> str:  # KeyError would show the message quoted
         return str(self.args[0])
@@ -37,6 +40,10 @@ class TaskContext:
     timeout, a disconnect or a refused write raises :class:`~epics_bridge.io.PVError`, which ends
     the cycle as IO_FAILURE unless the task catches it. A bare identifier that is not a logical
     name raises :class:`UnknownNameError` at once.
+
+    A PV declared with a type (:class:`~epics_bridge.pv.PV`) reads as that type, and a batch
+    written to typed PVs is checked whole before any of it is sent: a value that does not fit
+    raises :class:`~epics_bridge.io.PVValueError` (a PVError) naming each PV, value and what it must be.
     """
 
     def __init__(self, name: str, pvs: BasePVInterface, io: BridgeIO) -> None:
@@ -45,6 +52,13 @@ class TaskContext:
         self.io = io
         self.log = logger.bind(task=name)
         self._names = pvs.as_dict
+        declarations = pvs.declarations
+        #: Typed declarations by full PV name: a PV is typed whether named logically or in full.
+        self._typed = {pv.name: pv for pv in declarations.values() if pv.typed}
+        self._tags: Dict[str, List[str]] = {}
+        for logical, pv in declarations.items():
+            for tag in pv.tags:
+                self._tags.setdefault(tag, []).append(logical)
 
     def pv(self, logical_or_pv: str) -> str:
         """The full PV name for a logical name; a name with ``:`` (or any non-identifier) is taken as
@@ -56,12 +70,26 @@ class TaskContext:
             raise UnknownNameError(self.name, logical_or_pv, list(self._names))
         return logical_or_pv
 
-    def get(self, names: Union[str, Sequence[str]], timeout: Optional[float] = None) -> Any:
-        """Read one PV (its value) or several in one batch (``{name as given: value}``)."""
+    def get(
+        self,
+        names: Union[str, Sequence[str], None] = None,
+        timeout: Optional[float] = None,
+        *,
+        tag: Optional[str] = None,
+    ) -> Any:
+        """Read one PV (its value) or several in one batch (``{name as given: value}``); with
+        ``tag=``, every PV declared with that tag in one batch (``{logical name: value}``)."""
+        if tag is not None:
+            if names is not None:
+                raise TypeError("t.get: give names or tag=, not both")
+            names = self._tagged(tag)
+        elif names is None:
+            raise TypeError("t.get: give the names to read, or tag=")
         if isinstance(names, str):
-            return self.io.get(self.pv(names), timeout)
+            pv = self.pv(names)
+            return self._typed_reads({pv: self.io.get(pv, timeout)})[pv]
         names = list(names)
-        values = self.io.get([self.pv(n) for n in names], timeout)
+        values = self._typed_reads(self.io.get([self.pv(n) for n in names], timeout))
         return {n: values[self.pv(n)] for n in names}
 
     def put(self, values: Optional[Mapping[str, Any]] = None, /, **logical_values: Any) -> None:
@@ -70,7 +98,45 @@ class TaskContext:
         ``t.put({"valve": 0})`` and ``t.put(valve=0)`` are the same write.
         """
         merged: Dict[str, Any] = {**(values or {}), **logical_values}
-        self.io.put({self.pv(n): v for n, v in merged.items()})
+        self.io.put(self._typed_writes({self.pv(n): v for n, v in merged.items()}))
+
+    def _tagged(self, tag: str) -> List[str]:
+        logical = self._tags.get(tag)
+        if logical is None:
+            raise UnknownNameError(self.name, tag, list(self._tags), what="tags")
+        return logical
+
+    def _typed_reads(self, values: Dict[str, Any]) -> Dict[str, Any]:
+        """Each value as its PV declares it; PVValueError naming every one that cannot be."""
+        if not self._typed:
+            return values
+        failures: Dict[str, BaseException] = {}
+        for pv, value in values.items():
+            declared: Optional[PV] = self._typed.get(pv)
+            if declared is not None:
+                try:
+                    values[pv] = from_ioc(value, declared)
+                except CastError as exc:
+                    failures[pv] = exc
+        if failures:
+            raise PVValueError("get", failures)
+        return values
+
+    def _typed_writes(self, values: Dict[str, Any]) -> Dict[str, Any]:
+        """What to write for each value, every one checked before any is sent."""
+        if not self._typed:
+            return values
+        failures: Dict[str, BaseException] = {}
+        for pv, value in values.items():
+            declared = self._typed.get(pv)
+            if declared is not None:
+                try:
+                    values[pv] = to_ioc(value, declared)
+                except CastError as exc:
+                    failures[pv] = exc
+        if failures:
+            raise PVValueError("put", failures)
+        return values
 
     def __repr__(self) -> str:
         return f"TaskContext(name={self.name!r})"
