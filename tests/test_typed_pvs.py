@@ -1,6 +1,7 @@
 """Typed PV declarations on a real soft IOC: reads come back as the declared types, a write that
 does not fit fails its cycle (IO_FAILURE) with nothing of the batch written, ``t.get(tag=...)``
-reads a group in one batch, and a record of another type fails the read naming it.
+reads a group in one batch, and a record of another type fails the read naming it. ``epics-bridge
+db`` writes records that load in the soft IOC and serve the declared units, limits and alarms.
 
 The tasks run under the ``bridge_ioc`` fixture (their own IOC, the engine in this process); what
 the IOC holds is checked with the fixture's own client, as an operator's display would see it.
@@ -8,15 +9,21 @@ the IOC holds is checked with the fixture's own client, as an operator's display
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, Callable, Dict
 
 import numpy as np
 from conftest import ROOT
+from helpers import client_for, write_tasks
 
 from epics_bridge import PV, TaskStatus
+from epics_bridge.ioc.softioc import Database
 from epics_bridge.registry import Registry
 from epics_bridge.task import Task
 
+NO_ALARM, MINOR, MAJOR = 0, 1, 2
 TYPED_DB = ROOT / "tests" / "db" / "typed.db"
 PVS = {
     "pressure": PV("Press:RBV", float, tags=["inputs"], units="mbar", precision=3),
@@ -81,3 +88,124 @@ def test_a_record_of_another_type_fails_the_read_naming_pv_type_and_value(bridge
     result = ioc.cycle(task)
     assert result.status == TaskStatus.IO_FAILURE
     assert "get refused for TYPED:WRONG:Wrong: declared float, the IOC sent 'abc' (str)" in result.log
+
+
+# -- epics-bridge db ---------------------------------------------------------------------------------
+INTERLOCK = """\
+from enum import IntEnum
+from epics_bridge import PV, bridge
+
+class Mode(IntEnum):
+    IDLE = 0
+    PUMP = 1
+    VENT = 3
+
+@bridge.task(
+    prefix="DBGEN:PUMP:",
+    prefixes={"sys": "DBGEN:SYS:"},
+    pvs={
+        "pressure": PV("Press:RBV", float, units="mbar", precision=2, alarm=(None, 1e-9, 1e-5, 1e-4),
+                       description="Pressure readback"),
+        "limit": PV("Limit:SP", float, units="mbar", limits=(0, 1e-3)),
+        "valve": PV("Valve:SP", bool, choices=["Closed", "Open"]),
+        "count": PV("Count", int, limits=(0, 10)),
+        "mode": PV("Mode", Mode, writable=True),
+        "state": PV("State", choices=["Off", "On"]),
+        "name": PV("Name", str),
+        "wave": PV("Wave", float, length=8, units="V"),
+        "counts": PV("Counts:SP", int, length=4),
+        "temp": PV("{sys}Temp", float),
+        "plain": "Plain",
+    },
+)
+def interlock(t):
+    pass
+"""
+
+
+def db_command(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "epics_bridge", "db", *args],
+        cwd=folder,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_db_writes_records_that_load_in_the_soft_ioc_with_the_declared_metadata(make_ioc, tmp_path):
+    write_tasks(tmp_path / "tasks", INTERLOCK)
+    done = db_command(tmp_path, "tasks", "-o", "out/typed.db")
+    assert done.returncode == 0, done.stderr
+    assert "wrote out/typed.db: 10 record(s) for 1 task(s)" in done.stdout
+    text = (tmp_path / "out" / "typed.db").read_text()
+    assert "Plain" not in text and "Trigger" not in text  # untyped, and bridge.db's own
+    assert 'record(ai, "$(P=DBGEN:PUMP:)Press:RBV")' in text and 'record(ai, "$(sys=DBGEN:SYS:)Temp")' in text
+
+    # as it is (the declared prefixes), and again for a second pump under another P
+    ioc = make_ioc(
+        extra=[Database(tmp_path / "out" / "typed.db", ""), Database(tmp_path / "out" / "typed.db", "P=DBGEN:PUMP2:")]
+    )
+    ctx = client_for(ioc.client_env)
+    try:
+        kinds = {
+            name: ctx.get("DBGEN:PUMP:" + name).getID().split("/")[-1] for name in ("Press:RBV", "Valve:SP", "Wave")
+        }
+        assert kinds == {"Press:RBV": "NTScalar:1.0", "Valve:SP": "NTEnum:1.0", "Wave": "NTScalarArray:1.0"}
+        pressure = ctx.get("DBGEN:PUMP:Press:RBV")
+        assert (pressure["display.units"], pressure["display.precision"]) == ("mbar", 2)
+        assert pressure["display.description"] == "Pressure readback"
+        assert (pressure["valueAlarm.lowWarningLimit"], pressure["valueAlarm.highWarningLimit"]) == (1e-9, 1e-5)
+        assert pressure["valueAlarm.highAlarmLimit"] == 1e-4
+        for value, severity in ((5e-5, MINOR), (2e-4, MAJOR), (1e-6, NO_ALARM)):
+            ctx.put("DBGEN:PUMP:Press:RBV", value)
+            assert ctx.get("DBGEN:PUMP:Press:RBV")["alarm.severity"] == severity
+        limit = ctx.get("DBGEN:PUMP2:Limit:SP")
+        assert (limit["control.limitLow"], limit["control.limitHigh"]) == (0.0, 1e-3)  # DRVL/DRVH
+        assert (limit["display.limitLow"], limit["display.limitHigh"]) == (0.0, 1e-3)  # LOPR/HOPR
+        count = ctx.get("DBGEN:PUMP:Count")
+        assert type(count["value"]) is int and count["display.limitHigh"] == 10
+        assert ctx.get("DBGEN:PUMP:Valve:SP")["value.choices"] == ["Closed", "Open"]
+        assert ctx.get("DBGEN:PUMP:Mode")["value.choices"] == ["IDLE", "PUMP", "", "VENT"]
+        assert ctx.get("DBGEN:PUMP:State")["value.choices"] == ["Off", "On"]
+        assert ctx.get("DBGEN:PUMP:Name")["value"] == ""
+        ctx.put("DBGEN:PUMP:Wave", list(range(8)))
+        assert ctx.get("DBGEN:PUMP:Wave")["value"].tolist() == list(range(8))
+        ctx.put("DBGEN:PUMP:Counts:SP", [1, 2, 3, 4])
+        assert ctx.get("DBGEN:PUMP:Counts:SP")["value"].dtype == np.int32  # FTVL LONG
+        assert ctx.get("DBGEN:SYS:Temp")["display.description"] == "temp"
+    finally:
+        ctx.close()
+
+
+def test_db_refuses_a_name_no_prefix_macro_can_express_naming_task_and_pv(tmp_path):
+    write_tasks(
+        tmp_path,
+        """\
+        from dataclasses import dataclass
+        from epics_bridge import PV, BasePVInterface, bridge
+
+        @dataclass
+        class Interface(BasePVInterface):
+            temperature: PV = PV("OTHER:IOC:Temp", float)
+
+        @bridge.task(prefix="DBGEN:FIXED:", pvs=Interface)
+        def fixed(t):
+            pass
+        """,
+    )
+    done = db_command(tmp_path, ".", "-o", "out.db")
+    assert done.returncode == 2
+    assert "task 'fixed': PV 'temperature' (OTHER:IOC:Temp)" in done.stderr
+    assert "uses no prefix key, so no macro can express it" in done.stderr
+    assert not (tmp_path / "out.db").exists()
+
+
+def test_db_refuses_tasks_without_typed_pvs(tmp_path):
+    write_tasks(
+        tmp_path,
+        "from epics_bridge import bridge\n\n@bridge.task(prefix='DBGEN:U:', pvs={'a': 'A'})\ndef u(t):\n    pass\n",
+    )
+    done = db_command(tmp_path, ".", "-o", "out.db")
+    assert done.returncode == 2 and "declare no typed PV" in done.stderr
