@@ -32,7 +32,7 @@ import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import AbstractSet, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from .pv import PV
 from .task import ConfigError, Task
@@ -142,14 +142,15 @@ def _macro_name(template: str, prefixes: Mapping[str, str]) -> Optional[str]:
     return "".join(out) if keys else None
 
 
-def task_records(task: Task, macros: bool) -> List[Record]:
-    """A record for every typed PV of ``task``; ConfigError naming the task and each PV whose name
-    is not a record name (or, with ``macros``, cannot be written with a prefix macro)."""
+def task_records(task: Task, macros: bool, skip: AbstractSet[str] = frozenset()) -> List[Record]:
+    """A record for every typed PV of ``task`` but those served by a record in ``skip`` (names, or
+    fields of records, there); ConfigError naming the task and each PV whose name is not a record
+    name (or, with ``macros``, cannot be written with a prefix macro)."""
     prefixes = task.pvs.prefixes
     templates = task.pvs.templates
     records, problems = [], []
     for logical, pv in task.pvs.declarations.items():
-        if not pv.typed:
+        if not pv.typed or pv.name.split(".")[0] in skip:
             continue
         where = f"PV '{logical}' ({pv.name})"
         if not _RECORD_NAME.fullmatch(pv.name) or len(pv.name) > MAX_NAME:
@@ -174,13 +175,13 @@ def database(tasks: Sequence[Task], macros: bool = True, skip: Iterable[str] = (
     """The text of one database holding a record for every typed PV of ``tasks`` (not those whose
     full name is in ``skip``); '' when there is none. A PV two tasks declare alike is written once;
     declared differently, it is a ConfigError naming both."""
-    skipped: Set[str] = set(skip)
+    skipped = frozenset(skip)
     chosen: Dict[str, Record] = {}
     problems: List[str] = []
     sections: List[Tuple[Task, List[Record]]] = []
     for task in tasks:
         try:
-            records = [r for r in task_records(task, macros) if r.pv not in skipped]
+            records = task_records(task, macros, skipped)
         except ConfigError as exc:
             problems.append(str(exc))
             continue

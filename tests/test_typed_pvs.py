@@ -61,7 +61,7 @@ def test_reads_come_back_as_the_declared_types(bridge_ioc):
     assert seen["tagged"] == {"pressure": 2.5e-6, "limit": 1e-5, "state": "On"}
     assert seen["status"] is TaskStatus.SKIPPED
     assert isinstance(seen["wave"], np.ndarray) and seen["wave"].tolist() == [0.5, -0.25, 1.0]
-    assert ioc.get(task.pvs.status) == TaskStatus.SKIPPED  # the index went to the mbbo
+    assert ioc.get(task, "status") is TaskStatus.SKIPPED  # the index went to the mbbo, read back typed
 
 
 def test_a_put_outside_limits_fails_the_cycle_naming_pv_value_and_range_with_nothing_written(bridge_ioc):
@@ -75,7 +75,7 @@ def test_a_put_outside_limits_fails_the_cycle_naming_pv_value_and_range_with_not
     assert "put refused for TYPED:PUT:Limit:SP: 0.002 (float) must be within [0, 0.001] (limits)" in result.log
     assert "nothing of the batch was written" in result.log
     # the valve of the same batch stayed open; the setpoint was not clipped to DRVH by the IOC
-    assert ioc.get(task, "valve") == 1
+    assert ioc.get(task, "valve") is True
     assert ioc.get(task, "limit") == 1e-5
 
 
@@ -209,3 +209,31 @@ def test_db_refuses_tasks_without_typed_pvs(tmp_path):
     )
     done = db_command(tmp_path, ".", "-o", "out.db")
     assert done.returncode == 2 and "declare no typed PV" in done.stderr
+
+
+# -- --ioc and bridge_ioc: records for the typed PVs no database defines ----------------------------------
+def test_the_embedded_ioc_serves_typed_pvs_without_a_database_and_a_given_db_wins(bridge_ioc, tmp_path):
+    seen: Dict[str, Any] = {}
+
+    def first_run(t):
+        seen.update(t.get(["pressure", "state", "name"]))
+        t.put(limit=5e-4, valve=True, wave=[0.5], counts=[1, 2])
+
+    db = tmp_path / "own.db"
+    db.write_text('record(stringin, "$(P)Name") { field(VAL, "from own.db") field(PINI, "YES") }\n')
+    pvs = {
+        "pressure": PV("Press:RBV", float, units="mbar", precision=3),
+        "limit": PV("Limit:SP", float, limits=(0, 1e-3)),
+        "valve": PV("Valve:SP", bool, choices=["Closed", "Open"]),
+        "state": PV("State", choices=["Off", "On"]),
+        "name": PV("Name", str),
+        "wave": PV("Wave:SP", float, length=4),
+        "counts": PV("Counts:SP", int, length=2),
+    }
+    task = Registry.make(first_run, name="first_run", prefix="TYPED:FIRST:", pvs=pvs, db=[db])
+    ioc = bridge_ioc(task)
+    assert ioc.cycle(task).status == TaskStatus.SUCCESS
+    assert seen == {"pressure": 0.0, "state": "Off", "name": "from own.db"}
+    assert ioc.get(task, "limit") == 5e-4 and ioc.get(task, "valve") is True
+    assert ioc.get(task, "counts").tolist() == [1, 2]
+    assert ioc.io.ctx.get(task.pvs.pressure)["display.units"] == "mbar"
