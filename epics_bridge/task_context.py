@@ -100,6 +100,17 @@ class TaskContext:
         merged: Dict[str, Any] = {**(values or {}), **logical_values}
         self.io.put(self._typed_writes({self.pv(n): v for n, v in merged.items()}))
 
+    def fields(self, name: str, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """The record fields a PV's declaration lists in ``fields`` (``PV(..., fields=["EGU"])``),
+        read in one batch: ``{"EGU": "mbar"}``."""
+        pv = self.pv(name)
+        declared = next((d for d in self.pvs.declarations.values() if d.name == pv), None)
+        wanted = list(declared.fields or ()) if declared is not None else []
+        if not wanted:
+            raise ConfigError(f"task '{self.name}': {name!r} declares no fields to read (PV(..., fields=['EGU']))")
+        values = self.io.get([f"{pv}.{field}" for field in wanted], timeout)
+        return {field: values[f"{pv}.{field}"] for field in wanted}
+
     def _tagged(self, tag: str) -> List[str]:
         logical = self._tags.get(tag)
         if logical is None:

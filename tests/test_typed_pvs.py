@@ -16,7 +16,17 @@ from typing import Any, Callable, Dict
 
 import numpy as np
 from conftest import ROOT
-from helpers import client_for, write_tasks
+from helpers import (
+    client_for,
+    daemon,
+    embedded_client_env,
+    embedded_ports,
+    read,
+    ready_trigger,
+    wait_for,
+    wait_heartbeat,
+    write_tasks,
+)
 
 from epics_bridge import PV, TaskStatus
 from epics_bridge.ioc.softioc import Database
@@ -26,7 +36,7 @@ from epics_bridge.task import Task
 NO_ALARM, MINOR, MAJOR = 0, 1, 2
 TYPED_DB = ROOT / "tests" / "db" / "typed.db"
 PVS = {
-    "pressure": PV("Press:RBV", float, tags=["inputs"], units="mbar", precision=3),
+    "pressure": PV("Press:RBV", float, ["EGU", "PREC"], tags=["inputs"], units="mbar", precision=3),
     "limit": PV("Limit:SP", float, tags=["inputs"], limits=(0.0, 1e-3)),
     "count": PV("Count", int, limits=(0, 10)),
     "valve": PV("Valve:SP", bool, choices=["Closed", "Open"]),
@@ -48,6 +58,7 @@ def test_reads_come_back_as_the_declared_types(bridge_ioc):
     def reader(t):
         seen.update(t.get(["pressure", "limit", "count", "valve", "state", "name"]))
         seen["tagged"] = t.get(tag="inputs")
+        seen["fields"] = t.fields("pressure")
         t.put(status=TaskStatus.SKIPPED, wave=[0.5, -0.25, 1])
         seen["status"], seen["wave"] = t.get("status"), t.get("wave")
 
@@ -59,6 +70,7 @@ def test_reads_come_back_as_the_declared_types(bridge_ioc):
     assert seen["valve"] is True
     assert seen["state"] == "On" and seen["name"] == "pump"
     assert seen["tagged"] == {"pressure": 2.5e-6, "limit": 1e-5, "state": "On"}
+    assert seen["fields"] == {"EGU": "mbar", "PREC": 3}
     assert seen["status"] is TaskStatus.SKIPPED
     assert isinstance(seen["wave"], np.ndarray) and seen["wave"].tolist() == [0.5, -0.25, 1.0]
     assert ioc.get(task, "status") is TaskStatus.SKIPPED  # the index went to the mbbo, read back typed
@@ -237,3 +249,58 @@ def test_the_embedded_ioc_serves_typed_pvs_without_a_database_and_a_given_db_win
     assert ioc.get(task, "limit") == 5e-4 and ioc.get(task, "valve") is True
     assert ioc.get(task, "counts").tolist() == [1, 2]
     assert ioc.io.ctx.get(task.pvs.pressure)["display.units"] == "mbar"
+
+
+def test_db_of_the_shipped_tasks_loads_in_the_soft_ioc_beside_bridge_db(make_ioc, tmp_path):
+    done = db_command(tmp_path, str(ROOT / "tasks"), "-o", "shipped.db")
+    assert done.returncode == 0, done.stderr
+    ioc = make_ioc("IOC:MOTOR:01:", extra=[Database(tmp_path / "shipped.db", "")])
+    ctx = client_for(ioc.client_env)
+    try:
+        temperature = ctx.get("IOC:SYS:Temp:Mon")
+        assert (temperature["display.units"], temperature["valueAlarm.highAlarmLimit"]) == ("C", 80.0)
+        assert ctx.get("IOC:MOTOR:01:Vel:SP")["control.limitHigh"] == 10.0
+    finally:
+        ctx.close()
+
+
+FIRST_RUN = """\
+from epics_bridge import PV, bridge
+
+@bridge.task(
+    prefix="TYPED:IOC:",
+    pvs={
+        "request": PV("Request", float, units="mbar", precision=4),
+        "limit": PV("Limit:SP", float, units="mbar", precision=4, limits=(0.0, 1e-3)),
+        "valve": PV("Valve:SP", bool, choices=["Closed", "Open"]),
+    },
+)
+def setter(t):
+    t.put(valve=True, limit=t.get("request"))
+"""
+
+
+def test_a_typed_task_runs_under_ioc_with_no_database_and_a_put_outside_limits_writes_nothing(tmp_path):
+    write_tasks(tmp_path / "tasks", FIRST_RUN)
+    ports = embedded_ports()
+    with daemon(["tasks/", "--ioc"], ports, tmp_path) as d:
+        ctx = client_for(embedded_client_env(ports))
+        try:
+            wait_heartbeat(ctx, "TYPED:IOC:", timeout=30)
+            assert ctx.get("TYPED:IOC:Limit:SP")["display.units"] == "mbar"
+            trigger = ready_trigger(ctx, "TYPED:IOC:")
+            ctx.put("TYPED:IOC:Request", 5e-4)
+            assert trigger.cycle(timeout=30) == TaskStatus.SUCCESS
+            assert (read(ctx, "TYPED:IOC:Limit:SP"), read(ctx, "TYPED:IOC:Valve:SP")) == (5e-4, 1)
+            ctx.put("TYPED:IOC:Valve:SP", 0)
+            ctx.put("TYPED:IOC:Request", 2e-3)
+            assert trigger.cycle(timeout=30) == TaskStatus.IO_FAILURE
+            assert (read(ctx, "TYPED:IOC:Limit:SP"), read(ctx, "TYPED:IOC:Valve:SP")) == (5e-4, 0)
+            trigger.close()
+        finally:
+            ctx.close()
+        wanted = "put refused for TYPED:IOC:Limit:SP: 0.002 (float) must be within [0, 0.001] (limits)"
+        wait_for(lambda: wanted in d.log("setter"), timeout=10, what="the refusal in the task's log")
+        d.signal()
+        assert d.wait_exit(30) == 0
+    assert not list(tmp_path.rglob("*.db"))

@@ -295,3 +295,12 @@ def test_each_kind_of_bad_write_says_what_the_value_must_be(t, io, logical, valu
 def test_untyped_pvs_are_written_as_given(t, io):
     t.put(plain="anything", tagged=[1, 2])
     assert io.writes == [{P + "Plain": "anything", P + "Tagged": [1, 2]}]
+
+
+def test_fields_reads_the_declared_record_fields_in_one_batch():
+    task = make({"pressure": PV("Press", float, ["EGU", "PREC"]), "plain": "Plain"})
+    io = MemoryIO({P + "Press.EGU": "mbar", P + "Press.PREC": 3})
+    t = TaskContext(task.name, task.pvs, io)
+    assert t.fields("pressure") == {"EGU": "mbar", "PREC": 3}
+    with pytest.raises(ConfigError, match="'plain' declares no fields"):
+        t.fields("plain")
