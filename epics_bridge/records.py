@@ -24,6 +24,9 @@ of a name's template is a macro whose default is its value (``{main}`` is ``$(P=
 so the file loads as it is, or with ``P=...`` for another instance of a one-task file, like
 ``db/bridge.db``; a template with no key cannot be expressed with a macro and is refused. For the
 embedded IOC the names are written resolved.
+
+:func:`parse_db` reads the records a database file defines (kind, name, fields, macros expanded),
+so that ``--ioc`` generates only what the tasks' own files lack and the screens know each PV's record.
 """
 
 from __future__ import annotations
@@ -32,12 +35,12 @@ import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AbstractSet, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import AbstractSet, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .pv import PV
 from .task import ConfigError, Task
 
-__all__ = ["Record", "database", "defined_records", "record_for", "task_records"]
+__all__ = ["Record", "database", "parse_db", "record_for", "task_records"]
 
 #: Characters EPICS allows in a record name (no '.': that names a field; no '$': a macro).
 _RECORD_NAME = re.compile(r"[A-Za-z0-9_\-+:\[\]<>;]+")
@@ -66,21 +69,24 @@ _ALARM_FIELDS = (
     ("HIGH", "HSV", "MINOR"),
     ("HIHI", "HHSV", "MAJOR"),
 )
-#: record(kind, "name") and grecord(...) in a database file.
+#: record(kind, "name") and grecord(...) in a database file, and field(NAME, "value") in its body.
 _RECORD = re.compile(r"\bg?record\s*\(\s*\"?([A-Za-z0-9_]+)\"?\s*,\s*\"([^\"]*)\"")
+_FIELD = re.compile(r"\bfield\s*\(\s*\"?([A-Za-z0-9_]+)\"?\s*,\s*\"((?:[^\"\\]|\\.)*)\"")
 _COMMENT = re.compile(r"^\s*#.*$", re.MULTILINE)
 _MACRO_REF = re.compile(r"\$(?:\(([A-Za-z0-9_]+)(?:=([^)]*))?\)|\{([A-Za-z0-9_]+)(?:=([^}]*))?\})")
 
 
 @dataclass(frozen=True)
 class Record:
-    """One record: its kind, its name as the file writes it, its fields in order, and whose it is."""
+    """One record: its kind, its name as the file writes it, and its fields in order."""
 
     kind: str
     name: str
-    fields: Tuple[Tuple[str, str], ...]
-    pv: str
-    owner: str
+    fields: Tuple[Tuple[str, str], ...] = ()
+
+    def field(self, name: str) -> Optional[str]:
+        """The value the record gives field ``name`` (the last one written), or None."""
+        return next((value for field, value in reversed(self.fields) if field == name), None)
 
     def text(self) -> str:
         lines = [f'record({self.kind}, "{self.name}") {{']
@@ -96,7 +102,7 @@ def _number(value: float, integer: bool) -> str:
     return str(int(value)) if integer else repr(float(value))
 
 
-def record_for(pv: PV, name: str, logical: str, owner: str = "") -> Record:
+def record_for(pv: PV, name: str, logical: str) -> Record:
     """The record for a typed declaration ``pv`` (its name resolved), written under ``name``."""
     kind = pv.kind
     if kind is None:
@@ -124,7 +130,7 @@ def record_for(pv: PV, name: str, logical: str, owner: str = "") -> Record:
         fields += [("ZNAM", zero), ("ONAM", one)]
     elif kind == "enum":
         fields += [(f"{state}ST", label) for state, label in zip(STATES, pv.labels or ()) if label]
-    return Record(record_kind, name, tuple(fields), pv.name, owner)
+    return Record(record_kind, name, tuple(fields))
 
 
 def _macro_name(template: str, prefixes: Mapping[str, str]) -> Optional[str]:
@@ -142,13 +148,14 @@ def _macro_name(template: str, prefixes: Mapping[str, str]) -> Optional[str]:
     return "".join(out) if keys else None
 
 
-def task_records(task: Task, macros: bool, skip: AbstractSet[str] = frozenset()) -> List[Record]:
-    """A record for every typed PV of ``task`` but those served by a record in ``skip`` (names, or
-    fields of records, there); ConfigError naming the task and each PV whose name is not a record
-    name (or, with ``macros``, cannot be written with a prefix macro)."""
+def task_records(task: Task, macros: bool, skip: AbstractSet[str] = frozenset()) -> Dict[str, Record]:
+    """PV name -> its record, for every typed PV of ``task`` but those served by a record in ``skip``
+    (names, or fields of records, there); ConfigError naming the task and each PV whose name is not
+    a record name (or, with ``macros``, cannot be written with a prefix macro)."""
     prefixes = task.pvs.prefixes
     templates = task.pvs.templates
-    records, problems = [], []
+    records: Dict[str, Record] = {}
+    problems = []
     for logical, pv in task.pvs.declarations.items():
         if not pv.typed or pv.name.split(".")[0] in skip:
             continue
@@ -165,7 +172,7 @@ def task_records(task: Task, macros: bool, skip: AbstractSet[str] = frozenset())
                 "write it relative to the prefix (or with a prefixes key)"
             )
             continue
-        records.append(record_for(pv, name, logical, owner=task.name))
+        records[pv.name] = record_for(pv, name, logical)
     if problems:
         raise ConfigError(f"{task.source}: task '{task.name}': " + "; ".join(problems))
     return records
@@ -176,7 +183,7 @@ def database(tasks: Sequence[Task], macros: bool = True, skip: Iterable[str] = (
     full name is in ``skip``); '' when there is none. A PV two tasks declare alike is written once;
     declared differently, it is a ConfigError naming both."""
     skipped = frozenset(skip)
-    chosen: Dict[str, Record] = {}
+    chosen: Dict[str, Tuple[str, Record]] = {}  # PV name -> (the task that declared it first, its record)
     problems: List[str] = []
     sections: List[Tuple[Task, List[Record]]] = []
     for task in tasks:
@@ -186,13 +193,13 @@ def database(tasks: Sequence[Task], macros: bool = True, skip: Iterable[str] = (
             problems.append(str(exc))
             continue
         fresh = []
-        for record in records:
-            first = chosen.setdefault(record.pv, record)
+        for pv, record in records.items():
+            owner, first = chosen.setdefault(pv, (task.name, record))
             if first is record:
                 fresh.append(record)
             elif (first.kind, first.fields[1:]) != (record.kind, record.fields[1:]):
                 problems.append(
-                    f"{task.source}: task '{task.name}': PV {record.pv} is also declared by task '{first.owner}' "
+                    f"{task.source}: task '{task.name}': PV {pv} is also declared by task '{owner}' "
                     f"as another record ({first.kind} against {record.kind}, or other fields): declare it alike"
                 )
         if fresh:
@@ -223,9 +230,10 @@ def _section(task: Task, records: List[Record], macros: bool) -> str:
     return head + "\n".join(record.text() for record in records) + "\n"
 
 
-def defined_records(path: Path, macros: Mapping[str, str]) -> Set[str]:
-    """The record names a database file defines, its macros substituted (a macro with neither a
-    value nor a default is left as written, so it matches no real name)."""
+def parse_db(path: Path, macros: Mapping[str, str]) -> Dict[str, Record]:
+    """Record name -> record, for every record a database file defines when loaded with ``macros``,
+    expanded as dbLoadRecords expands them (a macro with neither a value nor a default is left as
+    written, so it matches no real name). A record defined twice keeps the fields of both."""
 
     def expand(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(3)
@@ -233,5 +241,12 @@ def defined_records(path: Path, macros: Mapping[str, str]) -> Set[str]:
         value = macros.get(name, default)
         return match.group(0) if value is None else value
 
-    text = _COMMENT.sub("", path.read_text(errors="replace"))
-    return {_MACRO_REF.sub(expand, name) for _, name in _RECORD.findall(text)}
+    text = _MACRO_REF.sub(expand, _COMMENT.sub("", path.read_text(errors="replace")))
+    found: Dict[str, Record] = {}
+    heads = list(_RECORD.finditer(text))
+    for head, following in zip(heads, heads[1:] + [None]):
+        body = text[head.end() : following.start() if following else len(text)]
+        kind, name = head.group(1), head.group(2)
+        earlier = found.get(name, Record(kind, name)).fields
+        found[name] = Record(kind, name, earlier + tuple(_FIELD.findall(body)))
+    return found

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from ..engine.hooks import Hooks
-from ..records import database, defined_records
+from ..records import database, parse_db
 from ..task import ConfigError, Task
 from .softioc import Database, IOCError, SoftIOC, db_dir, free_ca_port, free_port
 
@@ -79,7 +79,7 @@ def _typed_records(tasks: Sequence[Task], loaded: Sequence[Database]) -> Optiona
         return None
     defined: Set[str] = set()
     for db in loaded:
-        defined |= defined_records(db.path, _macros(db.macro_string))
+        defined |= parse_db(db.path, _macros(db.macro_string)).keys()
     text = database(tasks, macros=False, skip=defined)
     if not text:
         return None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from epics_bridge import PV, BasePVInterface
-from epics_bridge.records import database, defined_records, record_for, task_records
+from epics_bridge.records import Record, database, parse_db, record_for, task_records
 from epics_bridge.registry import Registry
 from epics_bridge.status import TaskStatus
 from epics_bridge.task import ConfigError
@@ -73,8 +73,11 @@ def test_fields_carry_units_precision_limits_alarms_and_labels():
 
 def test_names_become_prefix_macros_with_their_values_as_defaults():
     pump = task(pvs={"p": PV("Press", float), "t": PV("{sys}Temp", float), "u": "Untyped"}, prefixes={"sys": "S:"})
-    assert [r.name for r in task_records(pump, macros=True)] == ["$(P=U:)Press", "$(sys=S:)Temp"]
-    assert [r.name for r in task_records(pump, macros=False)] == ["U:Press", "S:Temp"]
+    assert {pv: r.name for pv, r in task_records(pump, macros=True).items()} == {
+        "U:Press": "$(P=U:)Press",
+        "S:Temp": "$(sys=S:)Temp",
+    }
+    assert [r.name for r in task_records(pump, macros=False).values()] == ["U:Press", "S:Temp"]
 
 
 def test_a_literal_name_and_a_field_name_are_refused_naming_task_and_pv():
@@ -108,10 +111,20 @@ def test_no_typed_pv_gives_no_text_and_skipped_names_are_left_out():
     assert database([task(pvs={"a": PV("A", float)})], skip={"U:A"}) == ""
 
 
-def test_defined_records_substitutes_macros_and_their_defaults(tmp_path):
+def test_parse_db_expands_macros_and_their_defaults_and_keeps_the_fields(tmp_path):
     db = tmp_path / "x.db"
     db.write_text(
-        'record(ai, "$(P)A") {}\ngrecord(bo,"${P}B")\nrecord(ai, "$(Q=D:)C") {}\n'
-        'record(ai, "$(R)E")\n  # record(ai, "X")\n'
+        'record(ai, "$(P)A") { field(EGU, "$(U=mm)") field(DESC, "say \\"hi\\"") }\ngrecord(bo,"${P}B")\n'
+        'record(waveform, "$(Q=D:)C") {\n    field(FTVL, "DOUBLE")  # trailing\n}\n'
+        'record(ai, "$(R)E")\n  # record(ai, "X")\nrecord(ai, "$(P)A") { field(PREC, "2") }\n'
     )
-    assert defined_records(db, {"P": "M:"}) == {"M:A", "M:B", "D:C", "$(R)E"}
+    found = parse_db(db, {"P": "M:"})
+    assert set(found) == {"M:A", "M:B", "D:C", "$(R)E"}
+    assert found["M:A"] == Record("ai", "M:A", (("EGU", "mm"), ("DESC", 'say \\"hi\\"'), ("PREC", "2")))
+    assert found["D:C"].field("FTVL") == "DOUBLE" and found["M:B"].kind == "bo"
+
+
+def test_generated_text_parses_back_to_the_same_records(tmp_path):
+    pump = task(pvs={"p": PV("Press:RBV", float, units="mbar", alarm=(None, None, 1, 2)), "v": PV("V:SP", bool)})
+    (tmp_path / "gen.db").write_text(database([pump], macros=False))
+    assert parse_db(tmp_path / "gen.db", {}) == {r.name: r for r in task_records(pump, macros=False).values()}
