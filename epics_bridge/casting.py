@@ -19,9 +19,21 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .pv import PV
-from .values import EnumValue
+from .values import EnumValue, kind_of
 
-__all__ = ["CastError", "from_ioc", "to_ioc"]
+#: The kinds of served value (:func:`~epics_bridge.values.kind_of`) each declared kind reads without
+#: fail: an integer record for a float, an enum's index for a bool, its label for a str.
+_SERVED = {
+    "float": ("float", "integer"),
+    "int": ("integer",),
+    "bool": ("enum", "integer"),
+    "enum": ("enum", "integer"),
+    "str": ("string", "enum"),
+    "float[]": ("array",),
+    "int[]": ("array",),
+}
+
+__all__ = ["CastError", "from_ioc", "mismatch", "to_ioc"]
 
 
 class CastError(ValueError):
@@ -40,6 +52,19 @@ def _shown(value: Any) -> str:
     text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
     text = text if len(text) <= 60 else text[:57] + "..."
     return f"{text} ({type(value).__name__})"
+
+
+def mismatch(served: Any, pv: PV) -> Optional[str]:
+    """Why the record that sent ``served`` (a raw p4p Value, or a converted value) cannot give
+    ``pv`` its declared type, in words naming both; None when it can (or ``pv`` is untyped)."""
+    kind = pv.kind
+    if kind is None:
+        return None
+    found = kind_of(served)
+    if found in _SERVED[kind]:
+        return None
+    article = "an" if found[0] in "aeiou" else "a"
+    return f"declared {pv.type_name()}, the IOC serves {article} {found}"
 
 
 # -- reads ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List
 
 import numpy as np
 from conftest import ROOT
@@ -27,6 +27,7 @@ from helpers import (
     wait_heartbeat,
     write_tasks,
 )
+from loguru import logger
 
 from epics_bridge import PV, TaskStatus
 from epics_bridge.ioc.softioc import Database
@@ -91,15 +92,23 @@ def test_a_put_outside_limits_fails_the_cycle_naming_pv_value_and_range_with_not
     assert ioc.get(task, "limit") == 1e-5
 
 
-def test_a_record_of_another_type_fails_the_read_naming_pv_type_and_value(bridge_ioc):
+def test_a_record_of_another_type_is_named_at_start_up_and_fails_the_read(bridge_ioc):
     def misread(t):
         return t.get("wrong") > 0
 
     task = typed_task(misread, "TYPED:WRONG:")
-    ioc = bridge_ioc(task)
-    result = ioc.cycle(task)
+    lines: List[str] = []
+    sink = logger.add(lines.append, format="{level} {message}", filter=lambda r: r["extra"].get("task") == "misread")
+    try:
+        ioc = bridge_ioc(task)
+        result = ioc.cycle(task)
+    finally:
+        logger.remove(sink)
     assert result.status == TaskStatus.IO_FAILURE
     assert "get refused for TYPED:WRONG:Wrong: declared float, the IOC sent 'abc' (str)" in result.log
+    startup = [line for line in lines if "served by a record of another type" in line]
+    assert len(startup) == 1 and startup[0].startswith("ERROR 1 typed PV(s)")
+    assert "wrong (TYPED:WRONG:Wrong: declared float, the IOC serves a string)" in startup[0]
 
 
 # -- epics-bridge db ---------------------------------------------------------------------------------
