@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
@@ -29,7 +30,7 @@ from helpers import (
 )
 from loguru import logger
 
-from epics_bridge import PV, TaskStatus
+from epics_bridge import PV, BasePVInterface, BridgeDaemon, TaskStatus
 from epics_bridge.ioc.softioc import Database
 from epics_bridge.registry import Registry
 from epics_bridge.task import Task
@@ -313,3 +314,37 @@ def test_a_typed_task_runs_under_ioc_with_no_database_and_a_put_outside_limits_w
         d.signal()
         assert d.wait_exit(30) == 0
     assert not list(tmp_path.rglob("*.db"))
+
+
+# -- the class API ---------------------------------------------------------------------------------------
+@dataclass
+class StageInterface(BasePVInterface):
+    """epics-bridge 5.0.0-style declarations, beside the standard fields (1.0.1-style strings)."""
+
+    position: PV = PV("{main}Pos:RBV", float, tags=["readback"])
+    encoder: PV = PV("{main}Enc:RBV", int, tags=["readback"])
+    velocity: PV = PV("{main}Vel:SP", float, limits=(0.0, 5.0))
+
+
+class StageDaemon(BridgeDaemon):
+    def run_task(self, inputs=None) -> TaskStatus:
+        t = self.context
+        readback = t.get(tag="readback")
+        self.seen = readback
+        t.put(velocity=readback["position"] * 2)
+        return TaskStatus.DONE
+
+
+def test_a_class_api_daemon_reads_its_typed_interface_by_tag_and_its_writes_are_checked(bridge_ioc):
+    daemon = StageDaemon(StageInterface(prefixes={"main": "TYPED:STAGE:"}), name="stage")
+    task = daemon.as_task()
+    ioc = bridge_ioc(task)  # no database: the IOC serves records made from the declarations
+    ioc.put(task, position=1.5, encoder=7)
+    assert ioc.cycle(task).status == TaskStatus.SUCCESS
+    assert daemon.seen == {"position": 1.5, "encoder": 7} and type(daemon.seen["encoder"]) is int
+    assert ioc.get(task, "velocity") == 3.0
+    ioc.put(task, position=4.0)
+    result = ioc.cycle(task)
+    assert result.status == TaskStatus.IO_FAILURE
+    assert "TYPED:STAGE:Vel:SP: 8.0 (float) must be within [0, 5] (limits)" in result.log
+    assert ioc.get(task, "velocity") == 3.0
