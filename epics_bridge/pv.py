@@ -250,6 +250,11 @@ class PV:
                 levels = [level for level in self.alarm if level is not None]
                 if levels != sorted(levels):
                     problems.append(f"alarm {self.alarm!r}: levels must rise from lolo to hihi")
+        if not problems and self.kind in ("int", "int[]"):
+            for attr in ("limits", "alarm"):
+                bounds = getattr(self, attr) or ()
+                if any(bound is not None and bound != int(bound) for bound in bounds):
+                    problems.append(f"{attr} {bounds!r} of an int PV must be whole numbers (the record holds integers)")
         return problems
 
 

@@ -115,6 +115,8 @@ def test_writable_is_inferred_from_the_setpoint_suffix(name, expected):
         (PV("X", str, units="mbar"), "units apply to a float or int PV"),
         (PV("X", limits=(0, 1)), "give cast_type=float or int"),
         (PV("X", int, precision=2), "precision applies to a float PV"),
+        (PV("X", int, limits=(0, 9.5)), "limits (0, 9.5) of an int PV must be whole numbers"),
+        (PV("X", int, alarm=(None, 0.5, None, None)), "alarm (None, 0.5, None, None) of an int PV must be whole"),
         (PV("X", float, precision=-1), "precision must be an integer 0..17"),
         (PV("X", float, length=8, alarm=(None, None, 1, 2)), "alarm levels apply to a scalar PV"),
         (PV("X", float, fields=["egu"]), "'egu' is not an upper-case record field name"),
