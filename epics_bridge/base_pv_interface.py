@@ -6,15 +6,24 @@ on one PV among hundreds; here it is an error at start-up that names the field.
 
 from __future__ import annotations
 
+import copy
 import re
 import string
 import warnings
 from dataclasses import dataclass, field, fields, replace
-from typing import Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 from .pv import PV
 
-__all__ = ["BasePVInterface", "DuplicatePVWarning", "relative", "resolve_templates", "STANDARD_FIELDS"]
+__all__ = [
+    "BasePVInterface",
+    "DuplicatePVWarning",
+    "ReadOnlyError",
+    "read_only",
+    "relative",
+    "resolve_templates",
+    "STANDARD_FIELDS",
+]
 
 #: Characters of an EPICS record name (App Dev Guide) plus '.' for fields, '$' for long strings and
 #: '/', '#' that PVA-only servers use. Spaces, quotes, braces and control characters are refused.
@@ -110,6 +119,18 @@ def _warn_duplicates(resolved: Mapping[str, str]) -> None:
             seen[name] = attr
 
 
+class ReadOnlyError(AttributeError):
+    """A task assigned to something its context hands out. The engine reads the task's PV names on
+    every cycle, so a task that could rename ``t.pvs.busy`` could write another task's records."""
+
+
+def read_only(pvs: BasePVInterface) -> BasePVInterface:
+    """A copy of ``pvs`` (still of the task's own class) that refuses assignment."""
+    frozen = copy.deepcopy(pvs)
+    object.__setattr__(frozen, "_read_only", True)
+    return frozen
+
+
 @dataclass
 class BasePVInterface:
     """The PV interface of epics-bridge 1.0.1: subclass it, add ``str`` fields holding ``{key}`` templates,
@@ -142,6 +163,16 @@ class BasePVInterface:
         self._declarations = {a: replace(d, name=resolved[a]) for a, d in declared.items() if isinstance(d, PV)}
         for attr, name in resolved.items():
             setattr(self, attr, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get("_read_only"):
+            raise ReadOnlyError(f"t.pvs.{name} is read-only: a task's PV names are fixed when it is declared")
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if self.__dict__.get("_read_only"):
+            raise ReadOnlyError(f"t.pvs.{name} is read-only: a task's PV names are fixed when it is declared")
+        super().__delattr__(name)
 
     @property
     def declarations(self) -> Dict[str, PV]:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, NoReturn, Optional, Sequence, Union
 
 from loguru import logger
 
-from .base_pv_interface import BasePVInterface
+from .base_pv_interface import BasePVInterface, ReadOnlyError, read_only
 from .casting import CastError, from_ioc, to_ioc
 from .io import BridgeIO, PVValueError
 from .pv import PV
 from .task import ConfigError
 
-__all__ = ["TaskContext", "UnknownNameError"]
+__all__ = ["ReadOnlyError", "TaskContext", "UnknownNameError", "read_only"]
 
 
 class UnknownNameError(ConfigError, KeyError):
@@ -39,26 +39,41 @@ class TaskContext:
     ``get`` and ``put`` take logical names from ``pvs`` (or full PV names) and are strict: a
     timeout, a disconnect or a refused write raises :class:`~epics_bridge.io.PVError`, which ends
     the cycle as IO_FAILURE unless the task catches it. A bare identifier that is not a logical
-    name raises :class:`UnknownNameError` at once.
+    name raises :class:`UnknownNameError` at once. Its attributes are read-only
+    (:class:`ReadOnlyError`): they are the engine's as much as the task's.
 
     A PV declared with a type (:class:`~epics_bridge.pv.PV`) reads as that type, and a batch
     written to typed PVs is checked whole before any of it is sent: a value that does not fit
     raises :class:`~epics_bridge.io.PVValueError` (a PVError) naming each PV, value and what it must be.
     """
 
+    __slots__ = ("name", "pvs", "io", "log", "_names", "_tags", "_typed")
+    name: str
+    pvs: BasePVInterface
+    io: BridgeIO
+    log: Any
+    _names: Dict[str, str]
+    _tags: Dict[str, List[str]]
+    _typed: Dict[str, PV]
+
     def __init__(self, name: str, pvs: BasePVInterface, io: BridgeIO) -> None:
-        self.name = name
-        self.pvs = pvs
-        self.io = io
-        self.log = logger.bind(task=name)
-        self._names = pvs.as_dict
+        for attr, value in (("name", name), ("pvs", read_only(pvs)), ("io", io), ("log", logger.bind(task=name))):
+            object.__setattr__(self, attr, value)
+        object.__setattr__(self, "_names", pvs.as_dict)
         declarations = pvs.declarations
-        #: Typed declarations by full PV name: a PV is typed whether named logically or in full.
-        self._typed = {pv.name: pv for pv in declarations.values() if pv.typed}
-        self._tags: Dict[str, List[str]] = {}
+        tags: Dict[str, List[str]] = {}
         for logical, pv in declarations.items():
             for tag in pv.tags:
-                self._tags.setdefault(tag, []).append(logical)
+                tags.setdefault(tag, []).append(logical)
+        object.__setattr__(self, "_tags", tags)
+        # typed declarations by full PV name: a PV is typed whether named logically or in full
+        object.__setattr__(self, "_typed", {pv.name: pv for pv in declarations.values() if pv.typed})
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise ReadOnlyError(f"t.{name} is read-only: the task context belongs to the engine")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise ReadOnlyError(f"t.{name} is read-only: the task context belongs to the engine")
 
     def pv(self, logical_or_pv: str) -> str:
         """The full PV name for a logical name; a name with ``:`` (or any non-identifier) is taken as

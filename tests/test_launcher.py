@@ -183,6 +183,15 @@ REFUSALS: Dict[str, tuple] = {
         )
         for option, value in NUMERIC
     },
+    "sys.exit at import": bad(
+        "import sys\nsys.exit(0)\n", "{d}/bad.py:2", "called sys.exit(0) while being imported", "only define tasks"
+    ),
+    "KeyboardInterrupt at import": bad(
+        "x = 1\nraise KeyboardInterrupt\n", "{d}/bad.py:2", "raised KeyboardInterrupt while being imported"
+    ),
+    "CancelledError at import": bad(
+        "import asyncio\nraise asyncio.CancelledError()\n", "{d}/bad.py:2", "raised CancelledError while being imported"
+    ),
     "unknown keyword": bad(task('prefix="LCH:A:", perod=1.0'), *AT_TASK, "unknown argument(s) to bridge.task: perod"),
     "folder without tasks": ({"helpers.py": "LIMIT = 1e-5\n"}, [], ["{d}: no tasks found"]),
     "folder without task files": ({"_common.py": "LIMIT = 1e-5\n"}, [], ["{d}: no task files"]),
@@ -211,6 +220,41 @@ def test_refused_before_anything_starts(tmp_path, case):
     folder = write(tmp_path / "tasks", files)
     result = launch(tmp_path, folder, *[a.format(d=folder) for a in args])
     assert_refused(result, [f.format(d=folder) for f in fragments], tmp_path)
+    assert "Traceback" not in result.stderr, "one line per problem; the traceback only with --log-level DEBUG"
+
+
+def test_a_folder_or_a_symlink_loop_named_like_a_task_file_is_refused(tmp_path):
+    folder = write(tmp_path / "tasks", {"good.py": GOOD})
+    (folder / "x.py").mkdir()
+    (folder / "loop1.py").symlink_to(folder / "loop2.py")
+    (folder / "loop2.py").symlink_to(folder / "loop1.py")
+    result = launch(tmp_path, folder)
+    assert_refused(
+        result,
+        [
+            f"{folder}/x.py: a folder named like a task file",
+            f"{folder}/loop1.py: cannot read: a symbolic link loop",
+            f"{folder}/loop2.py: cannot read: a symbolic link loop",
+        ],
+        tmp_path,
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_the_traceback_of_an_import_comes_with_debug(tmp_path):
+    folder = write(tmp_path / "tasks", {"bad.py": "x = 1\nraise KeyboardInterrupt\n"})
+    result = launch(tmp_path, folder, "--log-level", "DEBUG")
+    assert_refused(result, [f"{folder}/bad.py:2: raised KeyboardInterrupt", "Traceback", "KeyboardInterrupt"], tmp_path)
+
+
+def test_bridge_run_at_module_level_is_ignored_while_the_launcher_imports(tmp_path):
+    folder = write(tmp_path / "tasks", {"script.py": GOOD + "bridge.run()\n"})
+    result = launch(tmp_path, folder, "--list")
+    assert result.returncode == 0, result.stderr
+    assert listed(result.stdout) == ["good"], "the launcher runs the task once"
+    assert result.stderr == "", "ignored quietly (said only at DEBUG)"
+    debug = launch(tmp_path, folder, "--list", "--log-level", "DEBUG")
+    assert debug.returncode == 0 and "bridge.run() while the launcher imports the task files: ignored" in debug.stderr
 
 
 def test_every_error_in_every_file_is_reported_in_one_run(tmp_path):

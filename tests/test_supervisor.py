@@ -35,7 +35,7 @@ from epics_bridge.service.supervisor import Backoff
 
 PERIOD, STALL, STUCK = 0.5, 2.0, 4
 #: The promise: a blocked task's worker is back within this (first failure: 1 s of backoff).
-BACK_WITHIN = STALL + STUCK * PERIOD + 3.0
+BACK_WITHIN = STALL + STUCK * PERIOD + 5.0  # + 1 s backoff and a worker start-up on a loaded 2-core machine
 HEALTHY = {"healthy_a.py": ["HA:1:", "HA:2:"], "healthy_b.py": ["HB:1:"]}
 HANG = "HG:1:"
 COUNTING = """

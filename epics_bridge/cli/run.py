@@ -105,6 +105,10 @@ def _argv(argv: Optional[Sequence[str]]) -> List[str]:
 
 def _before_import(options: Options, listing: bool) -> None:
     """What must happen before any task file is imported."""
+    # Until the service configures its sinks, what task files log at import goes to stderr at the
+    # chosen level (loguru's own default would show DEBUG).
+    logger.remove()
+    logger.add(sys.stderr, level=options.log_level)
     if options.metrics_port is not None and options.isolation != "none" and not listing:
         _multiprocess_metrics()
 

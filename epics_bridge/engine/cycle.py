@@ -4,6 +4,13 @@
 
 in that order, so a client that waits for Trigger to return to 0 reads this cycle's status.
 
+An IOC that restarts during a cycle comes back with Busy=0 and Trigger=0, and a client may write a
+new Trigger=1 at once: the cycle's acknowledge, written afterwards, would clear that new request
+unserved. So an end that may follow a restart (the Trigger link dropped during the cycle, or an
+earlier attempt to write it failed) is re-decided first: if Busy is no longer 1, the IOC lost the
+cycle, which is reported (status and duration) without the acknowledge, and a Trigger=1 found then
+is a new request, served once.
+
 Waiting never polls: when Trigger updates arrive, p4p's network thread only queues a drain on the
 loop's own queue, so the loop thread itself handles them (nothing runs on p4p's shared callback
 workers) and otherwise sleeps in ``queue.get`` until an update, a timer, or stop arrives.
@@ -26,7 +33,7 @@ from ..status import TaskStatus, status_of
 from ..task import Task
 from ..task_context import TaskContext
 from ..values import NTENUM, to_python
-from .handshake import Handshake
+from .handshake import Handshake, kind_of
 from .hooks import Hooks
 from .ownership import Ownership
 from .timelimit import TimeLimitExceeded, TimeLimits
@@ -58,6 +65,7 @@ class Loop:
         self.in_cycle = False
         self._end = _CycleEnd(task, io, self.log, write_trigger=task.period is None)
         self._unacked: Optional[Tuple[TaskStatus, float]] = None
+        self._drops_at_busy = 0  # the Trigger link's drop count when this cycle wrote Busy=1
         self._last_status: Optional[TaskStatus] = None
         self._stopping = False
         self.ownership = Ownership(task, io, self.log, lambda: self.queue.put(self.ownership.drain))
@@ -120,6 +128,7 @@ class Loop:
         self.in_cycle = True
         status, duration = TaskStatus.IO_FAILURE, 0.0
         try:
+            self._drops_at_busy = self.source.drops
             self.io.put({self.task.pvs.busy: 1})
         except PVError as exc:
             self.log.error("cycle not started, Busy=1 not acknowledged: {}", exc)
@@ -145,7 +154,7 @@ class Loop:
         except _IO_ERRORS as exc:
             status = TaskStatus.IO_FAILURE
             self.log.error("cycle failed on PV IO: {}", exc)
-        except (Exception, SystemExit):
+        except BaseException:  # SystemExit and KeyboardInterrupt too: only the watchdog or a stop ends a loop
             status = TaskStatus.EXCEPTION
             self.log.opt(exception=True).error("cycle raised an exception")
         duration = time.perf_counter() - started
@@ -164,16 +173,41 @@ class Loop:
     def _finish(self, status: TaskStatus, duration: float) -> None:
         """Write the cycle's end; if the IOC cannot take it now, keep it and retry before anything else."""
         try:
-            self._end.write(status, duration)
+            lost = self._ioc_lost_cycle()
+            if lost:
+                self._end.report(status, duration)
+            else:
+                self._end.write(status, duration)
         except PVError as exc:
             if self._unacked is None:
                 self.log.error("could not write the end of the cycle ({}); retrying every {:g} s", exc, RETRY_PERIOD)
             self._unacked = (status, duration)
             return
-        if self._unacked is not None:
+        if self._unacked is not None and not lost:
             self.log.info("end of the cycle written after retrying")
         self._unacked = None
-        self.source.acknowledged()
+        if lost:
+            self.source.reconsider()
+        else:
+            self.source.acknowledged()
+
+    def _ioc_lost_cycle(self) -> bool:
+        """Whether the IOC restarted since this cycle wrote Busy=1, so that its records no longer
+        hold the cycle (raises PVError while that cannot be told)."""
+        if not self._end.write_trigger:
+            return False  # timer mode: Busy=0 is all the end clears, right after a restart too
+        self.source.refresh()
+        if self._unacked is None and self.source.drops == self._drops_at_busy:
+            return False
+        if self.io.get(self.task.pvs.busy):
+            return False
+        status = "its status" if self._unacked is None else "the status it could not write then"
+        self.log.warning(
+            "the IOC restarted during the cycle (Busy is 0 again): {} is reported without the acknowledge; "
+            "a Trigger=1 found now was written after the restart and is served once",
+            status,
+        )
+        return True
 
     def _recover(self) -> bool:
         """Start-up, and after another daemon took the prefix: wait until this task may serve (the
@@ -299,6 +333,10 @@ class _CycleEnd:
             self.log.info("IOC has no {} group PV; ending cycles with ordered puts", name)
         self.group = name if answered else None
 
+    def report(self, status: TaskStatus, duration: float) -> None:
+        """TaskStatus and TaskDuration alone: the end of a cycle whose IOC has restarted since."""
+        self.io.put({self.task.pvs.task_status: int(status), self.task.pvs.task_duration: duration})
+
     def write(self, status: TaskStatus, duration: float) -> None:
         if self.group is not None:
             try:
@@ -308,7 +346,7 @@ class _CycleEnd:
                 self.log.warning("{} refused the cycle end ({}); using ordered puts from now on", self.group, exc)
                 self.group = None
         pvs = self.task.pvs
-        self.io.put({pvs.task_status: int(status), pvs.task_duration: duration})
+        self.report(status, duration)
         self.io.put({pvs.busy: 0, **({pvs.trigger: 0} if self.write_trigger else {})})
 
     def _group_value(self, status: TaskStatus, duration: float) -> Dict[str, Any]:
@@ -321,6 +359,9 @@ class _CycleEnd:
 # -- what makes a cycle due -------------------------------------------------------------------------
 class _Source:
     """How a loop learns that a cycle is due."""
+
+    #: How often the link that brings requests has dropped (a restarting IOC drops it).
+    drops = 0
 
     def open(self) -> None:
         pass
@@ -337,6 +378,12 @@ class _Source:
 
     def acknowledged(self) -> None:
         """The end of a cycle (or of an interrupted one) has been written."""
+
+    def refresh(self) -> None:
+        """Take in what has arrived since the loop last waited (called on the loop thread)."""
+
+    def reconsider(self) -> None:
+        """The IOC restarted during a cycle that was reported without an acknowledge."""
 
 
 def _requested(value: Any) -> Any:
@@ -362,6 +409,8 @@ class TriggerMonitor(_Source):
         self.value: Any = 0
         self.connected = False
         self.unconfirmed = False
+        self.drops = 0
+        self._wrong_kind: Optional[str] = None
         self._monitor: Optional[Monitor] = None
 
     def open(self) -> None:
@@ -377,27 +426,42 @@ class TriggerMonitor(_Source):
         for value in self._monitor.pop():
             self.update(value)
 
+    refresh = _drain
+
     def update(self, value: Any) -> None:
         if isinstance(value, Exception):
             if self.connected:
                 self.loop.log.warning("Trigger PV {} disconnected ({})", self.pv, value)
                 self.loop.link(f"Trigger PV {self.pv} disconnected")
+                self.drops += 1
             self.connected = False
             return
         if not self.connected:
             self.loop.log.debug("Trigger PV {} connected", self.pv)
             self.loop.link(None)
         self.connected = True
-        self.value = _requested(value)
+        self.value = self._number(value)
         if not self.value:
             self.unconfirmed = False
+
+    def _number(self, value: Any) -> Any:
+        """Trigger's request as a number; 0 for a record of the wrong kind (an array, a string),
+        which the handshake names and waits on, and which must never end the loop."""
+        kind = kind_of(value)
+        if kind in ("enum", "integer", "float"):
+            self._wrong_kind = None
+            return _requested(value)
+        if kind != self._wrong_kind:
+            self._wrong_kind = kind
+            self.loop.log.warning("Trigger PV {} holds {} value, not a number: no cycle runs on it", self.pv, kind)
+        return 0
 
     def due(self) -> bool:
         if not (self.connected and self.value):
             return False
         if self.unconfirmed:
             try:
-                self.value = self.loop.io.get(self.pv)
+                self.value = self._number(self.loop.io.get(self.pv))
             except PVError as exc:
                 self.loop.log.warning("could not confirm a Trigger update: {}", exc)
                 return False
@@ -406,6 +470,10 @@ class TriggerMonitor(_Source):
 
     def acknowledged(self) -> None:
         self.value = 0
+        self.unconfirmed = True
+
+    def reconsider(self) -> None:
+        # A Trigger=1 held now may be the lost cycle's own: one fresh read decides.
         self.unconfirmed = True
 
 

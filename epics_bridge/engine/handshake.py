@@ -23,7 +23,7 @@ before.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ..base_pv_interface import STANDARD_FIELDS
 from ..casting import mismatch
@@ -32,7 +32,7 @@ from ..task import Task
 from ..values import kind_of, to_python
 from .ownership import Ownership, owner_label
 
-__all__ = ["Handshake", "kind_of"]
+__all__ = ["Handshake", "handshake_pvs", "kind_of", "refused"]
 
 #: Nothing answers: ask again this often (s).
 UNREACHABLE_RETRY = 1.0
@@ -54,15 +54,28 @@ NEEDS: Dict[str, Tuple[Tuple[str, ...], str]] = {
 RECORDS = {logical: template.replace("{main}", "") for logical, template in STANDARD_FIELDS.items()}
 
 
+def handshake_pvs(task: Task) -> Dict[str, str]:
+    """The handshake PVs ``task`` needs, by logical name (timer mode never touches Trigger)."""
+    uses_trigger = task.period is None
+    return {logical: getattr(task.pvs, logical) for logical in STANDARD_FIELDS if logical != "trigger" or uses_trigger}
+
+
+def refused(standard: Mapping[str, str], values: Mapping[str, Any]) -> Dict[str, str]:
+    """The handshake PVs among ``values`` whose record is of a kind the daemon refuses, each with
+    why: the one judgement the daemon and ``check`` share."""
+    return {
+        logical: f"{pv} is {_article(kind_of(values[pv]))}, needs {NEEDS[logical][1]}"
+        for logical, pv in standard.items()
+        if pv in values and kind_of(values[pv]) not in NEEDS[logical][0]
+    }
+
+
 class Handshake:
     """Waits, on the loop thread, until the task may serve; reports why not while it may not."""
 
     def __init__(self, task: Task, io: BridgeIO, log: Any, ownership: Ownership) -> None:
         self.task, self.io, self.log, self.ownership = task, io, log, ownership
-        uses_trigger = task.period is None  # timer mode never touches Trigger
-        self.standard = {
-            logical: getattr(task.pvs, logical) for logical in STANDARD_FIELDS if logical != "trigger" or uses_trigger
-        }
+        self.standard = handshake_pvs(task)
         self.group: Optional[str] = task.prefix + "CycleEnd" if task.standard_handshake else None
         self.own = {logical: pv for logical, pv in task.pvs.as_dict.items() if logical not in STANDARD_FIELDS}
         self._said: Optional[str] = None  # the last problem logged, so a repeat stays quiet
@@ -117,11 +130,7 @@ class Handshake:
             self._say("WARNING", message)
             return "IOC unreachable", self._holder is None, UNREACHABLE_RETRY
         missing = {logical: failures[pv] for logical, pv in self.standard.items() if pv in failures}
-        wrong = {
-            logical: kind_of(values[pv])
-            for logical, pv in self.standard.items()
-            if pv in values and kind_of(values[pv]) not in NEEDS[logical][0]
-        }
+        wrong = refused(self.standard, values)
         if missing or wrong:
             self._say("ERROR", self._incomplete(missing, wrong))
             names = ", ".join(RECORDS[logical] for logical in [*missing, *wrong])
@@ -155,13 +164,7 @@ class Handshake:
                 + ", ".join(f"{RECORDS[logical]} ({pvs[logical]}{_unserved(why)})" for logical, why in missing.items())
             )
         if wrong:
-            parts.append(
-                "wrong kind: "
-                + ", ".join(
-                    f"{RECORDS[logical]} ({pvs[logical]} is {_article(kind)}, needs {NEEDS[logical][1]})"
-                    for logical, kind in wrong.items()
-                )
-            )
+            parts.append("wrong kind: " + ", ".join(f"{RECORDS[logical]} ({why})" for logical, why in wrong.items()))
         if self.task.standard_handshake:
             load = f'load the standard records on that IOC: dbLoadRecords("db/bridge.db", "P={self.task.prefix}")'
         else:

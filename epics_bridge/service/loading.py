@@ -9,6 +9,7 @@ naming the file and what it did, never the launcher's own exit or a traceback.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
@@ -60,12 +61,20 @@ def _read(path: Path) -> str:
         raise ConfigError(f"{path}: cannot read: {reason}") from None
 
 
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop, before Python 3.13
+        looped = isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP
+        raise ConfigError(f"{path}: cannot read: {'a symbolic link loop' if looped else exc}") from None
+
+
 def _import(path: Path, index: int, sources: Dict[str, str]) -> None:
     """Run a task file as a module of its own name. Its text comes from ``sources`` when given there
     (the last good version a reload keeps running), else from disk, and is then recorded in
     ``sources``. Its folder goes at the end of ``sys.path``, so that a helper beside it
     (``_common.py``) imports, but never in place of a standard or installed module."""
-    folder = str(path.resolve().parent)
+    folder = str(_resolved(path).parent)
     if folder not in sys.path:
         sys.path.append(folder)
     filename = os.path.abspath(path)
@@ -83,7 +92,7 @@ def _describe(path: Path, exc: BaseException, debug: bool) -> str:
         return str(exc)
     if isinstance(exc, SyntaxError):
         return f"{exc.filename}:{exc.lineno}: syntax error: {exc.msg}"
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve() == path.resolve()]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == os.path.abspath(path)]
     where = f"{path}:{frames[-1].lineno}" if frames else str(path)
     if isinstance(exc, SystemExit):
         what = f"called sys.exit({exc.code!r}) while being imported: a task file must only define tasks"
