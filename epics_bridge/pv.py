@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from enum import IntEnum
 from numbers import Real
 from typing import Any, Iterable, List, Optional, Tuple, Type
@@ -99,18 +100,18 @@ class PV:
         for attr, value in values.items():
             object.__setattr__(self, attr, value)
 
-    # -- what the declaration means --------------------------------------------------------------
-    @property
+    # -- what the declaration means (computed once: the cycle asks on every read and write) ---------
+    @cached_property
     def enum_class(self) -> Optional[Type[IntEnum]]:
         """The IntEnum class of ``cast_type``, if it is one."""
         kind = self.cast_type
         return kind if isinstance(kind, type) and issubclass(kind, IntEnum) else None
 
-    @property
+    @cached_property
     def is_array(self) -> bool:
         return isinstance(self.length, int) and self.length > 1
 
-    @property
+    @cached_property
     def labels(self) -> Optional[Tuple[str, ...]]:
         """The enum state labels by index: ``choices``, or an IntEnum's member names at their values
         (a value without a member is an empty state). None for a PV that is no enum."""
@@ -125,7 +126,7 @@ class PV:
         by_value = {int(member): member.name for member in enum}
         return tuple(by_value.get(index, "") for index in range(top + 1))
 
-    @property
+    @cached_property
     def kind(self) -> Optional[str]:
         """What the value is: 'float', 'int', 'bool', 'str', 'enum', an array of 'float' or 'int'
         ('float[]', 'int[]'), or None for an untyped PV (read and written as the IOC has it)."""
@@ -137,11 +138,11 @@ class PV:
             return self.cast_type.__name__
         return None
 
-    @property
+    @cached_property
     def typed(self) -> bool:
         return self.kind is not None
 
-    @property
+    @cached_property
     def output(self) -> bool:
         """An output record (written by clients): ``writable``, or inferred from the ``SP`` suffix."""
         return self.writable if self.writable is not None else self.name.endswith(SETPOINT_SUFFIX)
