@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from functools import cached_property
 from enum import IntEnum
+from functools import cached_property
 from numbers import Real
 from typing import Any, Iterable, List, Optional, Tuple, Type
 
