@@ -79,7 +79,7 @@ def _typed_records(tasks: Sequence[Task], loaded: Sequence[Database]) -> Optiona
         return None
     defined: Set[str] = set()
     for db in loaded:
-        defined |= parse_db(db.path, _macros(db.macro_string)).keys()
+        defined |= parse_db(db.path, _macros(db)).keys()
     text = database(tasks, macros=False, skip=defined)
     if not text:
         return None
@@ -89,8 +89,11 @@ def _typed_records(tasks: Sequence[Task], loaded: Sequence[Database]) -> Optiona
     return Database(path, "")
 
 
-def _macros(macro_string: str) -> Dict[str, str]:
-    pairs = (item.split("=", 1) for item in macro_string.split(",") if "=" in item)
+def _macros(db: Database) -> Dict[str, str]:
+    """The database's macros by name, given as a mapping or as softIoc's ``"P=A:,N=2"``."""
+    if not isinstance(db.macros, str):
+        return {str(name): str(value) for name, value in db.macros.items()}
+    pairs = (item.split("=", 1) for item in db.macros.split(",") if "=" in item)
     return {name.strip(): value for name, value in pairs}
 
 
