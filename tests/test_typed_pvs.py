@@ -1,9 +1,11 @@
 """Typed PV declarations on a real soft IOC: reads come back as the declared types, a write that
 does not fit fails its cycle (IO_FAILURE) with nothing of the batch written, ``t.get(tag=...)``
-reads a group in one batch, and a record of another type fails the read naming it. ``epics-bridge
-db`` writes records that load in the soft IOC and serve the declared units, limits and alarms.
+reads a group in one batch, and a record of another type is named at start-up and fails the read.
+``epics-bridge db`` writes records that load in the soft IOC and serve the declared units, limits
+and alarms; ``--ioc`` (and the ``bridge_ioc`` fixture) serve typed PVs with no database at all; a
+class-API daemon reads its typed interface through ``self.context``.
 
-The tasks run under the ``bridge_ioc`` fixture (their own IOC, the engine in this process); what
+Most tasks run under the ``bridge_ioc`` fixture (their own IOC, the engine in this process); what
 the IOC holds is checked with the fixture's own client, as an operator's display would see it.
 """
 
