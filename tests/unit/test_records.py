@@ -128,3 +128,10 @@ def test_generated_text_parses_back_to_the_same_records(tmp_path):
     pump = task(pvs={"p": PV("Press:RBV", float, units="mbar", alarm=(None, None, 1, 2)), "v": PV("V:SP", bool)})
     (tmp_path / "gen.db").write_text(database([pump], macros=False))
     assert parse_db(tmp_path / "gen.db", {}) == {r.name: r for r in task_records(pump, macros=False).values()}
+
+
+def test_a_field_of_a_record_a_database_defines_needs_no_record():
+    pump = task(pvs={"speed": PV("{main}Motor.VELO", float), "position": PV("{main}Motor.RBV", float)})
+    assert task_records(pump, macros=False, skip={"U:Motor"}) == {}
+    with pytest.raises(ConfigError, match="PV 'speed' \\(U:Motor.VELO\\): not a record name"):
+        task_records(pump, macros=False)
