@@ -160,7 +160,7 @@ def to_ioc(value: Any, pv: PV) -> Any:
             raise CastError(f"{_shown(value)} must be a str")
         return value
     if kind == "bool":
-        if not isinstance(value, bool) and not (_integral(value) and value in (0, 1)):
+        if not isinstance(value, (bool, np.bool_)) and not (_integral(value) and value in (0, 1)):
             raise CastError(f"{_shown(value)} must be a bool (True/False, or 1/0)")
         return int(value)
     if kind == "int" and not _integral(value):

@@ -243,7 +243,8 @@ def test_an_unknown_tag_is_an_error_naming_the_tags(t):
 def test_writes_are_converted_to_what_the_record_takes(t, io):
     t.put(limit=5e-4, count=10, valve=False, name="p2", state="Standby", index=0, mode=Mode.RAMP)
     t.put(status=TaskStatus.SKIPPED, wave=[0.25, 1], counts=np.array([1, 2]))
-    first, second = io.writes
+    t.put(limit=np.float64(1e-4), count=np.int32(2), valve=np.array([0.0, 2.0]).any())  # numpy scalars
+    first, second, third = io.writes
     assert first == {
         P + "Limit:SP": 5e-4,
         P + "Count": 10,
@@ -255,6 +256,7 @@ def test_writes_are_converted_to_what_the_record_takes(t, io):
     }
     assert second[P + "Status"] == 4 and type(second[P + "Status"]) is int
     assert second[P + "Wave"].tolist() == [0.25, 1.0] and second[P + "Counts"].dtype == np.int64
+    assert third == {P + "Limit:SP": 1e-4, P + "Count": 2, P + "Valve:SP": 1}
 
 
 def test_a_write_outside_limits_fails_the_batch_naming_pv_value_and_range_and_writes_nothing(t, io):
