@@ -1,9 +1,11 @@
-"""Synchronous PV Access reads and writes over one p4p context.
+"""PV Access reads and writes over one p4p context.
 
 Two flavours over the same code: epics-bridge 1.0.1's forgiving ``pvget``/``pvput`` (``None``/``False`` on
 failure, logged) and the strict ``get``/``put`` that raise a :class:`PVError` naming each PV and
 why, which the engine turns into an IO_FAILURE cycle. A batch is always one round of parallel
-requests sharing one timeout, so ten PVs cost one round trip, not ten.
+requests sharing one timeout, so ten PVs cost one round trip, not ten. ``aget``/``aput`` are the
+strict pair for an ``async def`` task: the same batch, completed by the same p4p callbacks, which
+wake the awaiting event loop instead of a waiting thread.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from numbers import Number
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 from loguru import logger
@@ -21,7 +23,11 @@ from p4p.client.thread import Cancelled, Context, Disconnected, RemoteError
 from .defaults import DEFAULTS
 from .values import to_python
 
+if TYPE_CHECKING:  # asyncio costs ~3 MB a process: imported only where an async def task runs
+    import asyncio
+
 __all__ = [
+    "Sent",
     "BridgeIO",
     "Monitor",
     "PVError",
@@ -141,13 +147,17 @@ class _Flag:
 
 
 class _Pending:
-    """Collects the completions of one batch; called from p4p's network thread, so never blocks."""
+    """Collects the completions of one batch; called from p4p's network thread, so never blocks.
 
-    def __init__(self, count: int, first: int = 0) -> None:
+    ``wake`` is called (on that thread, outside the lock) once every operation has completed.
+    """
+
+    def __init__(self, count: int, first: int = 0, wake: Optional[Callable[[], None]] = None) -> None:
         self.results: List[Any] = [_PENDING] * count
         self._left = count
         self._first, self._first_left = first, first
         self._lock = threading.Lock()
+        self._wake = wake
         self.done = _Flag(not count)
         self.first_done = _Flag(not first)  # the first ``first`` operations have completed
 
@@ -160,14 +170,41 @@ class _Pending:
                     return
                 self.results[index] = value
                 self._left -= 1
-                if not self._left:
+                last = not self._left
+                if last:
                     self.done.set()
                 if index < self._first:
                     self._first_left -= 1
                     if not self._first_left:
                         self.first_done.set()
+            if last and self._wake is not None:
+                self._wake()
 
         return complete
+
+    def outcomes(self, timeout: float) -> List[Any]:
+        """Each operation's result or exception; a TimeoutError for one that has not answered."""
+        return [TimeoutError(f"no answer within {timeout:g} s") if r is _PENDING else r for r in self.results]
+
+
+def _issue(names: List[str], start: Callable[[str, Callable[[Any], None]], Any], pending: _Pending) -> List[Any]:
+    """Start one operation per name; one that cannot even be issued (a bad name, a closed
+    context) completes at once with its exception."""
+    ops = []
+    for i, name in enumerate(names):
+        try:
+            ops.append(start(name, pending.callback(i)))
+        except Exception as exc:
+            pending.callback(i)(exc)
+    return ops
+
+
+def _settle(ops: List[Any], pending: _Pending, finished: Optional[List[Any]]) -> None:
+    """Hand a batch's operations to ``finished`` when all answered, else cancel them now."""
+    if finished is not None and pending.done.is_set():
+        finished.extend(ops)
+    else:
+        _close_all(ops)
 
 
 def _batch(
@@ -191,13 +228,9 @@ def _batch(
     put is followed by the user's function); unanswered ones are cancelled at once.
     """
     pending = _Pending(len(names), settle[0] if settle else 0)
-    ops = []
+    ops: List[Any] = []
     try:
-        for i, name in enumerate(names):
-            try:
-                ops.append(start(name, pending.callback(i)))
-            except Exception as exc:  # could not even be issued (bad name, closed context)
-                pending.callback(i)(exc)
+        ops = _issue(names, start, pending)
         if finished:
             _close_all(finished)
         deadline = time.monotonic() + timeout
@@ -205,11 +238,51 @@ def _batch(
             deadline = min(deadline, time.monotonic() + settle[1])
         pending.done.wait(max(0.0, deadline - time.monotonic()))
     finally:
-        if finished is not None and pending.done.is_set():
-            finished.extend(ops)
-        else:
-            _close_all(ops)
-    return [TimeoutError(f"no answer within {timeout:g} s") if r is _PENDING else r for r in pending.results]
+        _settle(ops, pending, finished)
+    return pending.outcomes(timeout)
+
+
+async def _abatch(
+    names: List[str],
+    timeout: float,
+    start: Callable[[str, Callable[[Any], None]], Any],
+    finished: Optional[List[Any]] = None,
+) -> List[Any]:
+    """:func:`_batch` for a coroutine on a running event loop: the same operations, deadline and
+    outcomes. The last completion (on p4p's thread) wakes the loop with ``call_soon_threadsafe``;
+    the deadline is a timer of the loop. No thread waits and nothing polls. Cancelled (a time
+    limit, a stop), it cancels the operations still under way."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    answered: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        try:
+            loop.call_soon_threadsafe(_resolve, answered)
+        except RuntimeError:  # the loop was closed (its task stopped) while the answer travelled
+            pass
+
+    pending = _Pending(len(names), wake=wake)
+    ops: List[Any] = []
+    expiry: Optional[asyncio.TimerHandle] = None
+    try:
+        ops = _issue(names, start, pending)
+        if finished:
+            _close_all(finished)
+        if not pending.done.is_set():
+            expiry = loop.call_later(timeout, _resolve, answered)
+            await answered
+    finally:
+        if expiry is not None:
+            expiry.cancel()
+        _settle(ops, pending, finished)
+    return pending.outcomes(timeout)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _close_all(ops: List[Any]) -> None:
@@ -218,6 +291,70 @@ def _close_all(ops: List[Any]) -> None:
             ops.pop().close()
         except IndexError:
             return
+
+
+class Sent:
+    """A write on its way whose acknowledgement nobody waits for; :meth:`failure` asks later.
+
+    The heartbeat sends its pulse and asks one period later: sending never waits for the IOC, so
+    the pulses that fall due in one instant leave together (pvxs coalesces them into a few TCP
+    segments) and no heartbeat thread sleeps and wakes on a lock for every pulse.
+    """
+
+    __slots__ = ("name", "_op", "_result")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._op: Any = None
+        self._result: Any = _PENDING
+
+    def complete(self, value: Any) -> None:
+        """The operation's callback (p4p's network thread): one assignment, never blocks."""
+        if not isinstance(value, Cancelled):
+            self._result = value
+
+    def failure(self) -> Optional[str]:
+        """None once the IOC has acknowledged the write; else why not (its error, or no answer yet)."""
+        result = self._result
+        if result is _PENDING:
+            return f"put failed for {self.name}: timeout (no answer within a heartbeat period)"
+        return f"put failed for {self.name}: {_describe(result)}" if isinstance(result, BaseException) else None
+
+    def close(self) -> None:
+        """Cancel the write if it is still on its way; release it."""
+        if self._op is not None:
+            self._op.close()
+            self._op = None
+
+
+#: One batch read: a single name?, the names, each value or exception, the failures by name.
+_Read = Tuple[bool, List[str], List[Any], Dict[str, BaseException]]
+
+
+def _listed(names: Names) -> Tuple[bool, List[str]]:
+    return (True, [names]) if isinstance(names, str) else (False, list(names))
+
+
+def _read_outcomes(names: List[str], results: List[Any], convert: bool) -> Tuple[List[Any], Dict[str, BaseException]]:
+    failures = {n: r for n, r in zip(names, results) if isinstance(r, BaseException)}
+    if convert:
+        results = [r if isinstance(r, BaseException) else to_python(r) for r in results]
+    return results, failures
+
+
+def _write_failures(data: Mapping[str, Any], results: List[Any]) -> Dict[str, BaseException]:
+    return {n: r for n, r in zip(data, results) if isinstance(r, BaseException)}
+
+
+def _strict_read(single: bool, names: List[str], values: List[Any], failures: Dict[str, BaseException]) -> Any:
+    if failures:
+        _raise("get", failures)
+    return values[0] if single else dict(zip(names, values))
+
+
+def _strict_write(failures: Dict[str, BaseException]) -> None:
+    if failures:
+        _raise("put", failures)
 
 
 class Monitor:
@@ -265,16 +402,20 @@ class BridgeIO:
     # -- strict ---------------------------------------------------------------------------
     def get(self, names: Names, timeout: Optional[float] = None) -> Any:
         """Read one PV (its value) or a list (``{name: value}``); raise PVError on any failure."""
-        single, names, values, failures = self._get(names, timeout)
-        if failures:
-            _raise("get", failures)
-        return values[0] if single else dict(zip(names, values))
+        return _strict_read(*self._get(names, timeout))
 
     def put(self, values: Mapping[str, Any], timeout: Optional[float] = None) -> None:
         """Write every ``{name: value}`` and wait for the server's acknowledgement of each."""
-        failures = self._put(values, timeout)
-        if failures:
-            _raise("put", failures)
+        _strict_write(self._put(values, timeout))
+
+    # -- strict, awaited (an async def task's event loop) ---------------------------------------
+    async def aget(self, names: Names, timeout: Optional[float] = None) -> Any:
+        """:meth:`get` for a coroutine: the event loop runs other coroutines while the batch is out."""
+        return _strict_read(*await self._aget(names, timeout))
+
+    async def aput(self, values: Mapping[str, Any], timeout: Optional[float] = None) -> None:
+        """:meth:`put` for a coroutine."""
+        _strict_write(await self._aput(values, timeout))
 
     # -- as in epics-bridge 1.0.1 ---------------------------------------------------------------
     def pvget(self, pv_names: Names, timeout: float = DEFAULTS.timeout, raw: bool = False) -> Any:
@@ -293,6 +434,15 @@ class BridgeIO:
         if failures:
             logger.error("{}", PVError("put", failures))
         return not failures
+
+    def send(self, name: str, value: Any) -> Sent:
+        """Start writing ``value`` to ``name`` and return at once; the outcome is read later."""
+        sent = Sent(name)
+        try:
+            sent._op = raw.Context.put(self.ctx, name, sent.complete, builder=_builder(value), request=_WAIT, get=False)
+        except Exception as exc:  # could not even be issued (bad name, closed context)
+            sent.complete(exc)
+        return sent
 
     def unreachable(self, names: Sequence[str], timeout: Optional[float] = None) -> Dict[str, str]:
         """Read all ``names`` at once; map each PV that did not answer to the reason."""
@@ -322,26 +472,35 @@ class BridgeIO:
         timeout: Optional[float],
         convert: bool = True,
         settle: Optional[Tuple[int, float]] = None,
-    ) -> Tuple[bool, List[str], List[Any], Dict[str, BaseException]]:
-        single = isinstance(names, str)
-        name_list: List[str] = [names] if isinstance(names, str) else list(names)
-        results = _batch(
-            name_list, self._timeout(timeout), lambda n, cb: raw.Context.get(self.ctx, n, cb), settle, self._finished
-        )
-        failures = {n: r for n, r in zip(name_list, results) if isinstance(r, BaseException)}
-        if convert:
-            results = [r if isinstance(r, BaseException) else to_python(r) for r in results]
-        return single, name_list, results, failures
+    ) -> _Read:
+        single, name_list = _listed(names)
+        results = _batch(name_list, self._timeout(timeout), self._start_get, settle, self._finished)
+        return (single, name_list, *_read_outcomes(name_list, results, convert))
 
     def _put(self, data: Mapping[str, Any], timeout: Optional[float]) -> Dict[str, BaseException]:
+        results = _batch(list(data), self._timeout(timeout), self._start_put(data), finished=self._finished)
+        return _write_failures(data, results)
+
+    async def _aget(self, names: Names, timeout: Optional[float]) -> _Read:
+        single, name_list = _listed(names)
+        results = await _abatch(name_list, self._timeout(timeout), self._start_get, self._finished)
+        return (single, name_list, *_read_outcomes(name_list, results, True))
+
+    async def _aput(self, data: Mapping[str, Any], timeout: Optional[float]) -> Dict[str, BaseException]:
+        results = await _abatch(list(data), self._timeout(timeout), self._start_put(data), self._finished)
+        return _write_failures(data, results)
+
+    def _start_get(self, name: str, callback: Callable[[Any], None]) -> Any:
+        return raw.Context.get(self.ctx, name, callback)
+
+    def _start_put(self, data: Mapping[str, Any]) -> Callable[[str, Callable[[Any], None]], Any]:
         # Fetch the PV before writing only when a string may name an enum choice.
         fetch = any(isinstance(v, (str, bytes)) for v in data.values())
 
         def start(name: str, callback: Callable[[Any], None]) -> Any:
             return raw.Context.put(self.ctx, name, callback, builder=_builder(data[name]), request=_WAIT, get=fetch)
 
-        results = _batch(list(data), self._timeout(timeout), start, finished=self._finished)
-        return {n: r for n, r in zip(data, results) if isinstance(r, BaseException)}
+        return start
 
     def _timeout(self, timeout: Optional[float]) -> float:
         return self.timeout if timeout is None else timeout

@@ -35,4 +35,12 @@ def status_of(result: object) -> TaskStatus:
         return result
     if isinstance(result, int) and result in TaskStatus._value2member_map_:
         return TaskStatus(result)
+    if hasattr(result, "__await__"):
+        close = getattr(result, "close", None)
+        if callable(close):  # a coroutine: closed, so Python does not also warn it was never awaited
+            close()
+        raise TypeError(
+            f"a task returned {type(result).__name__} {result!r}, which nothing awaits: declare the task "
+            "function 'async def' and the engine runs it on the task's event loop"
+        )
     raise TypeError(f"a task must return a TaskStatus, True/False or None, not {type(result).__name__} {result!r}")

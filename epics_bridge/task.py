@@ -7,6 +7,7 @@ service that loads and supervises them) shares these types without importing eac
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from dataclasses import dataclass, field
@@ -82,6 +83,13 @@ class Task:
         if self.period is not None:
             return f"timer every {self.period:g} s"
         return "trigger"
+
+    @property
+    def is_async(self) -> bool:
+        """The function is an ``async def`` (or an object whose ``__call__`` is): its cycles run
+        on an event loop of the task's own, and ``t.get``/``t.put`` are awaited."""
+        func = self.func
+        return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
 
     @property
     def standard_handshake(self) -> bool:

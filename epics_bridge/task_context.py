@@ -94,12 +94,7 @@ class TaskContext:
     ) -> Any:
         """Read one PV (its value) or several in one batch (``{name as given: value}``); with
         ``tag=``, every PV declared with that tag in one batch (``{logical name: value}``)."""
-        if tag is not None:
-            if names is not None:
-                raise TypeError("t.get: give names or tag=, not both")
-            names = self._tagged(tag)
-        elif names is None:
-            raise TypeError("t.get: give the names to read, or tag=")
+        names = self._read_names(names, tag)
         if isinstance(names, str):
             pv = self.pv(names)
             return self._typed_reads({pv: self.io.get(pv, timeout)})[pv]
@@ -126,7 +121,14 @@ class TaskContext:
         values = self.io.get([f"{pv}.{field}" for field in wanted], timeout)
         return {field: values[f"{pv}.{field}"] for field in wanted}
 
-    def _tagged(self, tag: str) -> List[str]:
+    def _read_names(self, names: Union[str, Sequence[str], None], tag: Optional[str]) -> Union[str, Sequence[str]]:
+        """What a ``get`` reads: the names given, or the logical names declared with ``tag``."""
+        if tag is None:
+            if names is None:
+                raise TypeError("t.get: give the names to read, or tag=")
+            return names
+        if names is not None:
+            raise TypeError("t.get: give names or tag=, not both")
         logical = self._tags.get(tag)
         if logical is None:
             raise UnknownNameError(self.name, tag, list(self._tags), what="tags")

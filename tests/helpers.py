@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 from p4p.client.thread import Context
 
-from epics_bridge.bench.client import Trigger
+from epics_bridge.bench.client import Recorder, Trigger
 from epics_bridge.engine.runner import Runner
 from epics_bridge.ioc.softioc import free_port
 from epics_bridge.service import worker
@@ -37,6 +37,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what or predicate}")
         time.sleep(interval)
+
+
+def recorder(ctx: Context, pvs: List[str]) -> Recorder:
+    """Every update of ``pvs`` (with IOC timestamps) from the first (the value before the test) on."""
+    updates = Recorder(ctx, pvs)
+    wait_for(lambda: all(updates.of.values()), what="the first update of each monitored PV")
+    return updates
 
 
 def client_for(env: Mapping[str, str]) -> Context:

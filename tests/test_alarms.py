@@ -48,14 +48,25 @@ def examples(tmp_path_factory) -> ET.Element:
 
 def test_a_component_per_file_and_per_task(examples):
     assert examples.tag == "config" and examples.get("name") == "epics-bridge"
-    assert [child.tag for child in examples] == ["component"] * 3
-    assert names(examples, "component") == ["motor.py", "vacuum.py", "waveform_stats.py"]
+    assert [child.tag for child in examples] == ["component"] * 4
+    assert names(examples, "component") == ["cryostat.py", "motor.py", "vacuum.py", "waveform_stats.py"]
     tasks = {file.get("name"): names(file, "component") for file in examples}
-    assert tasks == {"motor.py": ["motor"], "vacuum.py": ["interlock"], "waveform_stats.py": ["waveform_stats"]}
+    assert tasks == {
+        "cryostat.py": ["cryostat"],
+        "motor.py": ["motor"],
+        "vacuum.py": ["interlock"],
+        "waveform_stats.py": ["waveform_stats"],
+    }
 
 
 @pytest.mark.parametrize(
-    "task, prefix", [("motor", "IOC:MOTOR:01:"), ("interlock", "VAC:PUMP:01:"), ("waveform_stats", "DIAG:BPM:01:")]
+    "task, prefix",
+    [
+        ("motor", "IOC:MOTOR:01:"),
+        ("interlock", "VAC:PUMP:01:"),
+        ("waveform_stats", "DIAG:BPM:01:"),
+        ("cryostat", "CRYO:01:"),
+    ],
 )
 def test_heartbeat_age_and_task_status_per_task(examples, task, prefix):
     component = examples.find(f"component/component[@name='{task}']")

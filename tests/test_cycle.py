@@ -16,11 +16,10 @@ from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
 from conftest import ROOT, VALUES
-from helpers import Trigger, client_for, read, running, wait_for, wait_heartbeat
+from helpers import Trigger, client_for, read, recorder, running, wait_for, wait_heartbeat
 from loguru import logger
 
 from epics_bridge import BridgeIO, PVError, Registry, TaskStatus
-from epics_bridge.bench.client import Recorder
 from epics_bridge.ioc.softioc import Database
 
 S = TaskStatus
@@ -43,13 +42,6 @@ def task_log(name: str) -> Iterator[List[str]]:
 
 def stamp(value: Any) -> Tuple[int, int]:
     return value["timeStamp.secondsPastEpoch"], value["timeStamp.nanoseconds"]
-
-
-def recorder(ctx: Any, pvs: List[str]) -> Recorder:
-    """Every update of ``pvs`` from the first (the value before the test) on."""
-    updates = Recorder(ctx, pvs)
-    wait_for(lambda: all(updates.of.values()), what="the first update of each monitored PV")
-    return updates
 
 
 # -- the task context ----------------------------------------------------------------------------

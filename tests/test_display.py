@@ -83,7 +83,7 @@ def example_tasks() -> List[Task]:
 
 
 def test_an_overview_and_a_screen_per_task(examples):
-    assert set(examples) == {"overview.bob", "motor.bob", "interlock.bob", "waveform_stats.bob"}
+    assert set(examples) == {"overview.bob", "motor.bob", "interlock.bob", "waveform_stats.bob", "cryostat.bob"}
     for root in examples.values():
         assert root.tag == "display" and root.get("version") == "2.0.0"
         assert int(root.findtext("width")) <= 1280

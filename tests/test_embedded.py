@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from helpers import Daemon, Trigger, client_for, daemon, embedded_ports, read, w
 
 from epics_bridge import Registry, TaskStatus
 from epics_bridge.ioc.embedded import databases
+from epics_bridge.ioc.softioc import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MOTOR = "IOC:MOTOR:01:"
@@ -125,3 +127,22 @@ def test_a_bad_port_setting_is_refused_before_anything_starts(tmp_path):
     with daemon([ROOT / "tasks", "--ioc"], env, tmp_path) as d:
         assert d.wait_exit(60) == 2
     assert "EPICS_PVAS_SERVER_PORT='50x75' is not a port number" in d.stderr
+
+
+def test_the_printed_name_server_reaches_the_ioc_without_any_udp_search(tmp_path):
+    """A UDP search port is shared with any other server on the host that binds it, and a search may
+    reach that one only; the printed settings name the embedded IOC's TCP port as a name server,
+    which alone finds the IOC."""
+    ports = _env()
+    task = tmp_path / "tasks" / "one.py"
+    task.parent.mkdir()
+    task.write_text('from epics_bridge import bridge\n\n@bridge.task(prefix="SHARED:A:")\ndef one(t):\n    pass\n')
+    with daemon([task, "--ioc"], ports, tmp_path) as d:
+        env, _, _ = _announcement(d)
+        assert env["EPICS_PVA_NAME_SERVERS"] == f"127.0.0.1:{ports['EPICS_PVAS_SERVER_PORT']}"
+        tcp_only = {"EPICS_PVA_NAME_SERVERS": env["EPICS_PVA_NAME_SERVERS"], "EPICS_PVA_AUTO_ADDR_LIST": "NO"}
+        tcp_only["EPICS_PVA_BROADCAST_PORT"] = str(free_port(socket.SOCK_DGRAM))  # where no server listens
+        _run_printed(
+            "python -c \"from p4p.client.thread import Context as C; C('pva').get('SHARED:A:Busy', timeout=5)\"",
+            tcp_only,
+        )

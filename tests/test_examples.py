@@ -26,7 +26,7 @@ def examples() -> Dict[str, Task]:
         tasks = load([str(TASKS)], bridge)  # into the default registry, where the files register
     finally:
         epics_bridge.bridge.clear()  # this process only needs their Task objects
-    assert {t.prefix for t in tasks} == {"IOC:MOTOR:01:", "VAC:PUMP:01:", "DIAG:BPM:01:"}
+    assert {t.prefix for t in tasks} == {"IOC:MOTOR:01:", "VAC:PUMP:01:", "DIAG:BPM:01:", "CRYO:01:"}
     return {task.name: task for task in tasks}
 
 
@@ -72,3 +72,20 @@ def test_vacuum_interlock_closes_the_valve_on_its_timer(bridge_ioc, examples):
     assert "closing the valve" in result.log
     assert ioc.get(interlock, "valve") == 0
     assert ioc.get("VAC:PUMP:01:TaskStatus") == TaskStatus.LOGIC_FAILURE
+
+
+def test_cryostat_reads_its_stages_while_the_flow_settles(bridge_ioc, examples):
+    cryostat = examples["cryostat"]
+    assert cryostat.is_async
+    ioc = bridge_ioc(cryostat)
+    ioc.put(cryostat, stage1=4.2, stage2=4.4, stage3=5.1, stage4=4.3, flow=12.5)
+    result = ioc.cycle(cryostat)
+    assert result.status == TaskStatus.SUCCESS, result.log
+    assert ioc.get(cryostat, "warmest") == pytest.approx(5.1)
+    assert ioc.get(cryostat, "flow_settled") == pytest.approx(12.5)
+    assert result.duration >= 0.1  # three flow readings 50 ms apart; the stages were read meanwhile
+    ioc.put(cryostat, stage3=7.5)  # above Limit:SP (6 K)
+    result = ioc.cycle(cryostat)
+    assert result.status == TaskStatus.LOGIC_FAILURE
+    assert "a stage is at 7.50 K, above the 6.00 K limit" in result.log
+    assert ioc.get(cryostat, "warmest") == pytest.approx(7.5)

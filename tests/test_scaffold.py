@@ -72,6 +72,18 @@ def test_a_timer_task_in_a_project_with_its_own_pytest_configuration(tmp_path):
     assert "fan  [timer every 0.5 s]" in run(tmp_path, "tasks/", "--list").stdout
 
 
+def test_an_async_task_awaits_its_verbs_and_passes_the_same_tests(tmp_path):
+    done = run(tmp_path, "new", "pump", "--prefix", "X:", "--async")
+    assert done.returncode == 0, done.stderr
+    source = (tmp_path / "tasks/pump.py").read_text()
+    assert "async def pump(t):" in source
+    assert 'value = await t.get("input")' in source and "await t.put(output=2 * value)" in source
+    assert (tmp_path / "tests/test_pump.py").read_text() == scaffold.files("pump", "X:", None)["tests/test_pump.py"]
+    tests = run(tmp_path, "-p", "no:cacheprovider", module="pytest")  # bridge_ioc drives it as any task
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert "2 passed" in tests.stdout
+
+
 def test_bad_names_and_prefixes_are_refused_like_the_decorator_does(tmp_path, capsys):
     cases = {
         ("9pump", "--prefix", "X:"): "must be a Python identifier",

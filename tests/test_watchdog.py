@@ -56,15 +56,15 @@ HANGS = [
 
 @contextmanager
 def stuck_cycle(
-    body: str, isolation: str, make_ioc, tmp_path
+    body: str, isolation: str, make_ioc, tmp_path, tasks: str = TASKS
 ) -> Iterator[Tuple[Daemon, Any, HeartbeatRecorder, float]]:
     """Both tasks pulsing, then the stuck one triggered and in its cycle: the daemon, a client, the
-    heartbeat recorder and when the cycle began."""
+    heartbeat recorder and when the cycle began. ``tasks``: the file's source, with ``{body}``."""
     ioc = make_ioc(STUCK, HEALTHY)
     ctx = client_for(ioc.client_env)
     beats = HeartbeatRecorder(ctx, [STUCK, HEALTHY])
     try:
-        source = write_tasks(tmp_path, TASKS.format(body=body))
+        source = write_tasks(tmp_path, tasks.format(body=body))
         with daemon([source, "--isolation", isolation], ioc.client_env, tmp_path) as d:
             beats.wait_pulses(STUCK, 2, timeout=30)
             beats.wait_pulses(HEALTHY, 2, timeout=30)

@@ -1,4 +1,4 @@
-"""``epics-bridge new NAME --prefix PREFIX [--period S]``: a new task and its tests.
+"""``epics-bridge new NAME --prefix PREFIX [--period S] [--async]``: a new task and its tests.
 
 Writes, in the current folder, ``tasks/NAME.py`` (a working task with two typed example PVs),
 ``tests/test_NAME.py`` (passing tests on a real soft IOC through the ``bridge_ioc`` fixture) and,
@@ -35,7 +35,7 @@ Written by ``epics-bridge new``; make it yours:
   ``writable=True`` makes a setpoint (an output record); a name ending in ``SP`` is one anyway.
 - the function: one cycle's work. ``t.get``/``t.put`` take the logical names; return a TaskStatus
   (None counts as SUCCESS, False as LOGIC_FAILURE). A PV that does not answer raises PVError and
-  the cycle reports IO_FAILURE.
+  the cycle reports IO_FAILURE.$async_hint
 - $mode_hint
 - ``tests/test_$name.py``: what the task must do, on a real soft IOC (``python -m pytest``).
 
@@ -51,18 +51,24 @@ from epics_bridge import PV, TaskStatus, bridge
         "output": PV("Output", float, precision=3, description="$name output: twice the input"),
     },$period_line
 )
-def $name(t):
-    value = t.get("input")
+${async_}def $name(t):
+    value = ${await_}t.get("input")
     if value < 0:
         t.log.warning("input {} is negative: output left as it is", value)
         return TaskStatus.LOGIC_FAILURE
-    t.put(output=2 * value)
+    ${await_}t.put(output=2 * value)
     return TaskStatus.SUCCESS
 
 
 if __name__ == "__main__":
     bridge.run()
 ''')
+
+ASYNC_HINT = """
+- ``async def``: ``await`` every ``t.get``/``t.put`` (one left without ``await`` fails the cycle,
+  naming its line); ``asyncio.gather`` runs several reads, writes or calls of async client
+  libraries at once. A blocking call (``time.sleep``, a blocking client) stalls the whole task:
+  use the awaitable versions (``asyncio.sleep``). See epics-bridge's docs/async.md."""
 
 TESTS = Template('''\
 """tasks/$name.py on a real soft IOC: the bridge_ioc fixture (from epics-bridge) starts one serving
@@ -129,12 +135,15 @@ def _validate(name: str, prefix: str, period: Optional[float]) -> None:
         raise ConfigError(str(exc).replace(f"{code.co_filename}:{code.co_firstlineno}: ", "")) from None
 
 
-def files(name: str, prefix: str, period: Optional[float]) -> Dict[str, str]:
+def files(name: str, prefix: str, period: Optional[float], is_async: bool = False) -> Dict[str, str]:
     """The new files by path relative to the folder (``pytest.ini`` not included)."""
     timer = period is not None
     values = dict(
         name=name,
         prefix=prefix,
+        async_="async " if is_async else "",
+        await_="await " if is_async else "",
+        async_hint=ASYNC_HINT if is_async else "",
         summary=f"runs every {period:g} s (a timer task)." if timer else "runs once per trigger (Trigger=1).",
         period_line=f"\n    period={period!r}," if timer else "",
         mode_hint=(
@@ -163,6 +172,12 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--period", type=float, metavar="SECONDS", help="run on a timer every SECONDS instead of on each trigger"
     )
+    parser.add_argument(
+        "--async",
+        dest="is_async",
+        action="store_true",
+        help="an 'async def' task: await t.get/t.put and async client libraries inside a cycle (docs/async.md)",
+    )
     return parser.parse_args(argv)
 
 
@@ -173,7 +188,7 @@ def main(argv: Sequence[str], folder: Optional[Path] = None) -> NoReturn:
         _validate(args.name, args.prefix, args.period)
     except ConfigError as exc:
         fail(f"epics-bridge new: {exc}")
-    wanted = files(args.name, args.prefix, args.period)
+    wanted = files(args.name, args.prefix, args.period, args.is_async)
     existing = [path for path in wanted if (folder / path).exists()]
     if existing:
         fail(

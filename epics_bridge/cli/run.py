@@ -21,7 +21,7 @@ from loguru import logger
 from ..exits import EXIT_OK
 from ..ioc.softioc import IOCError
 from ..registry import Registry
-from ..service.interface import Service, serve
+from ..service.interface import Service, exit_process, serve
 from ..service.launch import launch
 from ..service.loading import load
 from ..service.options import Options, add_arguments
@@ -66,7 +66,7 @@ def main(argv: Sequence[str], registry: Registry) -> NoReturn:
         tasks = load(args.paths, registry, only=options.only, sources=sources, debug=options.log_level == "DEBUG")
     except ConfigError as exc:
         fail(str(exc))
-    sys.exit(_serve(tasks, options, args.list, registry, args.paths, sources))
+    exit_process(_serve(tasks, options, args.list, registry, args.paths, sources))
 
 
 def script_service(registry: Registry, argv: Optional[Sequence[str]] = None, **keywords: Any) -> Optional[Service]:

@@ -6,7 +6,8 @@ files it imports register (see :mod:`epics_bridge.service.worker`)."""
 import sys
 
 from ..app import bridge
+from ..service.interface import exit_process
 from ..service.worker import main
 
 if __name__ == "__main__":
-    sys.exit(main(bridge, sys.argv[1:]))
+    exit_process(main(bridge, sys.argv[1:]))

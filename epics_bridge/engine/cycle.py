@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from loguru import logger
 from p4p import Value
@@ -37,6 +37,9 @@ from .handshake import Handshake, kind_of
 from .hooks import Hooks
 from .ownership import Ownership
 from .timelimit import TimeLimitExceeded, TimeLimits
+
+if TYPE_CHECKING:
+    from .asyncio_cycle import EventLoop
 
 __all__ = ["Loop"]
 
@@ -56,7 +59,9 @@ class Loop:
         self.io = io
         self.hooks = hooks
         self.log = logger.bind(task=task.name)
-        self.context = TaskContext(task.name, task.pvs, io)
+        #: An ``async def`` task's event loop (asyncio_cycle.py), None for a plain function.
+        self.events: Optional[EventLoop] = _event_loop(task, io)
+        self.context = self.events.context if self.events else TaskContext(task.name, task.pvs, io)
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.source = _make_source(self)
         self.thread = threading.Thread(target=self._run, name=f"task:{task.name}", daemon=True)
@@ -95,6 +100,12 @@ class Loop:
         self.pulsing = False
         self.ownership.release()
 
+    def cancel(self, reason: str) -> None:
+        """Cancel an async task's running coroutine at its current ``await`` (a stop running out of
+        grace); a plain function cannot be cancelled and runs on."""
+        if self.events is not None:
+            self.events.cancel(reason)
+
     def stalled(self, now: float) -> Optional[str]:
         """Why the loop counts as stalled now, or None while it is alive."""
         if not self.thread.is_alive():
@@ -112,6 +123,8 @@ class Loop:
         with logger.contextualize(task=self.task.name):
             try:
                 self.source.open()
+                if self.events is not None:
+                    self.events.open()
                 while self._recover():
                     while self._wait():
                         self._cycle()
@@ -123,6 +136,8 @@ class Loop:
                 self.ownership.release()
                 self.ownership.close()
                 self.source.close()
+                if self.events is not None:
+                    self.events.close()
 
     def _cycle(self) -> None:
         self.in_cycle = True
@@ -141,8 +156,11 @@ class Loop:
     def _call(self) -> Tuple[TaskStatus, float]:
         started = time.perf_counter()
         try:
-            with self.limits.limit(self.task.time_limit):
-                result = self.task.func(self.context)
+            if self.events is not None:  # its time limit is the event loop's
+                result = self.events.run()
+            else:
+                with self.limits.limit(self.task.time_limit):
+                    result = self.task.func(self.context)
             status = status_of(result)
         except TimeLimitExceeded as exc:
             status = TaskStatus.EXCEPTION
@@ -305,11 +323,21 @@ class Loop:
         return True
 
 
+def _event_loop(task: Task, io: BridgeIO) -> Optional[EventLoop]:
+    """An event loop for an ``async def`` task; asyncio is imported only then (~3 MB a process)."""
+    if not task.is_async:
+        return None
+    from .asyncio_cycle import EventLoop
+
+    return EventLoop(task, io)
+
+
 def line_in_task(stack: traceback.StackSummary, task: Task) -> str:
     """The innermost line of the task's own file in ``stack`` (else the innermost line), as
     ``file:line in function: code``: where a cycle hangs or was interrupted."""
-    source = getattr(getattr(task.func, "__code__", None), "co_filename", None)
-    frame = next((f for f in reversed(stack) if f.filename == source), stack[-1] if stack else None)
+    # where it was declared (also when the function runs wrapped, as under bridge_ioc), or its code
+    files = {str(task.source.path), getattr(getattr(task.func, "__code__", None), "co_filename", None)}
+    frame = next((f for f in reversed(stack) if f.filename in files), stack[-1] if stack else None)
     return f"{frame.filename}:{frame.lineno} in {frame.name}: {frame.line}" if frame else "an unknown line"
 
 

@@ -2,7 +2,13 @@
 
 It runs beside the loop with its own p4p context, so neither a hung task function nor a busy IO
 context can hold the pulse back. A period is *stuck* when the loop is stalled (the heartbeat then
-stops pulsing, which the IOC's HeartbeatAge alarm shows) or when the pulse could not be written.
+stops pulsing, which the IOC's HeartbeatAge alarm shows) or when the previous period's pulse was
+not acknowledged: a pulse is sent without waiting, and its outcome read one period later.
+
+Tasks pulse in :data:`SLOTS` phase slots spread over the period: the pulses of one slot leave in
+the same instant and pvxs sends them in a few TCP segments, while the slots keep the whole
+service from waking at once. More slots spread the wakeups thinner but coalesce less (one slot per
+task was every pulse its own segment and syscall on both sides); see docs/performance.md.
 After ``max_stuck_cycles`` stuck periods in a row the process must go: the loop may be deadlocked,
 so the exit is taken here, never asked of the loop.
 """
@@ -17,19 +23,21 @@ from typing import Callable, Optional
 
 from loguru import logger
 
-from ..io import BridgeIO, PVError
+from ..io import BridgeIO, Sent
 from ..task import Task
 from .cycle import Loop
 from .hooks import Hooks
 
-__all__ = ["Heartbeat", "next_grid_point", "phase"]
+__all__ = ["SLOTS", "Heartbeat", "next_grid_point", "phase"]
+
+#: Phase slots per heartbeat period (see the module's docstring).
+SLOTS = 10
 
 
-def phase(name: str, period: float) -> float:
-    """Where in each period a task pulses: spread over the period by its name, the same in every
-    run and process, so hundreds of tasks pulse one after another rather than all at once (no
-    burst of wakeups and puts on the GIL, the network thread and the IOC every period)."""
-    return (zlib.crc32(name.encode()) % 1000) / 1000.0 * period
+def phase(name: str, period: float, slots: int = SLOTS) -> float:
+    """Where in each period a task pulses: its slot, chosen by its name, the same in every run and
+    process, so the tasks of a service pulse in a few groups rather than all at once or one by one."""
+    return (zlib.crc32(name.encode()) % slots) / slots * period
 
 
 def next_grid_point(now: float, period: float, offset: float) -> float:
@@ -55,24 +63,31 @@ class Heartbeat:
         self._stop.set()
 
     def _run(self) -> None:
-        period = self.task.heartbeat_period
-        timeout = min(period, self.task.timeout)
-        values = ({self.task.pvs.heartbeat: 0}, {self.task.pvs.heartbeat: 1})  # prepared once
+        period, pv = self.task.heartbeat_period, self.task.pvs.heartbeat
         offset = phase(self.task.name, period)
         pulse = 0
+        sent: Optional[Sent] = None
         next_beat = time.monotonic()  # the first period at once, then on the task's own grid
-        while not self._stop.wait(max(0.0, next_beat - time.monotonic())):
-            now = time.monotonic()
-            # On the task's grid; late beats skipped; the first interval between 0.5 and 1.5 periods.
-            next_beat = next_grid_point(max(now, next_beat + period / 2), period, offset)
-            reason = self.loop.stalled(now)
-            if reason is None and self.loop.pulsing:  # not before the task serves its prefix
-                try:
-                    self.io.put(values[1 - pulse], timeout=timeout)
-                    pulse = 1 - pulse
-                except PVError as exc:
-                    reason = f"the heartbeat could not be written ({exc})"
-            self._count(reason)
+        try:
+            while not self._stop.wait(max(0.0, next_beat - time.monotonic())):
+                now = time.monotonic()
+                # On the task's grid; late beats skipped; the first interval between 0.5 and 1.5 periods.
+                next_beat = next_grid_point(max(now, next_beat + period / 2), period, offset)
+                reason = stalled = self.loop.stalled(now)
+                if sent is not None:  # the previous pulse, acknowledged by now unless the IOC is in trouble
+                    failure = sent.failure()
+                    sent.close()
+                    sent = None
+                    if failure is None:
+                        pulse = 1 - pulse
+                    elif reason is None:
+                        reason = f"the heartbeat could not be written ({failure})"
+                if stalled is None and self.loop.pulsing:  # not before the task serves its prefix
+                    sent = self.io.send(pv, 1 - pulse)
+                self._count(reason)
+        finally:
+            if sent is not None:
+                sent.close()
 
     def _count(self, reason: Optional[str]) -> None:
         if reason is None:

@@ -8,6 +8,7 @@ heartbeats share a second one, kept apart so that task IO never delays a pulse.
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import threading
 import time
@@ -27,6 +28,10 @@ from .hooks import HookList, Hooks
 from .timelimit import TimeLimits
 
 __all__ = ["Runner"]
+
+#: At a stop, seconds of ``stop_grace`` (half of it at most) left to an async task's cancelled
+#: coroutine to unwind and report.
+CANCEL_GRACE = 1.0
 
 
 class Runner:
@@ -52,6 +57,7 @@ class Runner:
         self._started_at = time.monotonic()
         heap.limit_arenas()
         _pace_gil(len(self.tasks))
+        _allow_event_loops(sum(task.is_async for task in self.tasks))
         io_context, pulse_context = Context("pva", nt=False), Context("pva", nt=False)
         self._contexts = [io_context, pulse_context]
         limits = TimeLimits()
@@ -94,6 +100,14 @@ class Runner:
         for loop in self.loops:
             loop.stop()
         deadline = time.monotonic() + self.stop_grace
+        # An async task's coroutine still running then is cancelled, with the rest of the grace to
+        # unwind and report; a plain function cannot be, and is abandoned at the deadline.
+        cancel_at = deadline - min(CANCEL_GRACE, self.stop_grace / 2)
+        for loop in self.loops:
+            loop.thread.join(max(0.0, cancel_at - time.monotonic()))
+        for loop in self.loops:
+            if loop.thread.is_alive():
+                loop.cancel(f"stopping, and the cycle ran to the end of its {self.stop_grace:g} s stop grace")
         for loop in self.loops:
             loop.thread.join(max(0.0, deadline - time.monotonic()))
         for loop in self.loops:
@@ -144,14 +158,42 @@ class Runner:
                 EXIT_STUCK,
             )
             self.hooks.fatal(task, reason + where)
+            self._let_neighbours_finish(task)
             os._exit(EXIT_STUCK)
+
+    def _let_neighbours_finish(self, stuck: Task) -> None:
+        """Before the process goes, the other tasks take no new trigger, finish the cycles they are
+        running (up to ``stop_grace`` s) and write their acknowledges; a trigger put meanwhile
+        stays set on the IOC and is served once after the restart."""
+        others = [loop for loop in self.loops if loop.task is not stuck and loop.thread.is_alive()]
+        if not others:
+            return
+        busy = sum(loop.in_cycle for loop in others)
+        logger.info(
+            "{} other task(s) of this process take no new trigger; {} running cycle(s) finish first (up to {:g} s)",
+            len(others),
+            busy,
+            self.stop_grace,
+        )
+        for loop in others:
+            loop.stop()
+        deadline = time.monotonic() + self.stop_grace
+        for loop in others:
+            loop.thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _stalled_stack(loop: Loop) -> Optional[traceback.StackSummary]:
-    """The loop thread's stack if it is stalled (not when it waits and only the IOC is gone)."""
+    """The loop thread's stack if it is stalled (not when it waits and only the IOC is gone). For
+    an async task, the frames of its coroutine follow: suspended at an ``await``, the coroutine is
+    on no thread's stack (the thread waits in the event loop)."""
     ident = loop.thread.ident
     frame = sys._current_frames().get(ident) if ident is not None and loop.stalled(time.monotonic()) else None
-    return traceback.extract_stack(frame) if frame is not None else None
+    if frame is None:
+        return None
+    stack = traceback.extract_stack(frame)
+    if loop.events is not None:
+        stack.extend(loop.events.awaiting())
+    return stack
 
 
 def _log_summary(task: Task) -> None:
@@ -184,3 +226,37 @@ def _pace_gil(tasks: int) -> None:
     batch take 6-24 s in one run and 1.1 s in the next). The cost: a cycle that computes without
     pause holds the GIL up to the interval before another thread runs."""
     sys.setswitchinterval(max(sys.getswitchinterval(), tasks / GIL_WAKEUPS))
+
+
+#: Files an ``async def`` task's event loop keeps open: its epoll and its self-pipe's two ends.
+FILES_PER_EVENT_LOOP = 3
+#: Files the process may open beyond those open when its tasks start (sockets, libraries).
+FILES_SPARE = 1024
+
+
+def _allow_event_loops(count: int) -> None:
+    """Raise the soft limit on open files (towards the hard one) so that ``count`` event loops fit.
+    systemd's default soft limit is 1024: without this, about 340 async tasks would be the most
+    one process can start. Nothing changes for plain tasks."""
+    if not count:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = _open_files() + FILES_PER_EVENT_LOOP * count + FILES_SPARE
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if raised < wanted:
+        logger.warning(
+            "{} async task(s) need about {} open files; the hard limit is {} (raise LimitNOFILE)", count, wanted, hard
+        )
+    if raised > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        logger.debug("open files limit raised from {} to {} for {} async task(s)", soft, raised, count)
+
+
+def _open_files() -> int:
+    """Files this process holds open now (its log files among them: one per task)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # no /proc: the spare covers them
+        return 0

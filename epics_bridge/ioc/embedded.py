@@ -108,10 +108,13 @@ def _generated_dir() -> Path:
 
 def client_env(ioc: SoftIOC) -> Dict[str, str]:
     """The EPICS_PVA_* and EPICS_CA_* a client on this host needs; a wildcard listener is reached on
-    loopback."""
+    loopback. ``EPICS_PVA_NAME_SERVERS`` searches over the IOC's own TCP port: a UDP search port is
+    shared with any other server on the host that uses it, and a search may reach that one only."""
     env = dict(ioc.client_env)
     if ioc.interface == _WILDCARD:
         env.update({name: "127.0.0.1" for name in ("EPICS_PVA_ADDR_LIST", "EPICS_CA_ADDR_LIST") if name in env})
+    host = "127.0.0.1" if ioc.interface == _WILDCARD else ioc.interface
+    env["EPICS_PVA_NAME_SERVERS"] = f"{host}:{ioc.server_port}"
     return env
 
 

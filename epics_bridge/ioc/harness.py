@@ -350,7 +350,12 @@ class _Cycles(Hooks):
             self._started[task.name] = time.monotonic()
             return func(t)
 
-        return call
+        @functools.wraps(func)
+        async def await_call(t: Any) -> object:
+            self._started[task.name] = time.monotonic()
+            return await func(t)  # type: ignore[misc]
+
+        return await_call if task.is_async else call
 
     def cycle_finished(self, task: Task, status: TaskStatus, duration: float) -> None:
         # A cycle whose Busy=1 was refused never called the function: it counts from now.

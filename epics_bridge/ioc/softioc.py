@@ -195,6 +195,10 @@ class SoftIOC:
                 stdout=self._output_file,
                 stderr=subprocess.STDOUT if self._output_file else None,
                 pass_fds=(ready_w,),
+                # Out of the terminal's process group: a Ctrl-C (or a group SIGTERM) must stop the
+                # tasks first, which release their prefixes on this IOC; it follows when this
+                # process closes its lifeline.
+                start_new_session=True,
             )
         finally:
             os.close(ready_w)

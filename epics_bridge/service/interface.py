@@ -8,11 +8,15 @@ use nothing else of them.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
-from typing import Callable, Optional, Protocol
+from typing import Callable, NoReturn, Optional, Protocol
 
-__all__ = ["Service", "serve"]
+from loguru import logger
+
+__all__ = ["Service", "exit_process", "serve"]
 
 
 class Service(Protocol):
@@ -60,3 +64,17 @@ def _on_signals(stop: Callable[[], None]) -> Callable[[], None]:
             signal.signal(sig, handler)
 
     return restore
+
+
+def exit_process(status: int) -> NoReturn:
+    """End the process once its service has stopped. Threads that tasks started and left running
+    (a non-daemon thread, an executor's job) would keep the interpreter alive after the stop, past
+    any grace, until the supervisor or systemd kills it: they are abandoned, and the log says so."""
+    left = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if not left:
+        sys.exit(status)
+    logger.warning("abandoning {} thread(s) the tasks left running: {}", len(left), ", ".join(left))
+    logger.remove()  # flushes and closes every sink
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(status)

@@ -3,14 +3,17 @@ write must be (and that a bad batch writes nothing)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 import pytest
 
 from epics_bridge import PV, BasePVInterface, PVValueError
+from epics_bridge.async_context import AsyncTaskContext
 from epics_bridge.io import PVError
 from epics_bridge.memory_io import MemoryIO
 from epics_bridge.registry import Registry
@@ -308,3 +311,24 @@ def test_fields_reads_the_declared_record_fields_in_one_batch():
     assert t.fields("pressure") == {"EGU": "mbar", "PREC": 3}
     with pytest.raises(ConfigError, match="'plain' declares no fields"):
         t.fields("plain")
+
+
+# -- async def tasks: the same types, awaited ----------------------------------------------------------
+def test_an_async_task_reads_typed_by_name_and_tag_and_a_bad_batch_raises_at_the_call(io):
+    task = make()
+    t = AsyncTaskContext(task.name, task.pvs, io)
+
+    async def body() -> Any:
+        single, plain = await t.get("valve"), await t.get("plain")
+        batch = await t.get(["mode", "count"])
+        tagged = await t.get(tag="inputs")
+        await t.put(state="Standby", wave=[0.5])
+        with pytest.raises(PVValueError, match=r"TY:Limit:SP: 0.002 \(float\) must be within"):
+            t.put(limit=2e-3, valve=False)  # refused before it is even awaited: nothing to await
+        return single, plain, batch, tagged
+
+    single, plain, batch, tagged = asyncio.run(body())
+    assert single is True and plain == 7
+    assert batch == {"mode": Mode.HOLD, "count": 3} and type(batch["count"]) is int
+    assert tagged == {"pressure": 2.5e-6, "limit": 1e-5, "state": "On"}
+    assert len(io.writes) == 1 and io.writes[0][P + "State"] == 1
