@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from conftest import ROOT
-
+#: The repository (not ``conftest.ROOT``: run beside tests/unit, ``conftest`` may name its conftest).
+ROOT = Path(__file__).resolve().parents[1]
 #: A fenced Python block whose first line is ``# path``.
 SNIPPET = re.compile(r"```python\n# (?P<path>[\w./-]+\.py)\n(?P<body>.*?)```", re.S)
 #: Where snippets live: the README and every page of the docs.
