@@ -404,7 +404,17 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument(
         "--workdir", type=Path, help="keep task files and logs here (default: a temporary folder, removed)"
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the same comparisons at smaller sizes, in a few minutes (100 cycles, 10 s idle windows, "
+        "scales 1 and 200, the largest also in 2 files): a change that costs idle CPU or latency shows "
+        "before it lands; the targets are judged at these sizes",
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.cycles, args.warmup, args.upstream_cycles, args.idle_seconds = 100, 10, 10, 10.0
+        args.scales, args.files, args.batches = [1, 200], 2, 2
     if min(args.cycles, args.upstream_cycles, args.batches) < 1 or args.warmup < 0 or args.idle_seconds <= 0:
         parser.error("--cycles, --upstream-cycles, --batches must be >= 1, --warmup >= 0, --idle-seconds > 0")
     if any(n < 1 for n in args.scales) or not 1 <= args.files <= max(args.scales):
