@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any, Dict, List, Mapping, NoReturn, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Union
 
 from loguru import logger
 
@@ -136,6 +136,13 @@ class TaskContext:
 
     def _typed_reads(self, values: Dict[str, Any]) -> Dict[str, Any]:
         """Each value as its PV declares it; PVValueError naming every one that cannot be."""
+        return self._cast(values, from_ioc, "get")
+
+    def _typed_writes(self, values: Dict[str, Any]) -> Dict[str, Any]:
+        """What to write for each value, every one checked before any is sent."""
+        return self._cast(values, to_ioc, "put")
+
+    def _cast(self, values: Dict[str, Any], cast: Callable[[Any, PV], Any], operation: str) -> Dict[str, Any]:
         if not self._typed:
             return values
         failures: Dict[str, BaseException] = {}
@@ -143,27 +150,11 @@ class TaskContext:
             declared: Optional[PV] = self._typed.get(pv)
             if declared is not None:
                 try:
-                    values[pv] = from_ioc(value, declared)
+                    values[pv] = cast(value, declared)
                 except CastError as exc:
                     failures[pv] = exc
         if failures:
-            raise PVValueError("get", failures)
-        return values
-
-    def _typed_writes(self, values: Dict[str, Any]) -> Dict[str, Any]:
-        """What to write for each value, every one checked before any is sent."""
-        if not self._typed:
-            return values
-        failures: Dict[str, BaseException] = {}
-        for pv, value in values.items():
-            declared = self._typed.get(pv)
-            if declared is not None:
-                try:
-                    values[pv] = to_ioc(value, declared)
-                except CastError as exc:
-                    failures[pv] = exc
-        if failures:
-            raise PVValueError("put", failures)
+            raise PVValueError(operation, failures)
         return values
 
     def __repr__(self) -> str:
