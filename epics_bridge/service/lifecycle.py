@@ -125,6 +125,11 @@ class State:
         return self.up or self.failures > 0
 
     @property
+    def leaving(self) -> bool:
+        """Stopping because a reload removed it: a reload that brings its tasks back replaces it."""
+        return self.phase is Phase.STOPPING and self.then is Then.RETIRE
+
+    @property
     def wakes_at(self) -> Optional[float]:
         """When the supervisor's loop must run for this worker's next start."""
         return self.start_at if self.phase is Phase.BACKING_OFF else None

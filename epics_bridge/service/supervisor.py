@@ -307,12 +307,14 @@ class Supervisor:
             if spec is None:
                 logger.info("reload: worker {} removed (tasks {})", w.spec.name, ", ".join(w.spec.tasks))
                 self._apply(w, Retire())
-            elif spec != w.spec or changed:
-                logger.info(
-                    "reload: restarting worker {} ({})",
-                    w.spec.name,
-                    "its tasks changed" if spec != w.spec else "changed: " + ", ".join(changed),
-                )
+            elif spec != w.spec or changed or w.state.leaving:
+                if spec != w.spec:
+                    why = "its tasks changed"
+                elif changed:
+                    why = "changed: " + ", ".join(changed)
+                else:
+                    why = "its tasks are back"
+                logger.info("reload: restarting worker {} ({})", w.spec.name, why)
                 w.spec, w.tasks = spec, [by_name[n] for n in spec.tasks]
                 self._apply(w, Replace())
             else:

@@ -218,6 +218,16 @@ def test_a_retired_worker_is_stopped_then_removed_and_never_started_again():
     assert clock.later(100, Tick(LIMIT)) == []
 
 
+def test_a_worker_removed_and_brought_back_by_the_next_reload_before_it_ended_is_replaced():
+    clock = running()
+    clock.later(1, Retire())
+    assert clock.state.leaving
+    assert clock.later(1, Replace()) == [], "SIGTERM was sent already"
+    assert not clock.state.leaving
+    assert clock.later(1, Exited(0)) == [Stopped()]
+    assert clock.later(0, Tick(LIMIT)) == [Spawn()]
+
+
 def test_a_retired_backing_off_worker_is_removed_at_once():
     clock = running()
     clock.later(1, Exited(1))
