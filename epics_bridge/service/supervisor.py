@@ -461,6 +461,8 @@ class Supervisor:
         if not self.stopping:
             self._restarting = True
             self._keep_spare()  # importing while the backoff runs
+        else:  # the stop may have been asked for in this very step, before it reached this worker:
+            self._apply(w, Stop())  # its end is a stop, not a failure (no process left to signal)
         self._apply(w, Exited(returncode, w.last_words), pid)
 
     def _stop(self) -> None:
