@@ -226,9 +226,10 @@ Step = Tuple[State, List[Action]]
 class Lifecycle:
     """The transitions, given the service's timing: pure, so one instance serves every worker."""
 
+    #: A stopping worker's own grace to finish its cycles (``--stop-grace``); SIGKILL follows
+    #: KILL_GRACE after it.
+    stop_grace: float
     backoff: Backoff = Backoff()
-    #: A stopping worker's own grace to finish its cycles; SIGKILL follows KILL_GRACE after it.
-    stop_grace: float = 5.0
     start_timeout: float = START_TIMEOUT
 
     def step(self, state: State, event: Event, now: float) -> Step:

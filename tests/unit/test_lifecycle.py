@@ -34,7 +34,8 @@ from epics_bridge.service.lifecycle import (
     describe,
 )
 
-LIFECYCLE = Lifecycle(Backoff(), stop_grace=5.0)
+STOP_GRACE = 5.0
+LIFECYCLE = Lifecycle(STOP_GRACE)
 #: A running worker's own silence limit, as the supervisor computes it from its tasks.
 LIMIT = 20.0
 SEGV = -signal.SIGSEGV
@@ -104,10 +105,6 @@ def test_a_process_that_cannot_be_started_fails_like_a_crash():
     assert clock.state.last_exit == "1st failure: cannot start a process: EAGAIN"
 
 
-def test_backoff_doubles_to_its_cap():
-    assert [Backoff().delay(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
-
-
 def test_failures_in_a_row_double_the_delay_up_to_the_cap():
     clock = Clock()
     delays = []
@@ -156,7 +153,7 @@ def test_a_stopping_worker_is_killed_once_after_the_stop_grace_and_kill_grace():
     clock = running()
     clock.later(0, Replace())
     sent = clock.now
-    assert clock.at(sent + 5.0 + KILL_GRACE, Tick(LIMIT)) == []
+    assert clock.at(sent + STOP_GRACE + KILL_GRACE, Tick(LIMIT)) == []
     assert clock.later(0.1, Tick(LIMIT)) == [Kill()]
     assert clock.state.kill_at == clock.now
     assert clock.later(10, Tick(LIMIT)) == [], "one SIGKILL"
