@@ -6,6 +6,8 @@ runs, keeps a one-line STATUS for ``systemctl status``, and pings the watchdog a
 only while every task is healthy. A stalled task (or a heartbeat thread that went silent) stops
 the pings, so systemd also catches the hang the process's own watchdog cannot exit from. All
 sending after READY happens on the notifier's own thread: heartbeat threads only record state.
+The supervisor, which runs no task, speaks through the same notifier from its own loop
+(:meth:`SystemdNotifier.announce_ready`, :meth:`~SystemdNotifier.report`, ``reloading``, ``stopping``).
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ class SystemdNotifier(Hooks):
         self._not_ready: Dict[str, str] = {}  # task name -> why it does not serve (yet)
         self._last_report: Dict[str, float] = {}
         self._status = ""
+        #: When the next WATCHDOG=1 is due (monotonic seconds): the supervisor's loop wakes for it.
+        self.next_ping = 0.0
         self._wake = threading.Event()
         self._done = threading.Event()
         self._send_failed = False
@@ -91,8 +95,7 @@ class SystemdNotifier(Hooks):
         with self._lock:
             self._tasks = list(tasks)
             self._last_report = {task.name: now for task in tasks}
-        self._status = self._summary(self._unhealthy(now))
-        self.send("READY=1", f"STATUS={self._status}")
+        self.announce_ready(self._summary(self._unhealthy(now)))
         self._thread.start()
 
     def heartbeat(self, task: Task, stuck: int, reason: Optional[str]) -> None:
@@ -123,25 +126,41 @@ class SystemdNotifier(Hooks):
         self._finish()
         self.send(f"STATUS=watchdog: task {task.name} stuck ({reason}); exiting with status {EXIT_STUCK}")
 
+    # -- the service's states: the engine's events above and the supervisor's loop both say them here --
+    def announce_ready(self, status: str) -> None:
+        """READY=1 with the first status line."""
+        self._status = status
+        self.send("READY=1", f"STATUS={status}")
+
+    def report(self, status: Optional[str], now: float, healthy: bool = True) -> None:
+        """STATUS= when ``status`` changed (None: nothing to say yet) and WATCHDOG=1 when a ping is
+        due and everything is ``healthy``, in one datagram."""
+        messages = []
+        if status is not None and status != self._status:
+            self._status = status
+            messages.append(f"STATUS={status}")
+        if self.interval is not None and now >= self.next_ping:
+            self.next_ping = now + self.interval
+            if healthy:
+                messages.append("WATCHDOG=1")
+        if messages:
+            self.send(*messages)
+
+    def reloading(self) -> None:
+        """A reload begins (systemd's ``Type=notify-reload`` wants the time with it); READY=1 ends it."""
+        self.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+
+    def reloaded(self) -> None:
+        self.send("READY=1")
+
     # -- the notifier thread -------------------------------------------------------------------------
     def _run(self) -> None:
-        next_ping = time.monotonic()
         while not self._done.is_set():
             now = time.monotonic()
             unhealthy = self._unhealthy(now)
-            messages = []
-            status = self._summary(unhealthy)
-            if status != self._status:
-                self._status = status
-                messages.append(f"STATUS={status}")
-            if self.interval is not None and now >= next_ping:
-                next_ping = now + self.interval
-                if not unhealthy:
-                    messages.append("WATCHDOG=1")
-            if messages:
-                self.send(*messages)
+            self.report(self._summary(unhealthy), now, healthy=not unhealthy)
             # Wake for the next ping, a change of health, or at least every second (silent heartbeats).
-            self._wake.wait(min(1.0, max(0.0, next_ping - now)) if self.interval is not None else 1.0)
+            self._wake.wait(min(1.0, max(0.0, self.next_ping - now)) if self.interval is not None else 1.0)
             self._wake.clear()
 
     def _finish(self) -> None:

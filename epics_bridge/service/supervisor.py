@@ -7,6 +7,8 @@ imported and validated here before the first worker starts; each worker is a fre
 that imports its own files (see :mod:`.worker` for why not a fork). A worker that keeps failing
 waits 1 s, 2 s, 4 s ... up to 60 s between attempts (reset once it stayed up 10 minutes); the
 others never notice. The service itself ends only on SIGTERM/SIGINT, after every worker stopped.
+What happens to a worker is decided by :mod:`.lifecycle` (its states and transitions); this loop
+feeds it events and carries out the actions it returns.
 """
 
 from __future__ import annotations
@@ -25,35 +27,42 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from loguru import logger
 
 from ..exits import EXIT_OK
+from ..observe.systemd import from_environment
 from ..task import ConfigError, Task
 from . import worker as worker_module
+from .lifecycle import (
+    KILL_GRACE,
+    Back,
+    Backoff,
+    Event,
+    Exited,
+    Failed,
+    Heard,
+    Kill,
+    Lifecycle,
+    Phase,
+    Remove,
+    Replace,
+    Retire,
+    Spawn,
+    State,
+    Stop,
+    Stopped,
+    Terminate,
+    Tick,
+    describe,
+    ordinal,
+)
 from .options import Options
 from .worker import WorkerSpec
 
 __all__ = ["Supervisor", "Backoff", "supervise"]
 
-#: Seconds between a SIGTERM to a worker's group and the SIGKILL that follows if it is still there.
-KILL_GRACE = 5.0
 #: systemd's variables: the supervisor is the service's main process, workers must not notify.
 _SYSTEMD_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
-#: Longest a worker may take from its start to running its tasks (imports, contexts, threads).
-START_TIMEOUT = 60.0
 #: The loop wakes at least this often to look for silent workers; restarts due and systemd's
 #: watchdog pings wake it when they are due, and everything else arrives on a file descriptor.
 TICK = 2.0
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Delay before restarting a worker after its n-th failure in a row."""
-
-    first: float = 1.0
-    cap: float = 60.0
-    #: A worker that stayed up this long starts counting its failures afresh.
-    reset_after: float = 600.0
-
-    def delay(self, failures: int) -> float:
-        return min(self.cap, self.first * 2.0 ** max(0, failures - 1))
 
 
 @dataclass
@@ -62,18 +71,13 @@ class Worker:
 
     spec: WorkerSpec
     tasks: List[Task]
+    #: Where it is in its lifecycle: only :meth:`Lifecycle.step` makes a new one.
+    state: State = field(default_factory=State)
     process: Optional[subprocess.Popen[bytes]] = None
     fd: Optional[int] = None
     buffer: bytes = b""
-    started_at: float = 0.0
-    last_heard: float = 0.0
-    up: bool = False
-    failures: int = 0
-    next_start: Optional[float] = 0.0
+    #: The reason its process gave before ending (a ``fatal`` message), or why it could not start.
     last_words: Optional[str] = None
-    last_exit: Optional[str] = None
-    term_sent: Optional[float] = None
-    kill_sent: Optional[float] = None
     health: Dict[str, Optional[str]] = field(default_factory=dict)
     ready: Dict[str, Tuple[bool, Optional[str]]] = field(default_factory=dict)
     #: The task files' text the worker was given: a reload that validated other text restarts it.
@@ -81,9 +85,6 @@ class Worker:
     #: The other user files it imported (helpers beside the task files), as (mtime, size) when it
     #: started: they come from disk, so a change of one means new code too.
     files: Dict[str, Tuple[int, int]] = field(default_factory=dict)
-    #: Stopped on purpose: start again at once (replace) or never (retire), not counted as a failure.
-    replace: bool = False
-    retire: bool = False
 
     def changed_files(self, sources: Mapping[str, str]) -> List[str]:
         edited = [path for path, text in self.code.items() if sources.get(path) != text]
@@ -95,21 +96,19 @@ class Worker:
 
     @property
     def silence_limit(self) -> float:
-        """Longer than the worker's own watchdog takes to end it: past this, it cannot end itself.
-        Before its tasks run, the time an interpreter may need to import them on a loaded host."""
-        if not self.up:
-            return START_TIMEOUT
+        """Longer than the running worker's own watchdog takes to end it: past this, it cannot end
+        itself (before its tasks run, the lifecycle's start timeout applies)."""
         return max(t.stall_timeout + t.max_stuck_cycles * t.heartbeat_period for t in self.tasks) + 5.0
 
     def unhealthy(self) -> Dict[str, str]:
         """Task -> why it is not ready now."""
-        if self.pid is None:
-            wait = max(0.0, (self.next_start or 0.0) - time.monotonic())
+        if not self.state.has_process:
+            wait = max(0.0, self.state.start_at - time.monotonic())
             why = f"worker {self.spec.name} restarting in {wait:.0f} s"
-            if self.last_exit:
-                why += f" ({self.last_exit})"
+            if self.state.last_exit:
+                why += f" ({self.state.last_exit})"
             return {t: why for t in self.spec.tasks}
-        if not self.up:
+        if not self.state.up:
             return {t: f"worker {self.spec.name} starting" for t in self.spec.tasks}
         bad = {}
         for name in self.spec.tasks:
@@ -133,7 +132,6 @@ class Supervisor:
         sources: Dict[str, str],
         *,
         stop_grace: float,
-        backoff: Backoff = Backoff(),
         endpoints: Any = None,
         on_ready: Optional[Callable[[], None]] = None,
         metrics: Any = None,
@@ -148,7 +146,7 @@ class Supervisor:
         self.reload_tasks, self.on_reload = reload_tasks, on_reload
         self.worker_options = dict(worker_options)
         self.stop_grace = stop_grace
-        self.backoff = backoff
+        self.lifecycle = Lifecycle(stop_grace=stop_grace)
         self.endpoints = endpoints
         self.metrics = metrics
         self.on_ready = on_ready
@@ -156,12 +154,8 @@ class Supervisor:
         self.stopping = False
         self.loop_at = time.monotonic()
         self._ready_sent = False
-        self._status = ""
         self._wake_r, self._wake_w = os.pipe()
-        from ..observe.systemd import from_environment
-
         self.notifier = from_environment()
-        self._next_ping = 0.0
         self._watch_stop: Any = None
         #: A fresh interpreter with a worker's imports done, kept once some worker had to be started
         #: again (see :meth:`_keep_spare`).
@@ -239,9 +233,9 @@ class Supervisor:
 
     def _step(self, timeout: float) -> None:
         self.loop_at = time.monotonic()
-        due = [w.next_start for w in self.workers if w.pid is None and w.next_start is not None]
+        due = [at for w in self.workers if (at := w.state.wakes_at) is not None]
         if self.notifier is not None and self.notifier.interval is not None:
-            due.append(self._next_ping)
+            due.append(self.notifier.next_ping)
         if due:
             timeout = max(0.0, min(timeout, min(due) - time.monotonic()))
         for key, _ in self.selector.select(timeout):
@@ -254,8 +248,8 @@ class Supervisor:
         self._reap()
         if self.stopping:
             return
-        self._watch_silence()
-        self._start_due()
+        for w in list(self.workers):  # silence, SIGKILL deadlines, starts due
+            self._apply(w, Tick(w.silence_limit))
         self._notify()
 
     # -- signals -----------------------------------------------------------------------------------
@@ -293,7 +287,8 @@ class Supervisor:
         if self.reload_tasks is None:
             logger.warning("supervisor: reload requested, but this service cannot re-read its task files")
             return
-        self._send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        if self.notifier is not None:
+            self.notifier.reloading()
         try:
             tasks = self.reload_tasks()
         except ConfigError as exc:
@@ -301,60 +296,80 @@ class Supervisor:
                 "reload: the task files do not validate; everything keeps running as it was:\n  {}",
                 str(exc).replace("\n", "\n  "),
             )
-            self._send("READY=1")
+            if self.notifier is not None:
+                self.notifier.reloaded()
             return
         by_name = {t.name: t for t in tasks}
         specs = {spec.name: spec for spec in worker_module.plan(tasks, self.isolation)}
-        kept = []
-        for w in self.workers:
+        for w in list(self.workers):
             spec = specs.pop(w.spec.name, None)
             changed = w.changed_files(self.sources)
             if spec is None:
                 logger.info("reload: worker {} removed (tasks {})", w.spec.name, ", ".join(w.spec.tasks))
-                self._retire(w)
-            elif spec != w.spec or changed:
-                logger.info(
-                    "reload: restarting worker {} ({})",
-                    w.spec.name,
-                    "its tasks changed" if spec != w.spec else "changed: " + ", ".join(changed),
-                )
+                self._apply(w, Retire())
+            elif spec != w.spec or changed or w.state.leaving:
+                if spec != w.spec:
+                    why = "its tasks changed"
+                elif changed:
+                    why = "changed: " + ", ".join(changed)
+                else:
+                    why = "its tasks are back"
+                logger.info("reload: restarting worker {} ({})", w.spec.name, why)
                 w.spec, w.tasks = spec, [by_name[n] for n in spec.tasks]
-                self._replace(w)
+                self._apply(w, Replace())
             else:
                 w.tasks = [by_name[n] for n in spec.tasks]
-            kept.append(w)
         for spec in specs.values():
             logger.info("reload: new worker {} (tasks {})", spec.name, ", ".join(spec.tasks))
-            kept.append(Worker(spec, [by_name[n] for n in spec.tasks]))
-        self.workers = kept
+            self.workers.append(Worker(spec, [by_name[n] for n in spec.tasks]))
         if self.on_reload is not None:
             self.on_reload(tasks)
-        self._send("READY=1")
-
-    def _replace(self, w: Worker) -> None:
-        if w.process is None:
-            w.next_start, w.failures = 0.0, 0
-        else:
-            w.replace = True
-            self._terminate(w)
-
-    def _retire(self, w: Worker) -> None:
-        w.retire, w.next_start = True, None
-        if w.process is not None:
-            self._terminate(w)
-
-    def _terminate(self, w: Worker) -> None:
-        """Stop one worker gracefully (SIGTERM, its stop grace), SIGKILL if it will not."""
-        if w.process is not None and w.term_sent is None:
-            w.term_sent = time.monotonic()
-            _signal_group(w.process.pid, signal.SIGTERM)
+        if self.notifier is not None:
+            self.notifier.reloaded()
 
     # -- workers -------------------------------------------------------------------------------------
-    def _start_due(self) -> None:
-        now = time.monotonic()
-        for w in self.workers:
-            if w.pid is None and w.next_start is not None and now >= w.next_start:
+    def _apply(self, w: Worker, event: Event, pid: Optional[int] = None) -> None:
+        """Feed ``event`` to the worker's lifecycle and carry out what it decides. ``pid``: of the
+        process that ended, for an :class:`Exited` event (the worker no longer has it)."""
+        w.state, actions = self.lifecycle.step(w.state, event, time.monotonic())
+        for action in actions:
+            if isinstance(action, Spawn):
                 self._spawn(w)
+            elif isinstance(action, Terminate):
+                if action.silent is not None:
+                    logger.error("worker {} (pid {}) silent for {:.0f} s: ending it", w.spec.name, w.pid, action.silent)
+                    w.last_words = w.last_words or f"silent for {action.silent:.0f} s"
+                if w.pid is not None:
+                    _signal_group(w.pid, signal.SIGTERM)
+            elif isinstance(action, Kill):
+                if w.pid is not None:
+                    _signal_group(w.pid, signal.SIGKILL)
+            elif isinstance(action, Remove):
+                self.workers.remove(w)
+            elif isinstance(action, Back):
+                logger.info("worker {} is back (pid {})", w.spec.name, w.pid)
+            elif isinstance(action, Stopped):
+                assert isinstance(event, Exited)  # only an exit reports one
+                code = event.returncode
+                logger.info(
+                    "worker {} (pid {}) stopped ({})",
+                    w.spec.name,
+                    pid,
+                    f"exit status {code}" if code is not None and code >= 0 else describe(code),
+                )
+            elif isinstance(action, Failed):
+                if self.metrics is not None:
+                    self.metrics.restarted(w.spec.tasks)
+                logger.error(
+                    "worker {} (pid {}, tasks {}) ended: {}{}; restarting it in {:g} s ({} failure in a row)",
+                    w.spec.name,
+                    pid,
+                    ", ".join(w.spec.tasks),
+                    action.how,
+                    f" — {w.last_words}" if w.last_words else "",
+                    action.delay,
+                    ordinal(w.state.failures),
+                )
 
     def _spawn(self, w: Worker) -> None:
         spare, self._spare = self._spare, None
@@ -367,14 +382,12 @@ class Supervisor:
                 stdin.write(worker_module.payload(w.spec, self.worker_options, spare.status_fd, self.sources))
         except OSError as exc:  # no process could be started, or the spare died meanwhile
             _discard(spare)
-            w.started_at = time.monotonic()
             w.last_words = f"cannot start a process: {exc}"
             self._exited(w, None)
             return
         w.process, w.fd, w.buffer = spare.process, spare.read_fd, b""
         w.code = {str(f): self.sources.get(str(f)) for f in w.spec.files}
-        w.started_at = w.last_heard = time.monotonic()
-        w.up, w.last_words, w.term_sent, w.kill_sent, w.next_start = False, None, None, None, None
+        w.last_words = None
         w.health.clear()
         w.ready.clear()
         self.selector.register(spare.read_fd, selectors.EVENT_READ, w)
@@ -414,14 +427,11 @@ class Supervisor:
             message = json.loads(line)
         except ValueError:
             return
-        w.last_heard = time.monotonic()
         event = message.get("event")
         if event == "started":
-            w.up = True
             w.files = {path: _stamp(path) for path in message.get("files", [])}
-            if w.failures:
-                logger.info("worker {} is back (pid {})", w.spec.name, w.pid)
-        elif event == "health":
+        self._apply(w, Heard(started=event == "started"))
+        if event == "health":
             w.health[message["task"]] = message.get("reason")
         elif event == "ready":
             w.ready[message["task"]] = (bool(message["ready"]), message.get("reason"))
@@ -435,7 +445,7 @@ class Supervisor:
             w.fd = None
 
     def _reap(self) -> None:
-        for w in self.workers:
+        for w in list(self.workers):
             if w.process is None or w.process.poll() is None:
                 continue
             if w.fd is not None:
@@ -444,68 +454,23 @@ class Supervisor:
             self._exited(w, w.process.returncode)
 
     def _exited(self, w: Worker, returncode: Optional[int]) -> None:
-        pid, now = w.pid, time.monotonic()
+        pid = w.pid
         w.process = None
         if self.metrics is not None and pid is not None:
             self.metrics.process_dead(pid)
         if not self.stopping:
             self._restarting = True
             self._keep_spare()  # importing while the backoff runs
-        if self.stopping or w.retire or w.replace:
-            logger.info(
-                "worker {} (pid {}) stopped ({})",
-                w.spec.name,
-                pid,
-                f"exit status {returncode}" if returncode is not None and returncode >= 0 else _describe(returncode),
-            )
-            if w.retire:
-                self.workers.remove(w)
-            elif w.replace:
-                w.replace, w.failures, w.next_start = False, 0, now
-            return
-        how = _describe(returncode)
-        if now - w.started_at >= self.backoff.reset_after:
-            w.failures = 0
-        w.failures += 1
-        delay = self.backoff.delay(w.failures)
-        w.next_start = now + delay
-        w.last_exit = f"{_ordinal(w.failures)} failure: {w.last_words or how}"
-        if self.metrics is not None:
-            self.metrics.restarted(w.spec.tasks)
-        logger.error(
-            "worker {} (pid {}, tasks {}) ended: {}{}; restarting it in {:g} s ({} failure in a row)",
-            w.spec.name,
-            pid,
-            ", ".join(w.spec.tasks),
-            how,
-            f" — {w.last_words}" if w.last_words else "",
-            delay,
-            _ordinal(w.failures),
-        )
-
-    def _watch_silence(self) -> None:
-        """A worker that said nothing for longer than its own watchdog needs is hung beyond helping
-        itself (a GIL held in C, a stopped process): SIGTERM its group, then SIGKILL."""
-        now = time.monotonic()
-        for w in self.workers:
-            if w.pid is None:
-                continue
-            if w.term_sent is None and now - w.last_heard > w.silence_limit:
-                logger.error(
-                    "worker {} (pid {}) silent for {:.0f} s: ending it", w.spec.name, w.pid, now - w.last_heard
-                )
-                w.last_words = w.last_words or f"silent for {now - w.last_heard:.0f} s"
-                self._terminate(w)
-            elif w.term_sent is not None and w.kill_sent is None and now - w.term_sent > self.stop_grace + KILL_GRACE:
-                w.kill_sent = now
-                _signal_group(w.pid, signal.SIGKILL)
+        else:  # the stop may have been asked for in this very step, before it reached this worker:
+            self._apply(w, Stop())  # its end is a stop, not a failure (no process left to signal)
+        self._apply(w, Exited(returncode, w.last_words), pid)
 
     def _stop(self) -> None:
         """Every worker gets SIGTERM and the stop grace (plus time to clear Busy), then SIGKILL."""
-        self._send("STOPPING=1", "STATUS=stopping: finishing running cycles")
-        for w in self.workers:
-            if w.pid is not None:
-                _signal_group(w.pid, signal.SIGTERM)
+        if self.notifier is not None:
+            self.notifier.stopping()
+        for w in list(self.workers):
+            self._apply(w, Stop())
         deadline = time.monotonic() + self.stop_grace + KILL_GRACE
         while any(w.pid is not None for w in self.workers) and time.monotonic() < deadline:
             self._step(min(TICK, max(0.0, deadline - time.monotonic())))
@@ -532,49 +497,37 @@ class Supervisor:
         now = time.monotonic()
         if now - self.loop_at > 10 * TICK + 5.0:
             return f"the supervisor's loop has not run for {now - self.loop_at:.0f} s"
-        stuck = [w.spec.name for w in self.workers if w.kill_sent is not None and now - w.kill_sent > KILL_GRACE]
+        stuck = [w.spec.name for w in self.workers if (at := w.state.kill_at) is not None and now - at > KILL_GRACE]
         if stuck:
             return f"worker(s) {', '.join(stuck)} survived SIGKILL for more than {KILL_GRACE:g} s"
         return None
 
     def status_line(self) -> str:
         total = sum(len(w.spec.tasks) for w in self.workers)
-        running = sum(len(w.spec.tasks) for w in self.workers if w.pid is not None and w.up)
+        running = sum(len(w.spec.tasks) for w in self.workers if w.state.up)
         parts = [f"{running}/{total} tasks running"]
         now = time.monotonic()
         for w in self.workers:
-            if w.pid is None and w.next_start is not None:
-                parts.append(f"{w.spec.name} restarting in {max(0.0, w.next_start - now):.0f} s ({w.last_exit})")
+            if w.state.phase is Phase.BACKING_OFF:
+                parts.append(
+                    f"{w.spec.name} restarting in {max(0.0, w.state.start_at - now):.0f} s ({w.state.last_exit})"
+                )
         stuck = [name for w in self.workers for name, why in w.health.items() if why]
         if stuck:
             parts.append("stuck: " + ", ".join(stuck))
         return "; ".join(parts)
 
     def _notify(self) -> None:
-        if not self._ready_sent and all(w.up or w.failures for w in self.workers):
+        if not self._ready_sent and all(w.state.settled for w in self.workers):
             self._ready_sent = True
-            self._status = self.status_line()
-            logger.info("supervisor: {}", self._status)
-            self._send("READY=1", f"STATUS={self._status}")
+            status = self.status_line()
+            logger.info("supervisor: {}", status)
+            if self.notifier is not None:
+                self.notifier.announce_ready(status)
             if self.on_ready is not None:
                 self.on_ready()
-        if self.notifier is None:
-            return
-        messages = []
-        status = self.status_line()
-        if self._ready_sent and status != self._status:
-            self._status = status
-            messages.append(f"STATUS={status}")
-        now = time.monotonic()
-        if self.notifier.interval is not None and now >= self._next_ping:
-            self._next_ping = now + self.notifier.interval
-            messages.append("WATCHDOG=1")
-        if messages:
-            self._send(*messages)
-
-    def _send(self, *messages: str) -> None:
         if self.notifier is not None:
-            self.notifier.send(*messages)
+            self.notifier.report(self.status_line() if self._ready_sent else None, time.monotonic())
 
 
 @dataclass
@@ -645,27 +598,6 @@ def _signal_group(pid: int, sig: int) -> None:
             pass
     except PermissionError:
         os.kill(pid, sig)
-
-
-def _describe(returncode: Optional[int]) -> str:
-    if returncode is None:
-        return "never started"
-    if returncode < 0:
-        sig = -returncode
-        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-        extra = " (by someone, or the kernel's out-of-memory killer)" if sig == signal.SIGKILL else ""
-        return f"killed by {name}{extra}"
-    meaning = {
-        0: "exit status 0 (it should not stop on its own)",
-        2: "exit status 2 (its task files are invalid)",
-        3: "exit status 3 (its watchdog)",
-    }
-    return meaning.get(returncode, f"exit status {returncode}")
-
-
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
 
 
 def supervise(
