@@ -39,13 +39,10 @@ __all__ = [
     "describe",
     "ordinal",
     "KILL_GRACE",
-    "START_TIMEOUT",
 ]
 
 #: Seconds between a SIGTERM to a worker's group and the SIGKILL that follows if it is still there.
 KILL_GRACE = 5.0
-#: Longest a worker may take from its start to running its tasks (imports, contexts, threads).
-START_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -229,8 +226,9 @@ class Lifecycle:
     #: A stopping worker's own grace to finish its cycles (``--stop-grace``); SIGKILL follows
     #: KILL_GRACE after it.
     stop_grace: float
+    #: ``--start-timeout``: how long a starting worker may go without a word (its progress included).
+    start_timeout: float
     backoff: Backoff = Backoff()
-    start_timeout: float = START_TIMEOUT
 
     def step(self, state: State, event: Event, now: float) -> Step:
         if isinstance(event, Tick):

@@ -222,6 +222,13 @@ class Options:
     stop_grace: float = _option(
         5.0, seconds, "seconds a running cycle may take to finish on SIGTERM", metavar="S", worker=True
     )
+    start_timeout: float = _option(
+        60.0,
+        positive_seconds,
+        "seconds a worker may import its task files without registering another task before it is "
+        "ended as silent (a large file that keeps registering tasks is making progress)",
+        metavar="S",
+    )
     isolation: str = _option(
         "file",
         _isolation,

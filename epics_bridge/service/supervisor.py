@@ -85,6 +85,8 @@ class Worker:
     #: The other user files it imported (helpers beside the task files), as (mtime, size) when it
     #: started: they come from disk, so a change of one means new code too.
     files: Dict[str, Tuple[int, int]] = field(default_factory=dict)
+    #: While it imports its task files: how many tasks it has registered so far (None once started).
+    registered: Optional[int] = None
 
     def changed_files(self, sources: Mapping[str, str]) -> List[str]:
         edited = [path for path, text in self.code.items() if sources.get(path) != text]
@@ -132,6 +134,7 @@ class Supervisor:
         sources: Dict[str, str],
         *,
         stop_grace: float,
+        start_timeout: float,
         endpoints: Any = None,
         on_ready: Optional[Callable[[], None]] = None,
         metrics: Any = None,
@@ -146,7 +149,7 @@ class Supervisor:
         self.reload_tasks, self.on_reload = reload_tasks, on_reload
         self.worker_options = dict(worker_options)
         self.stop_grace = stop_grace
-        self.lifecycle = Lifecycle(stop_grace=stop_grace)
+        self.lifecycle = Lifecycle(stop_grace=stop_grace, start_timeout=start_timeout)
         self.endpoints = endpoints
         self.metrics = metrics
         self.on_ready = on_ready
@@ -337,8 +340,11 @@ class Supervisor:
                 self._spawn(w)
             elif isinstance(action, Terminate):
                 if action.silent is not None:
-                    logger.error("worker {} (pid {}) silent for {:.0f} s: ending it", w.spec.name, w.pid, action.silent)
-                    w.last_words = w.last_words or f"silent for {action.silent:.0f} s"
+                    silent = f"silent for {action.silent:.0f} s"
+                    if w.registered is not None:
+                        silent += f" while importing its task files ({w.registered} task(s) registered, none since)"
+                    logger.error("worker {} (pid {}) {}: ending it", w.spec.name, w.pid, silent)
+                    w.last_words = w.last_words or silent
                 if w.pid is not None:
                     _signal_group(w.pid, signal.SIGTERM)
             elif isinstance(action, Kill):
@@ -387,7 +393,7 @@ class Supervisor:
             return
         w.process, w.fd, w.buffer = spare.process, spare.read_fd, b""
         w.code = {str(f): self.sources.get(str(f)) for f in w.spec.files}
-        w.last_words = None
+        w.last_words, w.registered = None, 0
         w.health.clear()
         w.ready.clear()
         self.selector.register(spare.read_fd, selectors.EVENT_READ, w)
@@ -430,6 +436,9 @@ class Supervisor:
         event = message.get("event")
         if event == "started":
             w.files = {path: _stamp(path) for path in message.get("files", [])}
+            w.registered = None
+        elif event == "progress":
+            w.registered = int(message["tasks"])
         self._apply(w, Heard(started=event == "started"))
         if event == "health":
             w.health[message["task"]] = message.get("reason")
@@ -629,6 +638,7 @@ def supervise(
         options.for_worker(),
         sources,
         stop_grace=options.stop_grace,
+        start_timeout=options.start_timeout,
         endpoints=endpoints,
         metrics=metrics,
         on_ready=on_ready,

@@ -20,9 +20,10 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from ..engine.hooks import Hooks
 from ..exits import EXIT_CONFIG
@@ -35,6 +36,8 @@ __all__ = ["WorkerSpec", "Reporter", "command", "main", "payload", "plan"]
 
 #: How often a worker says it is alive, at most (from its heartbeat threads: proof that they run).
 TICK = 2.0
+#: While the task files import, how often the worker looks at how many tasks have registered (s).
+PROGRESS_EVERY = 1.0
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
 #: Beyond ``--stop-grace``, what a worker's graceful stop may take once its supervisor is gone.
@@ -169,6 +172,30 @@ def payload(spec: WorkerSpec, options: Mapping[str, Any], status_fd: int, source
     ).encode()
 
 
+@contextmanager
+def _progress(registry: Registry, reporter: Reporter) -> Iterator[None]:
+    """While the task files import, tell the supervisor whenever more tasks have registered: a large
+    file that keeps registering is importing, not silent (``--start-timeout`` counts from the last
+    progress); one that stops registering is ended, and the supervisor says how far it got."""
+    done = threading.Event()
+
+    def report() -> None:
+        seen = len(registry.tasks)
+        while not done.wait(PROGRESS_EVERY):
+            count = len(registry.tasks)
+            if count != seen:
+                seen = count
+                reporter.send(event="progress", tasks=count)
+
+    thread = threading.Thread(target=report, name="import-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+    reporter.send(event="progress", tasks=len(registry.tasks))  # imported: the setup's time starts now
+
+
 def main(registry: Registry, argv: Sequence[str]) -> int:
     """A worker (``argv``: the supervisor's pid and the lifeline's fd): import its task files from
     the text it was given, into ``registry``, and run its tasks."""
@@ -189,7 +216,8 @@ def main(registry: Registry, argv: Sequence[str]) -> int:
     _name_process(f"eb:{payload['name']}")
     reporter = Reporter(payload["status_fd"])
     try:
-        tasks = load(payload["files"], registry, only=payload["tasks"], sources=payload["sources"])
+        with _progress(registry, reporter):
+            tasks = load(payload["files"], registry, only=payload["tasks"], sources=payload["sources"])
     except ConfigError as exc:  # the file changed on disk since it was validated
         logger.error("worker {}: cannot start: {}", payload["name"], exc)
         reporter.send(event="fatal", reason=f"cannot start: {exc}")

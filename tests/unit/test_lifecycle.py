@@ -10,7 +10,6 @@ import pytest
 from epics_bridge.exits import EXIT_CONFIG, EXIT_OK, EXIT_STUCK
 from epics_bridge.service.lifecycle import (
     KILL_GRACE,
-    START_TIMEOUT,
     Action,
     Back,
     Backoff,
@@ -33,9 +32,12 @@ from epics_bridge.service.lifecycle import (
     Tick,
     describe,
 )
+from epics_bridge.service.options import Options
 
 STOP_GRACE = 5.0
-LIFECYCLE = Lifecycle(STOP_GRACE)
+#: ``--start-timeout``'s default
+START_TIMEOUT = Options().start_timeout
+LIFECYCLE = Lifecycle(STOP_GRACE, START_TIMEOUT)
 #: A running worker's own silence limit, as the supervisor computes it from its tasks.
 LIMIT = 20.0
 SEGV = -signal.SIGSEGV
