@@ -97,10 +97,16 @@ def write_tasks(folder: Path, source: str, name: str = "tasks_under_test.py") ->
 
 
 class Daemon:
-    """``python -m epics_bridge ARGS`` in a subprocess, its stderr kept in a file."""
+    """``python -m epics_bridge ARGS`` in a subprocess, its stderr kept in a file (or, with
+    ``stderr_pipe``, a pipe that nobody reads: a blocked log sink)."""
 
     def __init__(
-        self, args: Sequence[str], env: Mapping[str, str], workdir: Path, script: Optional[Path] = None
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        workdir: Path,
+        script: Optional[Path] = None,
+        stderr_pipe: bool = False,
     ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -114,7 +120,7 @@ class Daemon:
                 cwd=workdir,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                stderr=stderr,
+                stderr=subprocess.PIPE if stderr_pipe else stderr,
             )
 
     @property
@@ -174,14 +180,20 @@ class Daemon:
 
 @contextmanager
 def daemon(
-    args: Sequence[str], env: Mapping[str, str], workdir: Path, script: Optional[Path] = None
+    args: Sequence[str],
+    env: Mapping[str, str],
+    workdir: Path,
+    script: Optional[Path] = None,
+    stderr_pipe: bool = False,
 ) -> Iterator[Daemon]:
     """``python -m epics_bridge ARGS`` (or ``python SCRIPT ARGS``), killed and checked for leftovers after."""
-    d = Daemon(args, env, workdir, script)
+    d = Daemon(args, env, workdir, script, stderr_pipe)
     try:
         yield d
     finally:
         d.kill()
+        if d.proc.stderr is not None:  # unblocks the workers' writers: a broken pipe now
+            d.proc.stderr.close()
         d.assert_nothing_left()
 
 
