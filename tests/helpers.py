@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -333,3 +334,26 @@ def embedded_client_env(ports: Mapping[str, str]) -> Dict[str, str]:
         "EPICS_PVA_SERVER_PORT": ports["EPICS_PVAS_SERVER_PORT"],
         "EPICS_PVA_BROADCAST_PORT": ports["EPICS_PVAS_BROADCAST_PORT"],
     }
+
+
+class ClosedLoop(threading.Thread):
+    """Triggers one task again and again, as a client would, counting acknowledged and lost cycles."""
+
+    def __init__(self, env: Dict[str, str], prefix: str, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.env, self.prefix, self.stop = env, prefix, stop
+        self.acknowledged = self.lost = 0
+
+    def run(self) -> None:
+        ctx = client_for(self.env)
+        trigger = ready_trigger(ctx, self.prefix)
+        try:
+            while not self.stop.is_set():
+                try:
+                    trigger.cycle(timeout=5.0)
+                    self.acknowledged += 1
+                except TimeoutError:
+                    self.lost += 1
+        finally:
+            trigger.close()
+            ctx.close()

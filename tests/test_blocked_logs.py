@@ -12,12 +12,15 @@ from __future__ import annotations
 import threading
 import time
 
-from helpers import client_for, daemon, read, ready_trigger, wait_for, wait_value, write_tasks
-from test_supervisor import BACK_WITHIN, PERIOD, STALL, STUCK, ClosedLoop
+from helpers import ClosedLoop, client_for, daemon, read, ready_trigger, wait_for, wait_value, write_tasks
 
 from epics_bridge import TaskStatus
 
 CHATTY, HANG, HEALTHY = "BL:CHAT:", "BL:HANG:", "BL:OK:"
+PERIOD, STALL, STUCK = 0.5, 2.0, 4
+#: The watchdog's budget (stalled, then STUCK periods), then the restart: 1 s of backoff and a
+#: worker start-up on a loaded 2-core machine.
+BACK_WITHIN = STALL + STUCK * PERIOD + 5.0
 LINES = 3000  # about 300 kB a cycle: a pipe holds 64 kB
 NOISY = f"""
 import time
