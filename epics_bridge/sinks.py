@@ -21,12 +21,14 @@ from typing import Callable, Optional
 
 from loguru import logger
 
-__all__ = ["QUEUE_SIZE", "STOP_TIMEOUT", "QueuedSink", "drain"]
+__all__ = ["BLOCKED", "QUEUE_SIZE", "STOP_TIMEOUT", "QueuedSink", "drain"]
 
 #: Lines a sink holds for its writer before it drops.
 QUEUE_SIZE = 10_000
 #: What an orderly stop waits, at most, for a sink's pending lines to be written.
 STOP_TIMEOUT = 2.0
+#: A writer inside one write for longer than this is blocked: :func:`drain` does not wait for it.
+BLOCKED = 0.1
 
 _sinks: weakref.WeakSet[QueuedSink] = weakref.WeakSet()
 
@@ -53,6 +55,8 @@ class QueuedSink:
         self.dropped = 0
         self._unsaid = 0
         self._why = "was blocked"
+        #: When the write under way began (monotonic clock), or None between writes.
+        self._writing_since: Optional[float] = None
         self._thread = threading.Thread(target=self._run, name=f"log-writer:{name}", daemon=True)
         self._thread.start()
         _sinks.add(self)
@@ -80,6 +84,12 @@ class QueuedSink:
             return
         self._thread.join(max(0.0, deadline - time.monotonic()))
 
+    @property
+    def blocked(self) -> bool:
+        """Whether the writer has been inside one write for more than :data:`BLOCKED` s."""
+        since = self._writing_since
+        return since is not None and time.monotonic() - since > BLOCKED
+
     def drain(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for every line queued so far to be written; True if it was."""
         with self._queue.all_tasks_done:
@@ -94,12 +104,15 @@ class QueuedSink:
                     if self._close is not None:
                         self._close()
                     return
+                self._writing_since = time.monotonic()
                 try:
                     self._write(message)
                     wrote = True
                 except Exception as exc:  # a full disk, a closed stream: this line is lost, not the writer
                     self._drop(f"failed ({exc})")
                     wrote = False
+                finally:
+                    self._writing_since = None
                 with self._lock:
                     unsaid, self._unsaid = self._unsaid, 0
                     why = self._why
@@ -113,9 +126,10 @@ class QueuedSink:
 
 
 def drain(timeout: float) -> None:
-    """Give every sink of this process up to ``timeout`` s in all to write what is queued: for an
-    exit that cannot wait longer (the watchdog's), so its last lines still reach the files unless a
-    sink is blocked."""
+    """Give every sink of this process that is not blocked up to ``timeout`` s in all to write what
+    is queued: for an exit that must not wait for a log line (the watchdog's), so that its last
+    lines still reach the files, and a blocked stderr costs it nothing."""
     deadline = time.monotonic() + timeout
     for sink in list(_sinks):
-        sink.drain(max(0.0, deadline - time.monotonic()))
+        if not sink.blocked:
+            sink.drain(max(0.0, deadline - time.monotonic()))

@@ -18,9 +18,10 @@ from epics_bridge import TaskStatus
 
 CHATTY, HANG, HEALTHY = "BL:CHAT:", "BL:HANG:", "BL:OK:"
 PERIOD, STALL, STUCK = 0.5, 2.0, 4
-#: The watchdog's budget (stalled, then STUCK periods), then the restart: 1 s of backoff and a
-#: worker start-up on a loaded 2-core machine.
-BACK_WITHIN = STALL + STUCK * PERIOD + 5.0
+#: The watchdog's budget (stalled, then STUCK periods), with a margin for a loaded 2-core machine.
+ENDS_WITHIN = STALL + STUCK * PERIOD + 2.0
+#: Then the restart: 1 s of backoff and a worker start-up on that machine.
+BACK_WITHIN = ENDS_WITHIN + 6.0
 LINES = 3000  # about 300 kB a cycle: a pipe holds 64 kB
 NOISY = f"""
 import time
@@ -69,6 +70,8 @@ def test_a_stderr_nobody_reads_blocks_neither_the_watchdog_nor_the_neighbours(ma
         ctx.put(HANG + "Trigger", 1)
         wait_value(ctx, HANG + "Busy", 1)
         hung_at = time.monotonic()
+        wait_for(lambda: first_worker not in d.workers(), timeout=30, what="the hung task's worker to end")
+        ended_after = time.monotonic() - hung_at
         # the restarted worker finds Busy=1, reports the lost cycle, clears Busy and Trigger
         wait_for(
             lambda: read(ctx, HANG + "Busy") == 0 and read(ctx, HANG + "Trigger") == 0,
@@ -86,7 +89,11 @@ def test_a_stderr_nobody_reads_blocks_neither_the_watchdog_nor_the_neighbours(ma
         assert d.proc.poll() is None, "the service itself never exits"
         chatty_log = d.log("chatty")
     ctx.close()
-    print(f"\nhung task's worker back after {back_after:.1f} s; healthy cycles {healthy.acknowledged} acknowledged")
+    print(
+        f"\nhung task's worker ended after {ended_after:.1f} s, back after {back_after:.1f} s; "
+        f"healthy cycles {healthy.acknowledged} acknowledged"
+    )
+    assert ended_after <= ENDS_WITHIN, ended_after
     assert back_after <= BACK_WITHIN, back_after
     assert healthy.lost == 0, f"{healthy.lost} healthy cycles lost"
     assert healthy.acknowledged > 10, healthy.acknowledged

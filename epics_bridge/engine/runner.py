@@ -33,8 +33,8 @@ __all__ = ["Runner"]
 #: At a stop, seconds of ``stop_grace`` (half of it at most) left to an async task's cancelled
 #: coroutine to unwind and report.
 CANCEL_GRACE = 1.0
-#: Seconds the watchdog's exit gives the log sinks to write its last lines, at most (a blocked sink
-#: costs no more than that).
+#: Seconds the watchdog's exit gives the log sinks to write its last lines, at most (a sink found
+#: blocked is not waited for at all).
 LAST_LINES = 0.5
 
 

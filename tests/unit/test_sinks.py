@@ -11,7 +11,7 @@ import pytest
 from helpers import reset_logging, wait_for
 from loguru import logger
 
-from epics_bridge.sinks import QueuedSink
+from epics_bridge.sinks import QueuedSink, drain
 
 
 class Blocked:
@@ -91,3 +91,21 @@ def test_stop_writes_what_is_pending_and_gives_up_on_a_blocked_sink_in_time():
         healthy.write(f"{n}\n")
     healthy.stop()
     assert writer.written[-100:] == [f"{n}\n" for n in range(100)], "an orderly stop writes every pending line"
+
+
+def test_drain_waits_for_a_writing_sink_and_not_for_a_blocked_one():
+    blocked_writer, written = Blocked(), []
+    blocked = QueuedSink("a blocked sink", blocked_writer)
+    healthy = QueuedSink("a healthy sink", lambda text: (time.sleep(0.001), written.append(text)))
+    blocked.write("stuck\n")
+    assert blocked_writer.entered.wait(5)
+    wait_for(lambda: blocked.blocked, timeout=5, what="the writer seen as blocked")
+    for n in range(50):
+        healthy.write(f"{n}\n")
+    started = time.monotonic()
+    drain(2.0)
+    assert len(written) == 50, "the healthy sink's lines are written before the exit"
+    assert time.monotonic() - started < 1.0, "the blocked sink is not waited for"
+    blocked_writer.release.set()
+    blocked.stop()
+    healthy.stop()
