@@ -32,6 +32,7 @@ deferred_imports.install()  # first: its stand-ins must precede loguru and p4p
 
 from .app import bridge  # noqa: E402
 from .base_pv_interface import BasePVInterface  # noqa: E402
+from .pv import PV  # noqa: E402
 from .registry import Registry  # noqa: E402
 from .status import TaskStatus  # noqa: E402
 from .task import ConfigError, Task  # noqa: E402
@@ -39,7 +40,7 @@ from .version import __version__  # noqa: E402
 
 if TYPE_CHECKING:
     from .daemon import BridgeDaemon
-    from .io import BridgeIO, PVDisconnectedError, PVError, PVRejectedError, PVTimeoutError
+    from .io import BridgeIO, PVDisconnectedError, PVError, PVRejectedError, PVTimeoutError, PVValueError
     from .task_context import TaskContext, UnknownNameError
 
 #: Names whose modules import p4p, loaded on first use: a task file (and pytest, which loads the
@@ -53,6 +54,7 @@ _LAZY = {
     "PVTimeoutError": ".io",
     "PVDisconnectedError": ".io",
     "PVRejectedError": ".io",
+    "PVValueError": ".io",
 }
 
 
@@ -75,9 +77,11 @@ __all__ = [
     "UnknownNameError",
     "BridgeDaemon",
     "BasePVInterface",
+    "PV",
     "BridgeIO",
     "PVError",
     "PVTimeoutError",
     "PVDisconnectedError",
     "PVRejectedError",
+    "PVValueError",
 ]

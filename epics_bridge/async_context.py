@@ -70,26 +70,44 @@ class AsyncTaskContext(TaskContext):
         super().__init__(*args, **kwargs)
         object.__setattr__(self, "_unawaited", {})  # the context is read-only to the task
 
-    def get(self, names: Union[str, Sequence[str]], timeout: Optional[float] = None) -> PVOperation:
+    def get(
+        self,
+        names: Union[str, Sequence[str], None] = None,
+        timeout: Optional[float] = None,
+        *,
+        tag: Optional[str] = None,
+    ) -> PVOperation:
         """``await t.get(name)``: one PV's value; ``await t.get([...])``: ``{name as given: value}``
-        from one batch."""
+        from one batch; ``await t.get(tag="inputs")``: ``{logical name: value}`` of the PVs with that
+        tag. A typed PV's value comes as its declared type."""
+        names = self._read_names(names, tag)
         if isinstance(names, str):
+            call = f"t.get({names!r})"
             pv = self.pv(names)
-            return PVOperation(self, lambda: self.io.aget(pv, timeout), f"t.get({names!r})", _caller())
+            if pv not in self._typed:
+                return PVOperation(self, lambda: self.io.aget(pv, timeout), call, _caller())
+
+            async def read_one() -> Any:
+                return self._typed_reads({pv: await self.io.aget(pv, timeout)})[pv]
+
+            return PVOperation(self, read_one, call, _caller())
         listed = list(names)
         pvs = [self.pv(n) for n in listed]
+        call = f"t.get({listed!r})" if tag is None else f"t.get(tag={tag!r})"
 
         async def read() -> Dict[str, Any]:
-            values = await self.io.aget(pvs, timeout)
+            values = self._typed_reads(await self.io.aget(pvs, timeout))
             return {n: values[pv] for n, pv in zip(listed, pvs)}
 
-        return PVOperation(self, read, f"t.get({listed!r})", _caller())
+        return PVOperation(self, read, call, _caller())
 
     # The verb of TaskContext.put, awaited: it returns the operation instead of None.
     def put(self, values: Optional[Mapping[str, Any]] = None, /, **logical_values: Any) -> PVOperation:  # type: ignore[override]
-        """``await t.put(valve=0)`` / ``await t.put({"valve": 0})``: one batch, each write acknowledged."""
+        """``await t.put(valve=0)`` / ``await t.put({"valve": 0})``: one batch, each write acknowledged;
+        a batch with a value that does not fit its typed PV raises PVValueError at the call, nothing
+        of it written."""
         merged: Dict[str, Any] = {**(values or {}), **logical_values}
-        data = {self.pv(n): v for n, v in merged.items()}
+        data = self._typed_writes({self.pv(n): v for n, v in merged.items()})
         call = f"t.put({', '.join(f'{n}=…' for n in merged)})"
         return PVOperation(self, lambda: self.io.aput(data), call, _caller())
 

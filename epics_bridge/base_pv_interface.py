@@ -10,14 +10,17 @@ import copy
 import re
 import string
 import warnings
-from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, Mapping, Tuple
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
+
+from .pv import PV
 
 __all__ = [
     "BasePVInterface",
     "DuplicatePVWarning",
     "ReadOnlyError",
     "read_only",
+    "relative",
     "resolve_templates",
     "STANDARD_FIELDS",
 ]
@@ -65,14 +68,31 @@ def _check_template(attr: str, template: object, prefixes: Mapping[str, str]) ->
     return name, []
 
 
-def resolve_templates(templates: Mapping[str, object], prefixes: Mapping[str, str]) -> Dict[str, str]:
-    """Format every template with ``prefixes``; raise one ValueError listing every problem.
+def relative(declaration: Union[str, PV]) -> Union[str, PV]:
+    """A name with no ``{key}`` is relative to the task's prefix: ``"Press:RBV"`` is
+    ``"{main}Press:RBV"``, for a plain template and a :class:`PV` alike."""
+    if not isinstance(declaration, PV):
+        return _relative(declaration)
+    if not isinstance(declaration.name, str):  # refused when resolved, naming its field
+        return declaration
+    return replace(declaration, name=_relative(declaration.name))
+
+
+def _relative(template: str) -> str:
+    return template if "{" in template else "{main}" + template
+
+
+def resolve_templates(
+    templates: Mapping[str, object], prefixes: Mapping[str, str], problems: Sequence[str] = ()
+) -> Dict[str, str]:
+    """Format every template with ``prefixes``; raise one ValueError listing every problem (those
+    found here and ``problems``, found by the caller).
 
     Collecting all problems first means a user fixes a whole interface in one edit, not one
     error per run.
     """
     resolved: Dict[str, str] = {}
-    problems: List[str] = []
+    problems = list(problems)
     for attr, template in templates.items():
         name, errors = _check_template(attr, template, prefixes)
         resolved[attr] = name
@@ -80,7 +100,7 @@ def resolve_templates(templates: Mapping[str, object], prefixes: Mapping[str, st
     if problems:
         available = ", ".join(sorted(prefixes)) or "none"
         raise ValueError(
-            f"Configuration error in PV templates (prefix keys given: {available}):\n  " + "\n  ".join(problems)
+            f"Configuration error in the PV declarations (prefix keys given: {available}):\n  " + "\n  ".join(problems)
         )
     _warn_duplicates(resolved)
     return resolved
@@ -113,10 +133,12 @@ def read_only(pvs: BasePVInterface) -> BasePVInterface:
 
 @dataclass
 class BasePVInterface:
-    """The PV interface of epics-bridge 1.0.1: subclass it, add ``str`` fields holding ``{key}`` templates.
+    """The PV interface of epics-bridge 1.0.1: subclass it, add ``str`` fields holding ``{key}`` templates,
+    or :class:`~epics_bridge.pv.PV` declarations whose name is such a template.
 
     ``prefixes`` supplies the keys; ``{main}`` is the task's own prefix. After ``__init__`` every
-    string field holds the full PV name.
+    PV field holds the full PV name (a ``str``), and :attr:`declarations` the ``PV`` declarations
+    with their names resolved.
     """
 
     prefixes: Dict[str, str] = field(default_factory=dict)
@@ -128,13 +150,18 @@ class BasePVInterface:
     task_duration: str = STANDARD_FIELDS["task_duration"]
 
     def __post_init__(self) -> None:
-        # Non-string fields are settings, not PVs, as in 1.0.1.
-        templates = {
+        # Fields that are neither strings nor PV declarations are settings, not PVs, as in 1.0.1.
+        declared: Dict[str, Union[str, PV]] = {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if f.name != "prefixes" and isinstance(getattr(self, f.name), str)
+            if f.name != "prefixes" and isinstance(getattr(self, f.name), (str, PV))
         }
-        for attr, name in resolve_templates(templates, self.prefixes).items():
+        templates = {attr: d.name if isinstance(d, PV) else d for attr, d in declared.items()}
+        problems = [f"field '{a}': {p}" for a, d in declared.items() if isinstance(d, PV) for p in d.problems()]
+        resolved = resolve_templates(templates, self.prefixes, problems)
+        self._templates = {attr: str(template) for attr, template in templates.items()}
+        self._declarations = {a: replace(d, name=resolved[a]) for a, d in declared.items() if isinstance(d, PV)}
+        for attr, name in resolved.items():
             setattr(self, attr, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -148,9 +175,24 @@ class BasePVInterface:
         super().__delattr__(name)
 
     @property
+    def declarations(self) -> Dict[str, PV]:
+        """Logical name -> its :class:`PV` declaration, name resolved (fields given as plain strings
+        have none: they are untyped)."""
+        return dict(self._declarations)
+
+    @property
+    def templates(self) -> Dict[str, str]:
+        """Logical name -> the name template as declared, before the prefixes were substituted."""
+        return dict(self._templates)
+
+    def filter_pvs(self, tag: str) -> Dict[str, PV]:
+        """The declarations carrying ``tag``, by logical name (epics-bridge 5.0.0's tag filter)."""
+        return {attr: pv for attr, pv in self._declarations.items() if tag in pv.tags}
+
+    @property
     def as_dict(self) -> Dict[str, str]:
         """Logical name -> PV name for every PV field (not ``prefixes`` or other settings)."""
-        return {k: v for k, v in vars(self).items() if k != "prefixes" and isinstance(v, str)}
+        return {k: v for k, v in vars(self).items() if k != "prefixes" and not k.startswith("_") and isinstance(v, str)}
 
     @property
     def pv_to_attr(self) -> Dict[str, str]:

@@ -19,6 +19,7 @@ from .registry import Registry
 from .service.interface import Service
 from .status import TaskStatus
 from .task import ConfigError, Source, Task
+from .task_context import TaskContext
 
 __all__ = ["BridgeDaemon", "TaskStatus"]
 
@@ -29,6 +30,10 @@ class BridgeDaemon(ABC):
     A subclass that overrides :meth:`trigger` is polled every :meth:`get_poll_rate` seconds, as in
     epics-bridge 1.0.1; otherwise Trigger is watched with a PVA monitor and a cycle starts within a
     millisecond of the request.
+
+    During :meth:`run_task`, :attr:`context` is the cycle's task context (the ``t`` of a decorated
+    task): ``self.context.get("position")`` reads by the interface's logical names, a typed
+    ``PV(...)`` field as its declared type, ``self.context.get(tag="readback")`` a tagged group.
     """
 
     def __init__(self, interface: BasePVInterface, name: Optional[str] = None) -> None:
@@ -42,6 +47,8 @@ class BridgeDaemon(ABC):
         #: Seconds a cycle may run before it is interrupted (None: no limit); below max_stall_limit.
         self.time_limit: Optional[float] = None
         self._service: Optional[Service] = None
+        #: The running cycle's task context (None before the first cycle).
+        self.context: Optional[TaskContext] = None
 
     @property
     def io(self) -> BridgeIO:
@@ -112,5 +119,6 @@ class BridgeDaemon(ABC):
         if self._service is not None:
             self._service.stop()
 
-    def _cycle(self, t: Any) -> object:
+    def _cycle(self, t: TaskContext) -> object:
+        self.context = t
         return self.run_task()

@@ -26,7 +26,16 @@ from .values import to_python
 if TYPE_CHECKING:  # asyncio costs ~3 MB a process: imported only where an async def task runs
     import asyncio
 
-__all__ = ["Sent", "BridgeIO", "Monitor", "PVError", "PVTimeoutError", "PVDisconnectedError", "PVRejectedError"]
+__all__ = [
+    "Sent",
+    "BridgeIO",
+    "Monitor",
+    "PVError",
+    "PVTimeoutError",
+    "PVDisconnectedError",
+    "PVRejectedError",
+    "PVValueError",
+]
 
 Names = Union[str, Sequence[str]]
 
@@ -60,6 +69,17 @@ class PVDisconnectedError(PVError, ConnectionError):
 
 class PVRejectedError(PVError):
     """The server refused the request, or the value does not fit the PV's type."""
+
+
+class PVValueError(PVError, ValueError):
+    """A value does not fit its PV's declaration (type, choices, length, limits): a read that came
+    back as something else, or a write refused before anything of its batch was sent."""
+
+    def __init__(self, operation: str, failures: Mapping[str, BaseException]) -> None:
+        super().__init__(operation, failures)
+        causes = "; ".join(f"{pv}: {exc}" for pv, exc in self.failures.items())
+        untouched = " (nothing of the batch was written)" if operation == "put" else ""
+        self.args = (f"{operation} refused for {causes}{untouched}",)
 
 
 def _describe(exc: BaseException) -> str:

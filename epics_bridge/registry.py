@@ -15,8 +15,9 @@ from dataclasses import field, make_dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
-from .base_pv_interface import BasePVInterface
+from .base_pv_interface import BasePVInterface, relative
 from .defaults import DEFAULTS
+from .pv import PV
 from .task import ConfigError, Source, Task
 
 __all__ = ["DbSpec", "PVs", "Registry"]
@@ -26,7 +27,7 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _MACRO = re.compile(r"\$[({](\w+)")
 #: What ``@bridge.task`` decorates: a function of the task context.
 TaskFunction = Callable[[Any], object]
-PVs = Union[Mapping[str, str], Type[BasePVInterface], BasePVInterface, None]
+PVs = Union[Mapping[str, Union[str, PV]], Type[BasePVInterface], BasePVInterface, None]
 #: A task's own database for the embedded IOC: a path, or (path, {macro: value}).
 DbSpec = Union[str, Path, Tuple[Union[str, Path], Mapping[str, str]]]
 
@@ -93,9 +94,7 @@ def _interface_class(pvs: Mapping[str, object]) -> Type[BasePVInterface]:
             raise ConfigError(f"field 'pvs': logical name {logical!r} must be a Python identifier (t.pvs.<name>)")
         if logical == "prefixes":
             raise ConfigError("field 'pvs': 'prefixes' is reserved")
-        if isinstance(template, str) and "{" not in template:
-            template = "{main}" + template  # relative to the task's prefix
-        templates.append((logical, template))
+        templates.append((logical, relative(template) if isinstance(template, (str, PV)) else template))
     try:
         return _shared_interface_class(tuple(templates))
     except TypeError:  # a template that is not even hashable: refused when resolved, naming its field
@@ -110,7 +109,9 @@ def _shared_interface_class(templates: Tuple[Tuple[str, Any], ...]) -> Type[Base
 
 
 def _make_interface_class(templates: Tuple[Tuple[str, Any], ...]) -> Type[BasePVInterface]:
-    return make_dataclass("PVs", [(n, str, field(default=t)) for n, t in templates], bases=(BasePVInterface,))
+    return make_dataclass(
+        "PVs", [(n, Union[str, PV], field(default=t)) for n, t in templates], bases=(BasePVInterface,)
+    )
 
 
 def _databases(

@@ -12,9 +12,8 @@ from typing import Any, Dict, List
 
 import numpy as np
 from p4p import Value
-from p4p.nt import NTNDArray
 
-__all__ = ["EnumValue", "to_python", "unwrap_p4p_structure"]
+__all__ = ["EnumValue", "kind_of", "to_python", "unwrap_p4p_structure"]
 
 
 class EnumValue(int):
@@ -60,7 +59,12 @@ def _ntenum(v: Value) -> EnumValue:
 
 
 def _ntndarray(v: Value) -> np.ndarray:
-    return np.asarray(NTNDArray.unwrap(v))
+    """The pixels shaped by ``dimension`` (slowest first). p4p's own unwrap assigns to an array's
+    ``shape``, which NumPy 2.5 deprecates; a reshape is the same view without the warning."""
+    pixels = v["value"]
+    pixels = np.zeros((0,), dtype=np.uint8) if pixels is None else np.asarray(pixels)
+    shape = [d["size"] for d in v["dimension"]][::-1]
+    return pixels.reshape(shape) if shape else pixels
 
 
 def _nttable(v: Value) -> Dict[str, Any]:
@@ -95,6 +99,23 @@ def to_python(value: Any) -> Any:
         except Exception:  # a server that names a type but serves another shape
             pass
     return _todict(value)
+
+
+def kind_of(value: Any) -> str:
+    """'enum', 'integer', 'float', 'string', 'array' or 'structure': the kind of a PV's value."""
+    if isinstance(value, Value):
+        try:
+            code = value.type()["value"]
+        except KeyError:
+            return "structure"
+        if not isinstance(code, str):
+            return "enum" if value.getID().startswith("epics:nt/NTEnum") else "structure"
+        if code.startswith("a"):
+            return "array"
+        return {"s": "string", "f": "float", "d": "float"}.get(code, "integer")
+    if isinstance(value, (bool, int)):
+        return "integer"
+    return {float: "float", str: "string"}.get(type(value), "array" if hasattr(value, "__len__") else "structure")
 
 
 def _todict(value: Value) -> Any:

@@ -1,6 +1,7 @@
 """Test helpers: condition waits, monitors, daemons in subprocesses or in-process.
 
-The closed-loop trigger client is the benchmark's (:class:`epics_bridge.bench.client.Trigger`)."""
+The closed-loop trigger client is the package's (:class:`epics_bridge.client.Trigger`), which the
+benchmark drives too."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 from p4p.client.thread import Context
 
-from epics_bridge.bench.client import Recorder, Trigger
+from epics_bridge.client import Recorder, Trigger
 from epics_bridge.engine.runner import Runner
 from epics_bridge.ioc.softioc import free_port
 from epics_bridge.service import worker

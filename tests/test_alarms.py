@@ -70,8 +70,8 @@ def test_a_component_per_file_and_per_task(examples):
 )
 def test_heartbeat_age_and_task_status_per_task(examples, task, prefix):
     component = examples.find(f"component/component[@name='{task}']")
-    assert names(component, "pv") == [prefix + "HeartbeatAge", prefix + "TaskStatus"]
-    age, status = component.findall("pv")
+    assert names(component, "pv")[:2] == [prefix + "HeartbeatAge", prefix + "TaskStatus"]
+    age, status = component.findall("pv")[:2]
     for pv in (age, status):
         assert [child.tag for child in pv] == LEAF
         assert pv.findtext("enabled") == "true" and pv.findtext("annunciating") == "false"
@@ -83,6 +83,19 @@ def test_heartbeat_age_and_task_status_per_task(examples, task, prefix):
         assert pv.findtext("display/details") == f"opi/{task}.bob"
     assert age.findtext("latching") == "true" and "dead or hung" in age.findtext("description")
     assert status.findtext("latching") == "false" and "failed" in status.findtext("description")
+
+
+def test_a_typed_pv_with_alarm_levels_joins_its_task(examples):
+    motor = examples.find("component/component[@name='motor']")
+    assert names(motor, "pv") == ["IOC:MOTOR:01:HeartbeatAge", "IOC:MOTOR:01:TaskStatus", "IOC:SYS:Temp:Mon"]
+    temperature = motor.findall("pv")[2]
+    assert [child.tag for child in temperature] == LEAF and temperature.findtext("latching") == "false"
+    assert temperature.findtext("description") == "motor: Drive temperature outside its alarm levels"
+    assert "is MINOR above 60 C, MAJOR above 80 C" in temperature.findtext("guidance/details")
+    assert temperature.findtext("display/details") == "opi/motor.bob"
+    assert [names(c, "pv") for c in examples.findall("component/component[@name='interlock']")] == [
+        ["VAC:PUMP:01:HeartbeatAge", "VAC:PUMP:01:TaskStatus"]  # untyped: no levels known
+    ]
 
 
 def test_names_are_unique_hold_no_slash_and_the_order_is_stable(tmp_path):

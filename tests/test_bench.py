@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from epics_bridge.bench.measure import process_tree, pss_mb, tree_cpu_seconds, tree_figures
-from epics_bridge.bench.suite import write_task_file
+from benchmarks.measure import process_tree, pss_mb, tree_cpu_seconds, tree_figures
+from benchmarks.suite import write_task_file
 
 
 def test_generated_task_file_has_one_task_per_prefix(tmp_path):

@@ -98,3 +98,31 @@ def test_bad_task_files_exit_2_before_any_pv_is_read(tmp_path):
     assert result.returncode == 2
     assert "field 'prefix'" in result.stderr and "absent.py: no such file" in result.stderr
     assert result.stdout == ""
+
+
+def test_a_typed_pv_served_by_a_record_of_another_type_is_reported_and_exits_1(prefix, tmp_path):
+    tasks = write_tasks(
+        tmp_path,
+        f"""
+        from epics_bridge import PV, bridge
+
+        @bridge.task(prefix="{prefix}", prefixes={{"v": "{VALUES}"}}, pvs={{
+            "text_as_float": PV("{{v}}Text", float),
+            "wave_as_scalar": PV("{{v}}Wave", float),
+            "long_as_array": PV("{{v}}Long", int, length=4),
+            "double": PV("{{v}}Double", float),
+            "mode": PV("{{v}}Mode", choices=["Idle", "Ramp", "Hold"]),
+            "on": PV("{{v}}Bool", bool),
+        }})
+        def typed(t):
+            pass
+    """,
+    )
+    result = _check([tasks])
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = _rows(result.stdout)
+    assert rows[f"{VALUES}Text"] == "WRONG TYPE: declared float, the IOC serves a string"
+    assert rows[f"{VALUES}Wave"] == "WRONG TYPE: declared float, the IOC serves an array"
+    assert rows[f"{VALUES}Long"] == "WRONG TYPE: declared int[4], the IOC serves an integer"
+    assert rows[f"{VALUES}Double"] == rows[f"{VALUES}Mode"] == rows[f"{VALUES}Bool"] == "ok"
+    assert result.stdout.splitlines()[-1].startswith("3 of ")

@@ -17,7 +17,7 @@ from helpers import write_tasks
 import epics_bridge
 from epics_bridge.app import bridge
 from epics_bridge.ioc.softioc import db_dir
-from epics_bridge.phoebus.records import parse_db
+from epics_bridge.records import parse_db
 from epics_bridge.service.loading import load
 from epics_bridge.task import Task
 
@@ -49,7 +49,8 @@ def widgets(root: ET.Element) -> List[ET.Element]:
 
 def pv_names(root: ET.Element) -> Set[str]:
     """Every PV the screen connects to or writes, its protocol and the display's macros resolved."""
-    macros = {m.tag: m.text for m in root.find("macros") or []}
+    block = root.find("macros")
+    macros = {m.tag: m.text for m in ([] if block is None else block)}
     found = [e.text for e in root.iter() if e.tag in ("pv_name", "y_pv", "x_pv", "pv") and e.text]
     names = set()
     for name in found:
@@ -181,6 +182,32 @@ def test_a_task_screen(examples):
     assert back.get("type") == "open_display" and back.findtext("file") == "overview.bob"
     plot = by_name(examples["waveform_stats.bob"], "wave")
     assert plot.get("type") == "xyplot" and plot.findtext("traces/trace/y_pv") == "pva://$(P)Wave"
+
+
+def test_typed_pvs_get_the_widgets_of_the_records_their_declarations_make(examples, tmp_path):
+    motor = examples["motor.bob"]  # tasks/motor.py declares typed PVs and loads no database
+    velocity = by_name(motor, "velocity_sp")
+    assert velocity.get("type") == "spinner" and velocity.findtext("pv_name") == "pva://$(P)Vel:SP"
+    assert (velocity.findtext("minimum"), velocity.findtext("maximum")) == ("0", "10")  # limits=(0.0, 10.0)
+    assert velocity.findtext("limits_from_pv") == "false" and velocity.findtext("show_units") == "true"
+    assert by_name(motor, "position_rbv").get("type") == "textupdate"  # Pos:RBV: an input (ai)
+    write_tasks(
+        tmp_path / "tasks",
+        """\
+        from epics_bridge import PV, bridge
+
+        @bridge.task(prefix="DISP:TYPED:", pvs={
+            "mode": PV("Mode", choices=["Off", "On"], writable=True),
+            "trace": PV("Trace", float, length=64),
+            "gain": PV("Gain:SP", float),
+        })
+        def typed(t):
+            pass
+        """,
+    )
+    screen = screens(tmp_path, tmp_path / "tasks")["typed.bob"]
+    kinds = {name: by_name(screen, name).get("type") for name in ("mode", "trace", "gain")}
+    assert kinds == {"mode": "combo", "trace": "xyplot", "gain": "textentry"}  # no limits: a plain entry
 
 
 def test_many_generated_tasks_in_aligned_rows_and_the_same_bytes_each_time(tmp_path):

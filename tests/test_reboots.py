@@ -87,9 +87,10 @@ def test_a_trigger_written_after_a_reboot_mid_cycle_runs_once(outage, make_ioc, 
 
 class Client(threading.Thread):
     """A closed-loop client that rides out IOC restarts: a numbered request, then a wait for its
-    acknowledge (Trigger back to 0); a request whose put fails or that is not acknowledged in time
-    is given up, and the client waits for Trigger=0 before its next one, so an acknowledge is
-    always its own request's."""
+    acknowledge (Trigger back to 0, with Request still holding its number: a restarted IOC reads
+    Trigger=0 too, having forgotten the request, and that is no acknowledge); a request whose put
+    fails, that the IOC forgot or that is not acknowledged in time is given up, and the client
+    waits for Trigger=0 before its next one, so an acknowledge is always its own request's."""
 
     def __init__(self, env: Dict[str, str], stop: threading.Event) -> None:
         super().__init__(daemon=True)
@@ -106,6 +107,8 @@ class Client(threading.Thread):
                 try:
                     request(ctx, number, timeout=2.0)
                     self._wait_trigger_0(ctx, timeout=10.0)
+                    if read(ctx, P + "Request", timeout=2.0) != number:
+                        raise LookupError("the IOC restarted and forgot the request")
                     self.acknowledged.append(number)
                 except Exception:
                     self.given_up += 1

@@ -1,4 +1,4 @@
-"""``epics-bridge new``: a new task, its database and passing tests, written into a fresh folder.
+"""``epics-bridge new``: a new task with typed PVs and passing tests (no database), written into a fresh folder.
 
 Each check runs what a user runs there: the command, then ``python -m pytest`` (the tests use the
 bridge_ioc fixture, so they start their own soft IOC), ``--list`` and ``--ioc``.
@@ -19,7 +19,7 @@ from helpers import Daemon, client_for, read, ready_trigger, wait_heartbeat
 from epics_bridge.cli import new as scaffold
 from epics_bridge.ioc.softioc import free_port
 
-FILES = ["tasks/pump.py", "db/pump.db", "tests/test_pump.py", "pytest.ini"]
+FILES = ["tasks/pump.py", "tests/test_pump.py", "pytest.ini"]
 
 
 def run(folder: Path, *args: str, module: str = "epics_bridge") -> subprocess.CompletedProcess:

@@ -29,9 +29,9 @@ from typing import Any, Dict, List
 
 import pytest
 
-from epics_bridge.bench.measure import tree_figures
-from epics_bridge.bench.report import heartbeat_summary
-from epics_bridge.bench.stress import Load, Rig, drive, tally
+from benchmarks.measure import tree_figures
+from benchmarks.report import heartbeat_summary
+from benchmarks.stress import Load, Rig, drive, tally
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "600"))
 TASKS = 200
@@ -144,7 +144,7 @@ def test_soak_200_tasks_under_trigger_load(tmp_path: Path):
 
 def _stress(tmp_path: Path, triggers: int, tasks: int, max_seconds: float) -> Dict[str, Any]:
     """The stress run through the default launcher (a supervisor and its worker), in-process driver."""
-    from epics_bridge.bench.stress import _parse, run
+    from benchmarks.stress import _parse, run
 
     args = _parse(["--triggers", str(triggers), "--tasks", str(tasks), "--max-seconds", str(max_seconds)])
     return run(args, tmp_path)

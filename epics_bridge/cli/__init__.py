@@ -1,6 +1,6 @@
 """``epics-bridge`` / ``python -m epics_bridge``: the commands.
 
-``epics-bridge PATH...`` runs task files (:mod:`.run`); the other commands (``check``, ``new``,
+``epics-bridge PATH...`` runs task files (:mod:`.run`); the other commands (``check``, ``new``, ``db``,
 ``display``, ``alarms``) are imported only when used. Task files register into the default
 registry (``from epics_bridge import bridge``), which the commands hand down to the loader.
 """

@@ -14,6 +14,7 @@ __all__ = ["COMMANDS", "fail"]
 COMMANDS = {
     "check": "epics_bridge.cli.check",
     "new": "epics_bridge.cli.new",
+    "db": "epics_bridge.cli.db",
     "display": "epics_bridge.phoebus.display",
     "alarms": "epics_bridge.phoebus.alarms",
 }

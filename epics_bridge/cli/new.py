@@ -1,9 +1,11 @@
-"""``epics-bridge new NAME --prefix PREFIX [--period S] [--async]``: a new task with its database and tests.
+"""``epics-bridge new NAME --prefix PREFIX [--period S] [--async]``: a new task and its tests.
 
-Writes, in the current folder, ``tasks/NAME.py`` (a working task with two example PVs), its
-``db/NAME.db``, ``tests/test_NAME.py`` (passing tests on a real soft IOC through the ``bridge_ioc``
-fixture) and, when the folder has no pytest configuration yet, the ``pytest.ini`` those tests need.
-It never overwrites: if any of the files exists, nothing is written.
+Writes, in the current folder, ``tasks/NAME.py`` (a working task with two typed example PVs),
+``tests/test_NAME.py`` (passing tests on a real soft IOC through the ``bridge_ioc`` fixture) and,
+when the folder has no pytest configuration yet, the ``pytest.ini`` those tests need. No database:
+the PVs are declared with their types, from which ``--ioc`` and the tests' IOC make the records
+(and ``epics-bridge db`` writes them for a facility's IOC). It never overwrites: if any of the
+files exists, nothing is written.
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ TASK = Template('''\
 Written by ``epics-bridge new``; make it yours:
 
 - ``pvs``: the PVs the task uses, logical name -> PV relative to the prefix (``t.pvs.input`` is
-  "${prefix}Input"). Add a record for each new one to ``db/$name.db``.
+  "${prefix}Input"), each declared with its type: reads come back as that type, and a write that
+  does not fit (type, ``limits``) fails the cycle before anything is written. ``--ioc`` and the
+  tests make a record for each; ``epics-bridge db tasks/ -o $name.db`` writes them for your IOC.
+  ``writable=True`` makes a setpoint (an output record); a name ending in ``SP`` is one anyway.
 - the function: one cycle's work. ``t.get``/``t.put`` take the logical names; return a TaskStatus
   (None counts as SUCCESS, False as LOGIC_FAILURE). A PV that does not answer raises PVError and
   the cycle reports IO_FAILURE.$async_hint
@@ -36,13 +41,15 @@ Written by ``epics-bridge new``; make it yours:
 
 Run it on an embedded soft IOC: ``python -m epics_bridge tasks/ --ioc``.
 """
-from epics_bridge import TaskStatus, bridge
+from epics_bridge import PV, TaskStatus, bridge
 
 
 @bridge.task(
     prefix="$prefix",
-    pvs={"input": "Input", "output": "Output"},$period_line
-    db="../db/$name.db",
+    pvs={
+        "input": PV("Input", float, precision=3, writable=True, description="$name input"),
+        "output": PV("Output", float, precision=3, description="$name output: twice the input"),
+    },$period_line
 )
 ${async_}def $name(t):
     value = ${await_}t.get("input")
@@ -63,25 +70,9 @@ ASYNC_HINT = """
   libraries at once. A blocking call (``time.sleep``, a blocking client) stalls the whole task:
   use the awaitable versions (``asyncio.sleep``). See epics-bridge's docs/async.md."""
 
-DATABASE = Template("""\
-# Records of the task in tasks/$name.py (written by epics-bridge new).
-# Macro: P, the task's prefix (epics-bridge passes it by default). The standard records (Trigger,
-# Busy, Heartbeat, TaskStatus, TaskDuration) come from epics-bridge's own bridge.db.
-
-record(ao, "$$(P)Input") {
-    field(DESC, "$name input")
-    field(PREC, "3")
-}
-
-record(ai, "$$(P)Output") {
-    field(DESC, "$name output: twice the input")
-    field(PREC, "3")
-}
-""")
-
 TESTS = Template('''\
 """tasks/$name.py on a real soft IOC: the bridge_ioc fixture (from epics-bridge) starts one serving
-db/$name.db, runs the task on it and stops both when the test ends."""
+the task's PVs, runs the task on it and stops both when the test ends."""
 from epics_bridge import TaskStatus
 from tasks.$name import $name
 
@@ -165,7 +156,6 @@ def files(name: str, prefix: str, period: Optional[float], is_async: bool = Fals
     )
     return {
         f"tasks/{name}.py": TASK.substitute(values),
-        f"db/{name}.db": DATABASE.substitute(values),
         f"tests/test_{name}.py": TESTS.substitute(values),
     }
 
@@ -173,7 +163,7 @@ def files(name: str, prefix: str, period: Optional[float], is_async: bool = Fals
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="epics-bridge new",
-        description="Write a new task in this folder: tasks/NAME.py, db/NAME.db and tests/test_NAME.py "
+        description="Write a new task in this folder: tasks/NAME.py and tests/test_NAME.py "
         "(and pytest.ini when there is no pytest configuration). Existing files are never "
         "overwritten.",
     )

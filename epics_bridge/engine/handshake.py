@@ -12,7 +12,9 @@ task's own PVs. Each outcome gets its own words, because each needs a different 
   changes;
 - another daemon's live claim in ``$(P)Owner``: one ERROR naming both daemons (see ownership.py);
 - everything there: a PV of the task's own that did not answer is a warning (its cycles will
-  fail with IO_FAILURE, naming it), not a reason to stay down.
+  fail with IO_FAILURE, naming it), and a typed PV served by a record of another kind (a string
+  for a float, a scalar for an array) one ERROR naming the kind found; neither is a reason to stay
+  down.
 
 Until the task serves, its heartbeat does not pulse (``HeartbeatAge`` shows it down), except while
 the IOC is unreachable, when the pulse keeps trying so that the watchdog counts the outage as
@@ -23,12 +25,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from p4p import Value
-
 from ..base_pv_interface import STANDARD_FIELDS
+from ..casting import mismatch
 from ..io import BridgeIO, PVError
 from ..task import Task
-from ..values import to_python
+from ..values import kind_of, to_python
 from .ownership import Ownership, owner_label
 
 __all__ = ["Handshake", "handshake_pvs", "kind_of", "refused"]
@@ -51,23 +52,6 @@ NEEDS: Dict[str, Tuple[Tuple[str, ...], str]] = {
 }
 #: The record names the standard handshake PVs have in db/bridge.db, for messages.
 RECORDS = {logical: template.replace("{main}", "") for logical, template in STANDARD_FIELDS.items()}
-
-
-def kind_of(value: Any) -> str:
-    """'enum', 'integer', 'float', 'string', 'array' or 'structure': the kind of a PV's value."""
-    if isinstance(value, Value):
-        try:
-            code = value.type()["value"]
-        except KeyError:
-            return "structure"
-        if not isinstance(code, str):
-            return "enum" if value.getID().startswith("epics:nt/NTEnum") else "structure"
-        if code.startswith("a"):
-            return "array"
-        return {"s": "string", "f": "float", "d": "float"}.get(code, "integer")
-    if isinstance(value, (bool, int)):
-        return "integer"
-    return {float: "float", str: "string"}.get(type(value), "array" if hasattr(value, "__len__") else "structure")
 
 
 def handshake_pvs(task: Task) -> Dict[str, str]:
@@ -153,7 +137,7 @@ class Handshake:
             return f"handshake incomplete: {names}", False, INCOMPLETE_RETRY
         if not self._own_checked:
             self._own_checked = True
-            self._report_own(failures)
+            self._report_own(values, failures)
         holder = self.ownership.verdict(values)
         if holder is None:
             return None
@@ -191,7 +175,20 @@ class Handshake:
             f"{INCOMPLETE_RETRY:g} s"
         )
 
-    def _report_own(self, failures: Dict[str, str]) -> None:
+    def _report_own(self, values: Dict[str, Any], failures: Dict[str, str]) -> None:
+        declared = self.task.pvs.declarations
+        wrong = []
+        for logical, pv in self.own.items():
+            problem = mismatch(values[pv], declared[logical]) if pv in values and logical in declared else None
+            if problem:
+                wrong.append(f"{logical} ({pv}: {problem})")
+        if wrong:
+            self.log.error(
+                "{} typed PV(s) of the task are served by a record of another type; every read of them "
+                "fails (PVValueError, IO_FAILURE) until the record or the declaration changes: {}",
+                len(wrong),
+                ", ".join(wrong),
+            )
         silent = [f"{logical} ({pv}: {failures[pv]})" for logical, pv in self.own.items() if pv in failures]
         if silent:
             self.log.warning(

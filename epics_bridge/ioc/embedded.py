@@ -1,22 +1,30 @@
 """``--ioc``: serve the tasks' PVs from a soft IOC started by the launcher, for a first run or a demo.
 
-It loads ``db/bridge.db`` (and the log PVs of ``db/bridge-logs.db``) once per task prefix plus each
-task's own ``db=`` files, serves them over PV Access and Channel Access (so ``caget`` and Phoebus's
-default protocol see the first run too), listens on loopback unless EPICS_PVAS_* says otherwise (the
-CA ports: EPICS_CAS_SERVER_PORT, EPICS_CAS_BEACON_PORT), and dies with the
-launcher (its stdin is a pipe from us: when we vanish it reads end-of-file and exits), so a crashed
-or killed launcher leaves no IOC behind.
+It loads ``db/bridge.db`` (and the log PVs of ``db/bridge-logs.db``) once per task prefix, each
+task's own ``db=`` files, and a record for every typed PV (``PV(name, float, ...)``) that none of
+those files defines, so a task declared with typed PVs needs no database of its own. It serves
+them over PV Access and Channel Access (so ``caget`` and Phoebus's default protocol see the first
+run too), listens on loopback unless EPICS_PVAS_* says otherwise (the CA ports:
+EPICS_CAS_SERVER_PORT, EPICS_CAS_BEACON_PORT), and dies with the launcher (its stdin is a pipe
+from us: when we vanish it reads end-of-file and exits), so a crashed or killed launcher leaves no
+IOC behind.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
+import hashlib
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from ..engine.hooks import Hooks
+from ..records import database, parse_db
 from ..task import ConfigError, Task
 from .softioc import Database, IOCError, SoftIOC, db_dir, free_ca_port, free_port
 
@@ -51,14 +59,51 @@ def _port(variable: str, default: int, kinds: Sequence[int], interface: str) -> 
 
 def databases(tasks: Sequence[Task]) -> List[Database]:
     """The standard records (and the optional log PVs) for every task prefix, then each task's own
-    files; a file+macros pair loads once."""
+    files (a file+macros pair loads once), then the records of the typed PVs none of them defines
+    (ConfigError for a typed PV no record can be made for)."""
     standard = [db_dir() / name for name in STANDARD_DBS if (db_dir() / name).is_file()]
     wanted = [Database(path, {"P": task.prefix}) for task in tasks for path in standard]
     wanted += [Database(path, macros) for task in tasks for path, macros in task.db]
     unique: Dict[Tuple[Path, str], Database] = {}
     for db in wanted:  # two tasks may name the same shared database
         unique.setdefault((db.path.resolve(), db.macro_string), db)
-    return list(unique.values())
+    loaded = list(unique.values())
+    typed = _typed_records(tasks, loaded)
+    return loaded if typed is None else [*loaded, typed]
+
+
+def _typed_records(tasks: Sequence[Task], loaded: Sequence[Database]) -> Optional[Database]:
+    """The generated database of the typed PVs that ``loaded`` does not define, or None. Its file is
+    named by its content, so the same tasks give the same Database (a reload compares them)."""
+    if not any(pv.typed for task in tasks for pv in task.pvs.declarations.values()):
+        return None
+    defined: Set[str] = set()
+    for db in loaded:
+        defined |= parse_db(db.path, _macros(db)).keys()
+    text = database(tasks, macros=False, skip=defined)
+    if not text:
+        return None
+    path = _generated_dir() / f"typed-{hashlib.sha256(text.encode()).hexdigest()[:16]}.db"
+    if not path.is_file():
+        path.write_text(text)
+    return Database(path, "")
+
+
+def _macros(db: Database) -> Dict[str, str]:
+    """The database's macros by name, given as a mapping or as softIoc's ``"P=A:,N=2"``."""
+    if not isinstance(db.macros, str):
+        return {str(name): str(value) for name, value in db.macros.items()}
+    pairs = (item.split("=", 1) for item in db.macros.split(",") if "=" in item)
+    return {name.strip(): value for name, value in pairs}
+
+
+@functools.cache
+def _generated_dir() -> Path:
+    """This process's folder of generated databases, removed when it exits; the IOC, which stops
+    before, reads them when it starts or restarts."""
+    folder = Path(tempfile.mkdtemp(prefix="epics-bridge-records-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def client_env(ioc: SoftIOC) -> Dict[str, str]:

@@ -22,6 +22,7 @@ import pytest
 from loguru import logger
 from p4p.client.thread import Context
 
+from ..casting import from_ioc
 from ..engine.cycle import Loop
 from ..engine.hooks import Hooks
 from ..engine.runner import Runner
@@ -119,12 +120,16 @@ class BridgeIOC:
         self.io.put({_pv(task, name): value for name, value in logical.items()})
 
     def get(self, target: TaskRef, logical: Optional[str] = None) -> Any:
-        """``get(task, "valve")`` by logical name, or ``get("FULL:PV")``: the value as a task reads it."""
+        """``get(task, "valve")`` by logical name, or ``get("FULL:PV")``: the value as a task reads it
+        (a typed PV's as its declared type, by logical name)."""
         if logical is None:
             if not isinstance(target, str):
                 raise TypeError("get(task) needs the logical name too: get(task, 'valve')")
             return self.io.get(target)
-        return self.io.get(_pv(self._task(target), logical))
+        task = self._task(target)
+        value = self.io.get(_pv(task, logical))
+        declared = task.pvs.declarations.get(logical)
+        return value if declared is None else from_ioc(value, declared)
 
     def cycle(self, target: TaskRef, timeout: Optional[float] = None) -> CycleResult:
         """Run one real cycle and return its result. A trigger task gets Trigger=1 and the result

@@ -5,7 +5,8 @@ The tree is config -> a component per task file -> a component per task -> two P
 ``{prefix}HeartbeatAge`` (MAJOR once the IOC has seen no heartbeat for its HIHI seconds: the daemon
 is dead or hung; latching, so a daemon that died and came back is still noticed) and
 ``{prefix}TaskStatus`` (MINOR or MAJOR while the last cycle failed; not latching, the next good
-cycle clears it). The elements and their order are those of Phoebus's own XmlModelWriter, so an
+cycle clears it), then every typed PV declared with ``alarm`` levels (MINOR or MAJOR while its value is
+outside them; not latching). The elements and their order are those of Phoebus's own XmlModelWriter, so an
 ``-export`` of the imported tree reads the same. PV names are bare: a name with ``pva://`` would
 hold a ``/``, which the alarm tree's paths forbid; the alarm server reaches them with its default
 protocol (Channel Access unless ``org.phoebus.pv/default=pva``), which ``--ioc`` serves too.
@@ -21,6 +22,7 @@ from typing import Dict, Iterable, List, NoReturn, Sequence, Tuple
 from xml.etree import ElementTree as ET
 
 from ..cli.common import fail
+from ..pv import PV
 from ..task import Task
 from .bob import write_xml
 from .source import HEARTBEAT_AGE, by_file, load_or_fail, shown_path
@@ -63,9 +65,39 @@ def _where_to_look(task: Task, folder: str) -> str:
     )
 
 
-def alarms_of(task: Task, folder: str) -> Tuple[Alarm, Alarm]:
+def _levels(pv: PV) -> str:
+    """'MINOR above 60 C, MAJOR above 80 C' for alarm=(None, None, 60, 80), units='C'."""
+    units = f" {pv.units}" if pv.units else ""
+    lolo, low, high, hihi = pv.alarm or (None, None, None, None)
+    levels = [
+        (severity, f"{side} {level:g}{units}")
+        for severity, side, level in (
+            ("MINOR", "below", low),
+            ("MINOR", "above", high),
+            ("MAJOR", "below", lolo),
+            ("MAJOR", "above", hihi),
+        )
+        if level is not None
+    ]
+    return ", ".join(f"{severity} {where}" for severity, where in levels)
+
+
+def _level_alarm(task: Task, logical: str, pv: PV, where: str) -> Alarm:
+    what = pv.description or logical
+    return Alarm(
+        pv.name,
+        f"{task.name}: {what} outside its alarm levels",
+        latching=False,
+        guidance=f"{pv.name} ({logical} of task {task.name}) is {_levels(pv)}, as the task declares it "
+        f"(PV(..., alarm=...)); the alarm clears when the value is back inside. {where}",
+    )
+
+
+def alarms_of(task: Task, folder: str) -> List[Alarm]:
+    """The task's heartbeat and status alarms, then one per typed PV with alarm levels."""
     where = _where_to_look(task, folder)
-    return (
+    levels = [_level_alarm(task, n, pv, where) for n, pv in task.pvs.declarations.items() if pv.alarm is not None]
+    return [
         Alarm(
             task.prefix + HEARTBEAT_AGE,
             f"{task.name}: no heartbeat - the epics-bridge daemon is dead or hung",
@@ -82,7 +114,8 @@ def alarms_of(task: Task, folder: str) -> Tuple[Alarm, Alarm]:
             f"(a PV it needs did not answer), Code Crash (an exception; its traceback is in the log). "
             f"The next successful cycle clears it. {where}",
         ),
-    )
+        *levels,
+    ]
 
 
 def _pv(parent: ET.Element, alarm: Alarm, display: Tuple[str, str]) -> None:
@@ -170,9 +203,10 @@ def main(argv: Sequence[str]) -> NoReturn:
     if problems:
         fail("\n".join(problems))
     tasks = load_or_fail(args.paths)
+    tree = alarm_tree(tasks, args.config, args.display_dir)
     try:
-        write_xml(alarm_tree(tasks, args.config, args.display_dir), Path(args.output))
+        write_xml(tree, Path(args.output))
     except OSError as exc:
         fail(f"-o {args.output}: cannot write it: {exc.strerror or exc}")
-    print(f"{args.output}: {len(tasks)} task(s), {2 * len(tasks)} alarm PVs")
+    print(f"{args.output}: {len(tasks)} task(s), {len(list(tree.iter('pv')))} alarm PVs")
     raise SystemExit(0)

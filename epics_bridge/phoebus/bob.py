@@ -18,6 +18,7 @@ VERSIONS = {
     "label": "2.0.0",
     "textupdate": "2.0.0",
     "textentry": "2.0.0",
+    "spinner": "2.0.0",
     "led": "2.0.0",
     "action_button": "3.0.0",
     "combo": "2.0.0",

@@ -313,6 +313,23 @@ def _task_pv(screen: Display, column: _Column, logical: str, pv: str, record: Op
             items_from_pv=True,
             border_alarm_sensitive=True,
         )
+    elif record is not None and record.writable and record.drive is not None:
+        low, high = record.drive
+        screen.widget(
+            "spinner",
+            logical,
+            column.row(logical, pv),
+            column.group,
+            pv_name=name,
+            show_units=True,
+            minimum=f"{low:g}",
+            maximum=f"{high:g}",
+            limits_from_pv=False,
+            increment=f"{(high - low) / 100:g}",
+            horizontal_alignment=2,
+            border_alarm_sensitive=True,
+            tooltip=f"{pv}: {low:g} .. {high:g}",
+        )
     elif record is not None and record.writable:
         screen.widget(
             "textentry",

@@ -1,25 +1,21 @@
-"""Which record serves each of a task's PVs, read from the task's own ``db=`` files, so a screen can
-give a setpoint an entry field, a choice a combo box and a waveform a plot without asking an IOC.
+"""Which record serves each of a task's PVs, so a screen can give a setpoint an entry field (a
+spinner within its drive limits), a choice a combo box and a waveform a plot without asking an IOC.
 
-Only what a widget needs is read: the record type and, for arrays, the element type. A PV that no
-task database defines (it lives on a facility IOC) is unknown here and gets a read-only widget.
+The records come from the task's own ``db=`` files and, for each typed PV those do not define, from
+its declaration: the record ``--ioc`` would make for it. A PV known neither way (it lives on a
+facility IOC) gets a read-only widget.
 """
 
 from __future__ import annotations
 
-import re
+import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Dict, Mapping, Optional
+from typing import Dict, Optional, Tuple
 
+from .. import records
 from ..task import Task
 
-__all__ = ["Record", "parse_db", "records_of"]
-
-_RECORD = re.compile(r'\b(?:g?record)\s*\(\s*"?(\w+)"?\s*,\s*"([^"]+)"\s*\)')
-_FTVL = re.compile(r'field\s*\(\s*FTVL\s*,\s*"?(\w+)"?\s*\)')
-_MACRO = re.compile(r"\$[({](\w+)(?:=([^)}]*))?[)}]")
-_COMMENT = re.compile(r"#[^\n]*")
+__all__ = ["Record", "records_of"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +24,12 @@ class Record:
 
     type: str
     ftvl: Optional[str] = None
+    #: DRVL/DRVH, when the record has a drive range (low below high: EPICS ignores it otherwise).
+    drive: Optional[Tuple[float, float]] = None
+
+    @classmethod
+    def of(cls, record: records.Record) -> Record:
+        return cls(record.kind, record.field("FTVL"), _drive(record))
 
     @property
     def writable(self) -> bool:
@@ -47,35 +49,25 @@ class Record:
         )
 
 
-def _expand(text: str, macros: Mapping[str, str]) -> str:
-    """``$(NAME)`` and ``$(NAME=default)`` as dbLoadRecords expands them (unset, no default: kept)."""
-
-    def one(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        return macros.get(name, default if default is not None else match.group(0))
-
-    return _MACRO.sub(one, text)
-
-
-def parse_db(path: Path, macros: Mapping[str, str]) -> Dict[str, Record]:
-    """PV name -> record, for every record of one database file loaded with ``macros``."""
-    text = _expand(_COMMENT.sub("", path.read_text(errors="replace")), macros)
-    found: Dict[str, Record] = {}
-    heads = list(_RECORD.finditer(text))
-    for head, following in zip(heads, heads[1:] + [None]):
-        body = text[head.end() : following.start() if following else len(text)]
-        ftvl = _FTVL.search(body)
-        found[head.group(2)] = Record(head.group(1), ftvl.group(1) if ftvl else None)
-    return found
+def _drive(record: records.Record) -> Optional[Tuple[float, float]]:
+    try:
+        low, high = float(record.field("DRVL") or "nan"), float(record.field("DRVH") or "nan")
+    except ValueError:  # a macro left unexpanded, a typo: no range the screen can rely on
+        return None
+    return (low, high) if math.isfinite(low) and math.isfinite(high) and low < high else None
 
 
 def records_of(task: Task) -> Dict[str, Record]:
     """PV name -> record, for every record of the task's own databases (unreadable files are skipped:
-    the launcher already checked that they exist, and a screen is no place to refuse them)."""
+    the launcher already checked that they exist, and a screen is no place to refuse them) and
+    every typed PV they do not define."""
     found: Dict[str, Record] = {}
     for path, macros in task.db:
         try:
-            found.update(parse_db(path, macros))
+            found.update({name: Record.of(record) for name, record in records.parse_db(path, macros).items()})
         except OSError:
             continue
+    for logical, pv in task.pvs.declarations.items():
+        if pv.typed and pv.name not in found:
+            found[pv.name] = Record.of(records.record_for(pv, pv.name, logical))
     return found

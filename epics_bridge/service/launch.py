@@ -96,6 +96,8 @@ def _supervisor(
         fresh_sources: Dict[str, str] = {}
         try:
             fresh = load(paths, registry, only=options.only, sources=fresh_sources)
+            if ioc is not None:
+                databases(fresh)  # refuses here, like a file that does not validate: typed PVs no record fits
         except ConfigError:
             registry.clear()
             for task in saved:

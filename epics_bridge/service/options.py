@@ -368,5 +368,7 @@ def markdown_table() -> str:
         default = f"`{_shown(option, option.default)}`"
         if meta["script_default"]:
             default += f" (`{meta['script_default']}` for a script)"
-        rows.append(f"| {flag} | `{option.name}` | {default} | {meta['help'].replace('|', chr(92) + '|')} |")
+        # A help text may hold '|' (a cell's end in Markdown) or '<' (an HTML tag's start): escaped.
+        cell = meta["help"].replace("|", "\\|").replace("<", "&lt;")
+        rows.append(f"| {flag} | `{option.name}` | {default} | {cell} |")
     return "\n".join(rows)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from epics_bridge.bench.report import ack_summary, evaluate, heartbeat_summary, latency_summary, render
+from benchmarks.report import ack_summary, evaluate, heartbeat_summary, latency_summary, render
 
 
 def test_latency_summary_gives_percentiles_in_milliseconds():
@@ -55,7 +55,7 @@ def test_ack_summary_reports_the_worst_round_and_the_missing_acknowledges():
 def _results(ours=1.0, floor=1.0, flat=2.0, scale=None):
     medians = {"ours": ours, "floor": floor, "v5_flat": flat}
     latency = {k: {"latency": {"median_ms": v}} for k, v in medians.items()}
-    latency["ours"]["idle"] = {"cpu_percent": 0.2}
+    latency["ours"]["idle"] = {"cpu_percent": 0.1}
     return {"responders": latency, "scale": scale or []}
 
 
@@ -69,7 +69,7 @@ def test_targets_are_ratios_against_the_same_run():
     assert targets["median cycle vs floor"]["pass"] is True
     assert targets["median cycle vs 5.0.0 flat out"]["value"] == pytest.approx(0.25)
     assert targets["idle CPU, one task"]["pass"] is True
-    assert _targets(_results(ours=1.0, floor=1.5))["median cycle vs floor"]["pass"] is False  # 0.67x > 0.6x
+    assert _targets(_results(ours=1.0, floor=1.5))["median cycle vs floor"]["pass"] is False  # 0.67x > 0.5x
 
 
 def test_a_skipped_pulse_is_counted():
@@ -94,13 +94,13 @@ SPREAD = "1000 tasks in 10 files"
 
 
 def test_the_service_targets_use_the_spread_step_and_the_one_file_step():
-    targets = _targets(_results(scale=[_step(1000, 10), _step(1000, 1, acks={f"T{i}": 2.5 for i in range(1000)})]))
+    targets = _targets(_results(scale=[_step(1000, 10), _step(1000, 1, acks={f"T{i}": 0.9 for i in range(1000)})]))
     assert targets[f"PSS of the whole service, {SPREAD}"]["pass"] is True
     assert targets[f"idle CPU, {SPREAD} vs 1000 plain puts/s"]["value"] == pytest.approx(0.75)
     assert targets[f"heartbeat error p99, {SPREAD}"]["value"] == pytest.approx(10.0)
     assert targets[f"heartbeat error p99, {SPREAD}"]["pass"] is True
     assert targets["all 1000 in 10 files acknowledge one batch trigger"]["pass"] is True
-    assert targets["all 1000 in one file acknowledge one batch trigger"]["value"] == pytest.approx(2.5)
+    assert targets["all 1000 in one file acknowledge one batch trigger"]["value"] == pytest.approx(0.9)
     assert targets["all 1000 in one file acknowledge one batch trigger"]["pass"] is True
     assert targets["heartbeat error p99, 1000 tasks in one file"]["pass"] is True
 
@@ -124,7 +124,15 @@ def test_render_shows_machine_responders_service_rows_and_verdicts():
     results["responders"]["v5_default"] = {"label": "x", "error": "skipped (--no-upstream)"}
     text = render(results)
     assert "Test CPU, 2 cores" in text
-    assert "| median cycle vs floor | 2.00x | <= 0.60x | **FAIL** |" in text
-    assert "| all 1000 in one file acknowledge one batch trigger | not measured | <= 3.000 s | n/a |" in text
+    assert "| median cycle vs floor | 2.00x | <= 0.50x | **FAIL** | 0.57-0.65x | 0.54-0.59x |" in text
+    assert "| all 1000 in one file acknowledge one batch trigger | not measured | <= 1.000 s | n/a | 6.6 s |" in text
     assert "| 1000 | 10 | 11 | – | 400 | 2030 | 3.00 | 4.00 | 0.75x |" in text
     assert "not measured: skipped (--no-upstream)" in text
+
+
+def test_a_quick_run_is_judged_at_its_own_sizes():
+    quick = _results(scale=[_step(1, 1), _step(200, 1, cpu=3.0, reference=5.0), _step(200, 2)])
+    targets = _targets(quick)
+    assert targets["idle CPU, 200 tasks in 2 files vs 200 plain puts/s"]["value"] == pytest.approx(0.75)
+    assert targets["idle CPU, 200 tasks in one file vs 200 plain puts/s"]["value"] == pytest.approx(0.6)
+    assert targets["idle CPU, 200 tasks in one file vs 200 plain puts/s"]["previous"] == "1.35-1.70x"

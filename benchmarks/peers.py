@@ -20,7 +20,7 @@ import queue
 import sys
 import threading
 import time
-from typing import List
+from typing import Any, List
 
 
 def floor(prefix: str) -> None:
@@ -32,7 +32,7 @@ def floor(prefix: str) -> None:
     from p4p.client.thread import Context
 
     ctx = Context("pva", nt=False)
-    updates: queue.SimpleQueue = queue.SimpleQueue()
+    updates: queue.SimpleQueue[Any] = queue.SimpleQueue()
     subscription = ctx.monitor(prefix + "Trigger", updates.put)
     status_pvs = [prefix + "TaskStatus", prefix + "TaskDuration"]
     ack_pvs = [prefix + "Busy", prefix + "Trigger"]

@@ -1,4 +1,4 @@
-"""``python -m epics_bridge.bench.asyncio_cost``: what an ``async def`` task costs beside a plain one.
+"""``python -m benchmarks.asyncio_cost``: what an ``async def`` task costs beside a plain one.
 
 On one soft IOC of its own (loopback, free ports), with the standard databases for every prefix:
 
@@ -11,7 +11,7 @@ On one soft IOC of its own (loopback, free ports), with the standard databases f
 
 It prints the figures side by side and writes them as JSON::
 
-    python -m epics_bridge.bench.asyncio_cost --cycles 1000 --tasks 1000
+    python -m benchmarks.asyncio_cost --cycles 1000 --tasks 1000
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from p4p.client.thread import Context
 
-from ..ioc.embedded import STANDARD_DBS
-from ..ioc.softioc import Database, SoftIOC, db_dir
-from .client import Handshake, Monitors
+from epics_bridge.client import Handshake, Monitors
+from epics_bridge.ioc.embedded import STANDARD_DBS
+from epics_bridge.ioc.softioc import Database, SoftIOC, db_dir
+
 from .measure import BenchError, Child, HeartbeatWatch, tree_figures
 
 KINDS = ("plain", "async")
@@ -134,9 +135,7 @@ def memory(
 
 
 def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m epics_bridge.bench.asyncio_cost", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.asyncio_cost", description=__doc__.split("\n")[0])
     parser.add_argument("--cycles", type=int, default=1000, help="timed cycles of each kind (default 1000)")
     parser.add_argument("--warmup", type=int, default=50, help="untimed cycles of each kind first (default 50)")
     parser.add_argument("--tasks", type=int, default=1000, help="tasks of each kind, for memory (default 1000)")

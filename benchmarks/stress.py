@@ -1,4 +1,4 @@
-"""``python -m epics_bridge.bench.stress``: every trigger runs its task exactly once, also under load.
+"""``python -m benchmarks.stress``: every trigger runs its task exactly once, also under load.
 
 It starts a private soft IOC (loopback, free ports) and a daemon subprocess (``python -m
 epics_bridge`` on a generated task file) running ``--tasks`` counting tasks: each counts its own
@@ -8,8 +8,8 @@ on random tasks of its own share. At the end each task's count must equal the tr
 fewer is a lost cycle, more a doubled one. It prints a summary and one JSON line, and exits 0 only
 when nothing was lost, doubled or left unacknowledged within ``--max-seconds``::
 
-    python -m epics_bridge.bench.stress                      # 100 000 triggers on one task
-    python -m epics_bridge.bench.stress --triggers 10000 --tasks 8 --lanes 4
+    python -m benchmarks.stress                      # 100 000 triggers on one task
+    python -m benchmarks.stress --triggers 10000 --tasks 8 --lanes 4
 
 The soak test (tests/test_soak.py) drives its 200 tasks with the same :class:`Rig` and :func:`drive`.
 """
@@ -30,7 +30,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from p4p.client.thread import Context
 
-from ..ioc.softioc import Database, SoftIOC, db_dir
+from epics_bridge.ioc.softioc import Database, SoftIOC, db_dir
+
 from .measure import Child, Handshake, HeartbeatWatch, Monitors
 from .report import latency_summary
 
@@ -39,7 +40,7 @@ __all__ = ["Rig", "Load", "drive", "tally", "main"]
 #: Seconds a cycle may take before its trigger counts as unacknowledged.
 CYCLE_TIMEOUT = 10.0
 COUNT_DB = 'record(longout, "$(P)Count") {\n    field(DESC, "Cycles run, counted by the task")\n}\n'
-TASK_HEADER = '''"""Counting tasks from epics_bridge.bench.stress: each writes how often it ran to its Count PV."""
+TASK_HEADER = '''"""Counting tasks from benchmarks.stress: each writes how often it ran to its Count PV."""
 from epics_bridge import bridge
 
 calls = {}
@@ -259,7 +260,7 @@ def tally(load: Load, counts: Mapping[str, int]) -> Dict[str, Any]:
 
 def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m epics_bridge.bench.stress",
+        prog="python -m benchmarks.stress",
         description="Closed-loop triggers on counting tasks: lost and doubled cycles, cycles per second.",
     )
     parser.add_argument("--triggers", type=int, default=100_000, help="triggers in all (default 100000)")

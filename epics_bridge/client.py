@@ -1,11 +1,21 @@
 """The client side of the Trigger handshake, as an operator's client does it: put Trigger=1, wait
-on a monitor for this cycle's Trigger=0, then read TaskStatus.
+on a monitor for this cycle's Trigger=0, then read TaskStatus. For tests, scripts and tools that
+drive tasks::
 
-One implementation for the benchmark and the tests. Monitor callbacks only record (PV, value, IOC
-timestamp, arrival time) and hand over through a queue or an append; waiting happens in the
-caller's thread, always under a deadline. An acknowledge counts only if its IOC timestamp is not
-older than the put, so a late update of an earlier cycle, or a monitor's initial value, is never
-taken for one (the IOC runs on this host: its timestamps and ``time.time()`` share a clock).
+    from p4p.client.thread import Context
+    from epics_bridge.client import Trigger
+
+    ctx = Context("pva", nt=False)          # raw values: the client reads their IOC timestamps
+    trigger = Trigger(ctx, "IOC:MOTOR:01:")
+    status = trigger.cycle(timeout=10.0)    # the TaskStatus of this cycle, as an int
+    trigger.close()
+
+One implementation for the test suite and the repository's benchmark. Monitor callbacks only
+record (PV, value, IOC timestamp, arrival time) and hand over through a queue or an append; waiting
+happens in the caller's thread, always under a deadline. An acknowledge counts only if its IOC
+timestamp is not older than the put, so a late update of an earlier cycle, or a monitor's initial
+value, is never taken for one. So the IOC's clock must agree with ``time.time()`` to well within a
+cycle, as it does for an IOC on the same host.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ __all__ = ["Handshake", "Monitors", "Recorder", "Trigger", "Update", "plain", "s
 
 def stamp(value: Any) -> float:
     """The IOC timestamp of a raw (``nt=False``) value, as POSIX seconds."""
-    return value["timeStamp.secondsPastEpoch"] + value["timeStamp.nanoseconds"] * 1e-9
+    return float(value["timeStamp.secondsPastEpoch"] + value["timeStamp.nanoseconds"] * 1e-9)
 
 
 def plain(value: Any) -> Any:
@@ -47,7 +57,7 @@ class Monitors:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.push = self.push_wait = self._queue.put  # the work-queue interface p4p calls
         self._subs: List[Any] = []
         self._thread = threading.Thread(target=self._run, name="client-monitors", daemon=True)
@@ -77,7 +87,7 @@ class Handshake:
 
     def __init__(self, monitors: Monitors, prefixes: Sequence[str]) -> None:
         self.ctx = monitors.ctx
-        self.updates: queue.SimpleQueue = queue.SimpleQueue()
+        self.updates: queue.SimpleQueue[Update] = queue.SimpleQueue()
         #: IOC timestamp of each Trigger's latest acknowledge seen by trigger()
         self.ack_stamps: Dict[str, float] = {}
         #: seconds the latest trigger() took to write Trigger=1 (all of them acknowledged by the IOC)
@@ -85,7 +95,7 @@ class Handshake:
         for p in prefixes:
             monitors.subscribe(p + "Trigger", self._recorder(p + "Trigger"))
 
-    def _recorder(self, name: str):
+    def _recorder(self, name: str) -> Callable[[Any], None]:
         def record(value: Any) -> None:
             if not isinstance(value, Exception):
                 self.updates.put(Update(name, plain(value), stamp(value), time.perf_counter()))
@@ -145,7 +155,7 @@ class Trigger:
     def cycle(self, timeout: float = 10.0) -> int:
         if self.handshake.cycle(self.prefix, timeout) is None:
             raise TimeoutError(f"{self.pv}: no acknowledge (Trigger=0) within {timeout:g} s")
-        return plain(self.ctx.get(self.prefix + "TaskStatus", timeout=timeout))
+        return int(plain(self.ctx.get(self.prefix + "TaskStatus", timeout=timeout)))
 
     def wait_acknowledge(self, since: float, timeout: float = 10.0) -> None:
         """Wait for the acknowledge of a cycle that someone else triggered after ``since`` (time.time())."""

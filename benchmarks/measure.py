@@ -1,7 +1,7 @@
 """The benchmark's instruments: the processes it measures and their /proc figures, the order of the
 handshake's writes, a recorder of Heartbeat pulses, and the throw-away venv of epics-bridge 5.0.0.
 
-The client side of the handshake itself is :mod:`epics_bridge.bench.client`, shared with the tests.
+The client side of the handshake itself is :mod:`epics_bridge.client`, shared with the tests.
 It runs in the benchmark process on its own p4p context: monitor callbacks only record (arrival
 time, IOC timestamp, value) and hand over through a queue or an append; waiting happens here,
 always under a deadline.
@@ -16,9 +16,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from .client import Handshake, Monitors, stamp
+from epics_bridge.client import Handshake, Monitors, stamp
 
 __all__ = [
     "BenchError",
@@ -210,7 +210,7 @@ class OrderCheck:
             monitors.subscribe(p + "Busy", self._recorder(self.busy_starts[p]))
 
     @staticmethod
-    def _recorder(starts: List[float]):
+    def _recorder(starts: List[float]) -> Callable[[Any], None]:
         def record(value: Any) -> None:
             if not isinstance(value, Exception) and value["value.index"]:
                 starts.append(stamp(value))
@@ -240,7 +240,7 @@ class HeartbeatWatch:
         for name in self.stamps:
             monitors.subscribe(name, self._recorder(name))
 
-    def _recorder(self, name: str):
+    def _recorder(self, name: str) -> Callable[[Any], None]:
         record = self.stamps[name].append
 
         def on_update(value: Any) -> None:

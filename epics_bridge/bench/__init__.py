@@ -1,1 +1,0 @@
-"""The benchmark and the stress run; imported by nothing else in the package."""
