@@ -20,8 +20,9 @@ CHATTY, HANG, HEALTHY = "BL:CHAT:", "BL:HANG:", "BL:OK:"
 PERIOD, STALL, STUCK = 0.5, 2.0, 4
 #: The watchdog's budget (stalled, then STUCK periods), with a margin for a loaded 2-core machine.
 ENDS_WITHIN = STALL + STUCK * PERIOD + 2.0
-#: Then the restart: 1 s of backoff and a worker start-up on that machine.
-BACK_WITHIN = ENDS_WITHIN + 6.0
+#: Then the restart: 1 s of backoff and a fresh worker interpreter (no spare is ready before the
+#: first restart), which took up to 6 s here under load.
+BACK_WITHIN = ENDS_WITHIN + 10.0
 LINES = 3000  # about 300 kB a cycle: a pipe holds 64 kB
 NOISY = f"""
 import time
