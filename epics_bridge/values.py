@@ -2,7 +2,8 @@
 
 Tasks compare and compute with what they read, so a read gives plain ``int``/``float``/``bool``/
 ``str`` (never numpy scalars that print and pickle differently), numpy arrays for waveforms and
-images, and never raises: an unknown structure still reaches the task as a dict.
+images, and never raises: an unknown structure still reaches the task as a dict, and a string
+that is not valid UTF-8 arrives as text with replacement characters.
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ def _array(value: Any) -> Any:
 
 
 def _ntscalar(v: Value) -> Any:
-    return _scalar(v["value"])
+    try:
+        return _scalar(v["value"])
+    except UnicodeDecodeError as exc:  # p4p decodes strictly; a device's odd bytes are still its text
+        return exc.object.decode("utf-8", errors="replace")
 
 
 def _ntscalararray(v: Value) -> Any:

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -98,10 +99,16 @@ def write_tasks(folder: Path, source: str, name: str = "tasks_under_test.py") ->
 
 
 class Daemon:
-    """``python -m epics_bridge ARGS`` in a subprocess, its stderr kept in a file."""
+    """``python -m epics_bridge ARGS`` in a subprocess, its stderr kept in a file (or, with
+    ``stderr_pipe``, a pipe that nobody reads: a blocked log sink)."""
 
     def __init__(
-        self, args: Sequence[str], env: Mapping[str, str], workdir: Path, script: Optional[Path] = None
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        workdir: Path,
+        script: Optional[Path] = None,
+        stderr_pipe: bool = False,
     ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -115,7 +122,7 @@ class Daemon:
                 cwd=workdir,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                stderr=stderr,
+                stderr=subprocess.PIPE if stderr_pipe else stderr,
             )
 
     @property
@@ -175,14 +182,20 @@ class Daemon:
 
 @contextmanager
 def daemon(
-    args: Sequence[str], env: Mapping[str, str], workdir: Path, script: Optional[Path] = None
+    args: Sequence[str],
+    env: Mapping[str, str],
+    workdir: Path,
+    script: Optional[Path] = None,
+    stderr_pipe: bool = False,
 ) -> Iterator[Daemon]:
     """``python -m epics_bridge ARGS`` (or ``python SCRIPT ARGS``), killed and checked for leftovers after."""
-    d = Daemon(args, env, workdir, script)
+    d = Daemon(args, env, workdir, script, stderr_pipe)
     try:
         yield d
     finally:
         d.kill()
+        if d.proc.stderr is not None:  # unblocks the workers' writers: a broken pipe now
+            d.proc.stderr.close()
         d.assert_nothing_left()
 
 
@@ -322,3 +335,26 @@ def embedded_client_env(ports: Mapping[str, str]) -> Dict[str, str]:
         "EPICS_PVA_SERVER_PORT": ports["EPICS_PVAS_SERVER_PORT"],
         "EPICS_PVA_BROADCAST_PORT": ports["EPICS_PVAS_BROADCAST_PORT"],
     }
+
+
+class ClosedLoop(threading.Thread):
+    """Triggers one task again and again, as a client would, counting acknowledged and lost cycles."""
+
+    def __init__(self, env: Dict[str, str], prefix: str, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.env, self.prefix, self.stop = env, prefix, stop
+        self.acknowledged = self.lost = 0
+
+    def run(self) -> None:
+        ctx = client_for(self.env)
+        trigger = ready_trigger(ctx, self.prefix)
+        try:
+            while not self.stop.is_set():
+                try:
+                    trigger.cycle(timeout=5.0)
+                    self.acknowledged += 1
+                except TimeoutError:
+                    self.lost += 1
+        finally:
+            trigger.close()
+            ctx.close()

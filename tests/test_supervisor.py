@@ -15,10 +15,11 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 import pytest
 from helpers import (
+    ClosedLoop,
     HeartbeatRecorder,
     client_for,
     daemon,
@@ -75,29 +76,6 @@ def folder_of_tasks(root: Path) -> Path:
 def calls(workdir: Path, prefix: str) -> int:
     path = workdir / (prefix.replace(":", "_").strip("_") + ".calls")
     return len(path.read_text().splitlines()) if path.exists() else 0
-
-
-class ClosedLoop(threading.Thread):
-    """Triggers one task again and again, as a client would, counting acknowledged and lost cycles."""
-
-    def __init__(self, env: Dict[str, str], prefix: str, stop: threading.Event) -> None:
-        super().__init__(daemon=True)
-        self.env, self.prefix, self.stop = env, prefix, stop
-        self.acknowledged = self.lost = 0
-
-    def run(self) -> None:
-        ctx = client_for(self.env)
-        trigger = ready_trigger(ctx, self.prefix)
-        try:
-            while not self.stop.is_set():
-                try:
-                    trigger.cycle(timeout=5.0)
-                    self.acknowledged += 1
-                except TimeoutError:
-                    self.lost += 1
-        finally:
-            trigger.close()
-            ctx.close()
 
 
 def two_files(root: Path, prefixes: List[str], body: str = "pass") -> Path:

@@ -20,6 +20,7 @@ from p4p.client.thread import Context
 
 from ..exits import EXIT_OK, EXIT_STUCK
 from ..io import BridgeIO
+from ..sinks import drain
 from ..task import ConfigError, Task
 from . import heap
 from .cycle import Loop, line_in_task
@@ -32,6 +33,9 @@ __all__ = ["Runner"]
 #: At a stop, seconds of ``stop_grace`` (half of it at most) left to an async task's cancelled
 #: coroutine to unwind and report.
 CANCEL_GRACE = 1.0
+#: Seconds the watchdog's exit gives the log sinks to write its last lines, at most (a sink found
+#: blocked is not waited for at all).
+LAST_LINES = 0.5
 
 
 class Runner:
@@ -159,6 +163,7 @@ class Runner:
             )
             self.hooks.fatal(task, reason + where)
             self._let_neighbours_finish(task)
+            drain(LAST_LINES)
             os._exit(EXIT_STUCK)
 
     def _let_neighbours_finish(self, stuck: Task) -> None:

@@ -28,7 +28,7 @@ from ..engine.hooks import Hooks
 from ..io import BridgeIO, Monitor, PVError
 from ..task import Task
 from ..values import to_python
-from .logs import LEVELS
+from .logs import LEVELS, visible
 
 if TYPE_CHECKING:
     from loguru import Record
@@ -85,7 +85,7 @@ def _line(record: Dict[str, Any]) -> str:
     if len(text) > MAX_LINE:
         text = text[: MAX_LINE - 1] + "…"
     when = record["time"]
-    return f"{when:%Y-%m-%d %H:%M:%S}.{when.microsecond // 1000:03d} {record['level'].name} {text}"
+    return visible(f"{when:%Y-%m-%d %H:%M:%S}.{when.microsecond // 1000:03d} {record['level'].name} {text}")
 
 
 class _TaskLogs:
@@ -138,6 +138,8 @@ class LogPVs(Hooks):
         # logged before the publisher thread even starts.
         self._queue_size = queue_size or max(QUEUE_SIZE, len(KINDS) * DEFAULT_LINES * len(self._logs))
         self._dropped: Counter[str] = collections.Counter()
+        #: Lines that could not be turned into text (said once, the first time).
+        self.unshown = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closing = threading.Event()
@@ -292,13 +294,26 @@ class LogPVs(Hooks):
         for name, record in queued:
             logs = self._logs[name]
             if logs.served is not False:
+                try:
+                    line = _line(record)
+                except Exception as exc:  # one line's trouble is that line's alone
+                    self._unshown(logs, exc)
+                    continue
                 kind = _kind(record["level"].no)
-                logs.lines[kind].append(_line(record))
+                logs.lines[kind].append(line)
                 logs.dirty.add(kind)
         for name, count in dropped.items():
             self._logs[name].log.warning(
                 "{} log line(s) not published to the log PVs: the IOC took them too slowly (they are in the log file)",
                 count,
+            )
+
+    def _unshown(self, logs: _TaskLogs, exc: Exception) -> None:
+        self.unshown += 1
+        if self.unshown == 1:
+            logs.log.warning(
+                "a log line could not be shown on the log PVs ({!r}); such lines are skipped, the others published",
+                exc,
             )
 
     def _publish(self) -> None:

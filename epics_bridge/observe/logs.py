@@ -6,26 +6,35 @@ same way, so a task's file tells its whole story. A task's loop thread runs insi
 ``logger.contextualize(task=...)``, so a class-API daemon or a helper module that logs with the
 plain ``loguru.logger`` (or a failed ``pvget``) there is credited to that task too. Lines about no
 task go to the process file.
+
+No thread waits for a sink: the console and the files are written by writer threads, through
+bounded queues that drop (and count) rather than block (:mod:`epics_bridge.sinks`). Whatever a line
+holds, it is written: control characters and lone surrogates (undecodable bytes) are shown as
+escapes (``\\x00``, ``\\udcff``), so a task's strange string is data in its file, never a lost line.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Set, Union
 
 from loguru import logger
 
+from ..sinks import QueuedSink
 from ..task import ConfigError, Task
 
 if TYPE_CHECKING:
     from loguru import Record
 
-__all__ = ["LogConfig", "configure", "LEVELS", "NO_TASK", "PROCESS_LOG", "task_log"]
+__all__ = ["LogConfig", "configure", "LEVELS", "NO_TASK", "PROCESS_LOG", "task_log", "visible"]
 
 FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {extra[task]} | {message}"
 #: ``extra["task"]`` of a line about no task in particular.
@@ -77,6 +86,65 @@ class _ToLoguru(logging.Handler):
         logger.opt(depth=depth, exception=record.exc_info).log(level, "{}: {}", record.name, record.getMessage())
 
 
+#: What :func:`visible` escapes: C0 controls but tab and newline, DEL, and lone surrogates.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str) -> str:
+    """``text`` with what a file, a terminal or a PV cannot show as it is (a NUL ends a PV's text, a
+    lone surrogate cannot be encoded) written as its Python escape: ``\\x00``, ``\\udcff``."""
+    return _UNSAFE.sub(_escape, text) if _UNSAFE.search(text) else text
+
+
+def _escape_message(record: Record) -> None:
+    record["message"] = visible(record["message"])
+
+
+def _fd_writer(stream: Any) -> Callable[[str], None]:
+    """Writes to the file descriptor under ``stream``, past its buffer: a writer thread blocked in
+    a write must not hold the buffer's lock, which the interpreter takes at exit to flush it."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # a stream without one (a test's capture)
+
+        def write_stream(text: str) -> None:
+            stream.write(text)
+            stream.flush()
+
+        return write_stream
+
+    def write(text: str) -> None:
+        data = memoryview(text.encode("utf-8", errors="backslashreplace"))
+        while data:
+            data = data[os.write(fd, data) :]
+
+    return write
+
+
+class _Files:
+    """Files written by a logger of their own: loguru's file handling (rotation, retention), fed
+    the lines the main logger formatted, on the files' writer thread."""
+
+    def __init__(self, file_options: Dict[str, Any]) -> None:
+        self._files = copy.deepcopy(logger)  # made right after logger.remove(): no handlers to copy
+        self._options = dict(file_options, format="{message}", level=0, catch=False, errors="backslashreplace")
+
+    def add(self, path: Path, select: Callable[[Record], bool]) -> None:
+        self._files.add(path, filter=select, **self._options)
+
+    def write(self, message: str) -> None:
+        record = message.record  # type: ignore[attr-defined]
+        self._files.bind(task=record["extra"]["task"]).opt(raw=True).log(record["level"].no, message)
+
+    def close(self) -> None:
+        self._files.remove()
+
+
 def _only(task_name: str) -> Callable[[Record], bool]:
     return lambda record: record["extra"]["task"] == task_name
 
@@ -97,14 +165,24 @@ def configure(tasks: Iterable[Task], config: LogConfig) -> None:
         _check_writable(directory)
         _check_names(tasks)
     logger.remove()
-    logger.configure(extra={"task": NO_TASK})
+    logger.configure(extra={"task": NO_TASK}, patcher=_escape_message)
+    files = _Files(file_options)  # before any handler is added: a copy of the bare logger
     if config.console:
-        logger.add(sys.stderr, **options)
+        logger.add(QueuedSink("stderr", _fd_writer(sys.stderr)), colorize=sys.stderr.isatty(), **options)
     if directory is not None:
+        owners: Set[str] = set()
         if config.process_file:
-            logger.add(directory / PROCESS_LOG, filter=_untasked, **file_options)
+            files.add(directory / PROCESS_LOG, _untasked)
+            owners.add(NO_TASK)
         for task in tasks if config.task_files else ():
-            logger.add(task_log(directory, task.name), filter=_only(task.name), **file_options)
+            files.add(task_log(directory, task.name), _only(task.name))
+            owners.add(task.name)
+        if owners:
+            logger.add(
+                QueuedSink("the log files", files.write, files.close),
+                filter=lambda record: record["extra"]["task"] in owners,
+                **options,
+            )
         logger.info(
             "logging at {} to {}/ (a file per task and {}; rotation {}, retention {})",
             config.log_level,
