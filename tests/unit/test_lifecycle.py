@@ -142,6 +142,16 @@ def test_a_worker_silent_while_starting_is_ended_after_the_start_timeout_and_cou
     assert clock.state.last_exit == "1st failure: silent for 60 s"
 
 
+def test_a_start_that_makes_progress_may_outlast_the_start_timeout():
+    clock = Clock()
+    clock.later(0, Tick(LIMIT))
+    for _ in range(5):  # a large task file: a task registered (a message) every START_TIMEOUT - 1 s
+        assert clock.later(START_TIMEOUT - 1, Tick(LIMIT)) == []
+        assert clock.later(0, Heard()) == []
+    assert clock.state.phase is Phase.STARTING
+    assert clock.later(START_TIMEOUT + 1, Tick(LIMIT)) == [Terminate(silent=START_TIMEOUT + 1)]
+
+
 def test_a_running_worker_is_silent_past_its_own_limit_and_any_message_resets_it():
     clock = running()
     assert clock.later(LIMIT, Tick(LIMIT)) == []
