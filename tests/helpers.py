@@ -351,7 +351,7 @@ class ClosedLoop(threading.Thread):
         try:
             while not self.stop.is_set():
                 try:
-                    trigger.cycle(timeout=5.0)
+                    trigger.cycle(timeout=15.0)  # lost: never acknowledged, not just late on a loaded machine
                     self.acknowledged += 1
                 except TimeoutError:
                     self.lost += 1

@@ -8,14 +8,14 @@ from helpers import HeartbeatRecorder, client_for, daemon, wait_for, write_tasks
 
 SLOW = [f"SP:SLOW:{n:02d}:" for n in range(12)]
 STUCK = "SP:STUCK:"
-START_TIMEOUT = 4.0
+START_TIMEOUT = 8.0  # room for the set-up after the import on a loaded machine
 
 SLOW_FILE = f"""
 import time
 from epics_bridge import bridge
 
 for prefix in {SLOW!r}:
-    time.sleep(0.6)  # a large file: 7.2 s to register its tasks, longer than the start timeout
+    time.sleep(0.9)  # a large file: 10.8 s to register its tasks, longer than the start timeout
     bridge.task(prefix=prefix, name=prefix.replace(":", "_").strip("_"))(lambda t: None)
 """
 STUCK_FILE = f"""
@@ -37,7 +37,7 @@ def test_an_import_that_progresses_is_waited_for_and_one_that_stops_is_ended(mak
     with daemon([folder, "--start-timeout", START_TIMEOUT], ioc.client_env, tmp_path) as d:
         ctx = client_for(ioc.client_env)
         beats = HeartbeatRecorder(ctx, [SLOW[-1]])
-        beats.wait_pulses(SLOW[-1], 2, timeout=60)  # the last task of the slow file serves
+        beats.wait_pulses(SLOW[-1], 2, timeout=90)  # the last task of the slow file serves
         wait_for(lambda: "while importing its task files" in d.stderr, timeout=30, what="the stuck import ended")
         beats.close()
         ctx.close()
