@@ -49,6 +49,9 @@ PROBE_TIMEOUT = 2.0
 PUT_TIMEOUT = 2.0
 #: Seconds before an IOC that did not answer is asked again (probe or write).
 RETRY = 5.0
+#: A LogLevel change is said at INFO at most this often per task (s); changes between go to DEBUG,
+#: so an operator's toggling (or a script's) cannot flood the very log it tunes.
+LEVEL_NOTE_EVERY = 10.0
 _NEVER = 1 << 30
 
 
@@ -104,6 +107,7 @@ class _TaskLogs:
         self.retry_at = 0.0
         self.failing = False
         self.reconnecting = False
+        self.level_said_at = -LEVEL_NOTE_EVERY
         self.subscription: Optional[Monitor] = None
         self.log = logger.bind(task=task.name)
 
@@ -285,7 +289,11 @@ class LogPVs(Hooks):
             logs.level = LEVEL_NOS[index]
             self._levels = {**self._levels, logs.task.name: logs.level}
             self._retune()
-            logs.log.info("log PVs: publishing {} and above ({})", LEVELS[index], logs.level_pv)
+            now = time.monotonic()
+            quiet = now - logs.level_said_at < LEVEL_NOTE_EVERY
+            logs.level_said_at = logs.level_said_at if quiet else now
+            level = "DEBUG" if quiet else "INFO"
+            logs.log.log(level, "log PVs: publishing {} and above ({})", LEVELS[index], logs.level_pv)
 
     def _collect(self) -> None:
         with self._lock:
