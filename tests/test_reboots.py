@@ -168,7 +168,7 @@ def restarts_under_load(make_ioc, tmp_path: Path, seconds: float, every: float =
 
 
 def test_an_ioc_restarted_every_3_s_loses_and_doubles_nothing(make_ioc, tmp_path):
-    restarts_under_load(make_ioc, tmp_path, seconds=15)
+    restarts_under_load(make_ioc, tmp_path, seconds=12)
 
 
 @pytest.mark.slow

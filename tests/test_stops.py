@@ -50,8 +50,10 @@ def stopper(t):
 """
 
 
-@pytest.mark.parametrize("isolation", ["none", "file"])
-@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+@pytest.mark.parametrize(
+    ("how", "isolation"),
+    [("sigterm", "none"), ("ctrl-c", "file")],  # the launcher's own exit; a worker's and the group's signal
+)
 def test_a_stop_ends_the_service_in_time_and_the_ioc_last(how, isolation, tmp_path):
     task = write_tasks(tmp_path / "tasks", TASK, "stopper.py")
     ports, marker = embedded_ports(), uuid.uuid4().hex
