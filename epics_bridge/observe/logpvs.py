@@ -49,9 +49,10 @@ PROBE_TIMEOUT = 2.0
 PUT_TIMEOUT = 2.0
 #: Seconds before an IOC that did not answer is asked again (probe or write).
 RETRY = 5.0
-#: A LogLevel change is said at INFO at most this often per task (s); changes between go to DEBUG,
-#: so an operator's toggling (or a script's) cannot flood the very log it tunes.
-LEVEL_NOTE_EVERY = 10.0
+#: LogLevel changes said at INFO per task, at most, within LEVEL_NOTE_WINDOW seconds; more go to
+#: DEBUG, so a script (or an operator) toggling it cannot flood the very log it tunes.
+LEVEL_NOTES = 5
+LEVEL_NOTE_WINDOW = 60.0
 _NEVER = 1 << 30
 
 
@@ -107,7 +108,7 @@ class _TaskLogs:
         self.retry_at = 0.0
         self.failing = False
         self.reconnecting = False
-        self.level_said_at = -LEVEL_NOTE_EVERY
+        self.level_notes: Deque[float] = collections.deque(maxlen=LEVEL_NOTES)  # when changes were said at INFO
         self.subscription: Optional[Monitor] = None
         self.log = logger.bind(task=task.name)
 
@@ -289,11 +290,13 @@ class LogPVs(Hooks):
             logs.level = LEVEL_NOS[index]
             self._levels = {**self._levels, logs.task.name: logs.level}
             self._retune()
-            now = time.monotonic()
-            quiet = now - logs.level_said_at < LEVEL_NOTE_EVERY
-            logs.level_said_at = logs.level_said_at if quiet else now
-            level = "DEBUG" if quiet else "INFO"
-            logs.log.log(level, "log PVs: publishing {} and above ({})", LEVELS[index], logs.level_pv)
+            now, notes = time.monotonic(), logs.level_notes
+            loud = len(notes) < LEVEL_NOTES or now - notes[0] >= LEVEL_NOTE_WINDOW
+            if loud:
+                notes.append(now)
+            logs.log.log(
+                "INFO" if loud else "DEBUG", "log PVs: publishing {} and above ({})", LEVELS[index], logs.level_pv
+            )
 
     def _collect(self) -> None:
         with self._lock:
