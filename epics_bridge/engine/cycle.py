@@ -475,6 +475,9 @@ class TriggerMonitor(_Source):
     def _number(self, value: Any) -> Any:
         """Trigger's request as a number; 0 for a record of the wrong kind (an array, a string),
         which the handshake names and waits on, and which must never end the loop."""
+        if isinstance(value, Value) and value.getID() == NTENUM:  # bridge.db's bo: every cycle, kept cheap
+            self._wrong_kind = None
+            return value["value.index"]
         kind = kind_of(value)
         if kind in ("enum", "integer", "float"):
             self._wrong_kind = None
