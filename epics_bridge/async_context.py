@@ -85,10 +85,10 @@ class AsyncTaskContext(TaskContext):
             call = f"t.get({names!r})"
             pv = self.pv(names)
             if pv not in self._typed:
-                return PVOperation(self, lambda: self.io.aget(pv, timeout), call, _caller())
+                return PVOperation(self, lambda: self._aread(pv, timeout), call, _caller())
 
             async def read_one() -> Any:
-                return self._typed_reads({pv: await self.io.aget(pv, timeout)})[pv]
+                return self._typed_reads({pv: await self._aread(pv, timeout)})[pv]
 
             return PVOperation(self, read_one, call, _caller())
         listed = list(names)
@@ -96,7 +96,7 @@ class AsyncTaskContext(TaskContext):
         call = f"t.get({listed!r})" if tag is None else f"t.get(tag={tag!r})"
 
         async def read() -> Dict[str, Any]:
-            values = self._typed_reads(await self.io.aget(pvs, timeout))
+            values = self._typed_reads(await self._aread(pvs, timeout))
             return {n: values[pv] for n, pv in zip(listed, pvs)}
 
         return PVOperation(self, read, call, _caller())
@@ -109,7 +109,18 @@ class AsyncTaskContext(TaskContext):
         merged: Dict[str, Any] = {**(values or {}), **logical_values}
         data = self._typed_writes({self.pv(n): v for n, v in merged.items()})
         call = f"t.put({', '.join(f'{n}=…' for n in merged)})"
-        return PVOperation(self, lambda: self.io.aput(data), call, _caller())
+        return PVOperation(self, lambda: self._awrite(data), call, _caller())
+
+    async def _aread(self, pvs: Union[str, List[str]], timeout: Optional[float]) -> Any:
+        self._guard("get")
+        values = await self.io.aget(pvs, timeout)
+        self._guard("get")  # what came back may be a restarted IOC's
+        return values
+
+    async def _awrite(self, data: Mapping[str, Any]) -> None:
+        self._guard("put")
+        await self.io.aput(data)
+        self._guard("put")
 
     def check_awaited(self, cause: Optional[BaseException] = None) -> None:
         """Raise :class:`NotAwaitedError` (chained to ``cause``, what the coroutine raised, if any)

@@ -47,7 +47,7 @@ class TaskContext:
     raises :class:`~epics_bridge.io.PVValueError` (a PVError) naming each PV, value and what it must be.
     """
 
-    __slots__ = ("name", "pvs", "io", "log", "_names", "_tags", "_typed")
+    __slots__ = ("name", "pvs", "io", "log", "_names", "_tags", "_typed", "_guard")
     name: str
     pvs: BasePVInterface
     io: BridgeIO
@@ -55,10 +55,16 @@ class TaskContext:
     _names: Dict[str, str]
     _tags: Dict[str, List[str]]
     _typed: Dict[str, PV]
+    _guard: Callable[[str], None]
 
-    def __init__(self, name: str, pvs: BasePVInterface, io: BridgeIO) -> None:
+    def __init__(
+        self, name: str, pvs: BasePVInterface, io: BridgeIO, guard: Callable[[str], None] = lambda operation: None
+    ) -> None:
+        """``guard(operation)`` runs before and after each of the task's reads and writes, and raises
+        (a PVError) when the cycle may no longer touch the IOC (see engine/cycle.py)."""
         for attr, value in (("name", name), ("pvs", read_only(pvs)), ("io", io), ("log", logger.bind(task=name))):
             object.__setattr__(self, attr, value)
+        object.__setattr__(self, "_guard", guard)
         object.__setattr__(self, "_names", pvs.as_dict)
         declarations = pvs.declarations
         tags: Dict[str, List[str]] = {}
@@ -97,9 +103,9 @@ class TaskContext:
         names = self._read_names(names, tag)
         if isinstance(names, str):
             pv = self.pv(names)
-            return self._typed_reads({pv: self.io.get(pv, timeout)})[pv]
+            return self._typed_reads({pv: self._read(pv, timeout)})[pv]
         names = list(names)
-        values = self._typed_reads(self.io.get([self.pv(n) for n in names], timeout))
+        values = self._typed_reads(self._read([self.pv(n) for n in names], timeout))
         return {n: values[self.pv(n)] for n in names}
 
     def put(self, values: Optional[Mapping[str, Any]] = None, /, **logical_values: Any) -> None:
@@ -108,7 +114,10 @@ class TaskContext:
         ``t.put({"valve": 0})`` and ``t.put(valve=0)`` are the same write.
         """
         merged: Dict[str, Any] = {**(values or {}), **logical_values}
-        self.io.put(self._typed_writes({self.pv(n): v for n, v in merged.items()}))
+        data = self._typed_writes({self.pv(n): v for n, v in merged.items()})
+        self._guard("put")
+        self.io.put(data)
+        self._guard("put")
 
     def fields(self, name: str, timeout: Optional[float] = None) -> Dict[str, Any]:
         """The record fields a PV's declaration lists in ``fields`` (``PV(..., fields=["EGU"])``),
@@ -118,8 +127,14 @@ class TaskContext:
         wanted = list(declared.fields or ()) if declared is not None else []
         if not wanted:
             raise ConfigError(f"task '{self.name}': {name!r} declares no fields to read (PV(..., fields=['EGU']))")
-        values = self.io.get([f"{pv}.{field}" for field in wanted], timeout)
+        values = self._read([f"{pv}.{field}" for field in wanted], timeout)
         return {field: values[f"{pv}.{field}"] for field in wanted}
+
+    def _read(self, pvs: Union[str, List[str]], timeout: Optional[float]) -> Any:
+        self._guard("get")
+        values = self.io.get(pvs, timeout)
+        self._guard("get")  # what came back may be a restarted IOC's
+        return values
 
     def _read_names(self, names: Union[str, Sequence[str], None], tag: Optional[str]) -> Union[str, Sequence[str]]:
         """What a ``get`` reads: the names given, or the logical names declared with ``tag``."""

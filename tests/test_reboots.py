@@ -3,8 +3,9 @@ and Trigger=0, and a client may trigger again as soon as it answers. The cycle t
 must then be reported without acknowledging that new request, which runs once.
 
 Every request carries a number (written to ``$(P)Request`` before Trigger=1) and the task appends
-the number it read to a file at the start of its call, so the test knows which request each call
-served, across restarts of the IOC and of any counter on it.
+the number it read to a file at the start of its call, and again at its end when that differs (a
+call that saw a request made after the one it started on served that one too), so the test knows
+which requests each call served, across restarts of the IOC and of any counter on it.
 """
 
 from __future__ import annotations
@@ -32,19 +33,31 @@ from epics_bridge import bridge
 @bridge.task(prefix="{prefix}", pvs={{"request": "Request"}}, heartbeat_period={period}, stall_timeout=30,
              max_stuck_cycles=200, timeout=1.0)
 def served(t):
-    try:
-        number = t.get("request")
-    except Exception:
-        number = -1
-    with open("served.calls", "a") as f:
-        f.write(f"{{number}}\\n")
+    first = number(t)
+    record(first)
     time.sleep({seconds})
+    last = number(t)
+    if last != first:
+        record(last)
+
+
+def number(t):
+    try:
+        return t.get("request")
+    except Exception:
+        return -1
+
+
+def record(seen):
+    with open("served.calls", "a") as f:
+        f.write(f"{{seen}}\\n")
 """
 
 
 def served(workdir: Path) -> List[int]:
+    """The requests the calls served, in order (a read that failed is no request)."""
     path = workdir / "served.calls"
-    return [int(line) for line in path.read_text().split()] if path.exists() else []
+    return [n for n in map(int, path.read_text().split()) if n > 0] if path.exists() else []
 
 
 def start(make_ioc, tmp_path: Path, seconds: float):
@@ -58,21 +71,32 @@ def request(ctx: Context, number: int, timeout: float = 5.0) -> None:
     ctx.put(P + "Trigger", 1, timeout=timeout)
 
 
-@pytest.mark.parametrize("outage", [1.5, 6.5])
-def test_a_trigger_written_after_a_reboot_mid_cycle_runs_once(outage, make_ioc, tmp_path):
-    ioc, service = start(make_ioc, tmp_path, seconds=2.0)
+@pytest.mark.parametrize(
+    "seconds, outage, overlap",
+    [
+        (2.0, 1.5, False),
+        (2.0, 6.5, False),
+        # back, and the new request made, while the cycle still runs: the cycle must not serve it too
+        (4.0, 0.2, True),
+    ],
+)
+def test_a_trigger_written_after_a_reboot_mid_cycle_runs_once(seconds, outage, overlap, make_ioc, tmp_path):
+    ioc, service = start(make_ioc, tmp_path, seconds=seconds)
     with service as d:
         ctx = client_for(ioc.client_env)
         HeartbeatRecorder(ctx, [P]).wait_pulses(P, 2, timeout=30)
         request(ctx, 1)
         wait_value(ctx, P + "Busy", 1)
-        time.sleep(0.5)  # the fault's timing: half a second into the 2 s cycle
+        started = time.monotonic()
+        time.sleep(0.5)  # the fault's timing: half a second into the cycle
         ioc.kill()
         time.sleep(outage)  # the fault's length
         ioc.start()
         ctx.close()
         after = client_for(ioc.client_env)
         request(after, 2)  # as soon as the IOC answers
+        if overlap:
+            assert time.monotonic() - started < seconds - 0.5, "request 2 was made after the cycle ended"
         wait_for(lambda: read(after, P + "Trigger") == 0, timeout=30, what="the new request's acknowledge")
         assert 2 in served(tmp_path), f"request 2 acknowledged but never run: calls {served(tmp_path)}"
         # one more, to see nothing else is still due

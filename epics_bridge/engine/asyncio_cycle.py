@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import traceback
 from types import FrameType
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 from ..async_context import AsyncTaskContext
 from ..io import BridgeIO
@@ -51,9 +51,9 @@ class EventLoop:
     """Runs one async task's cycles on its event loop. Every method but :meth:`cancel` is called on
     the task's loop thread."""
 
-    def __init__(self, task: Task, io: BridgeIO) -> None:
+    def __init__(self, task: Task, io: BridgeIO, guard: Callable[[str], None]) -> None:
         self.task = task
-        self.context = AsyncTaskContext(task.name, task.pvs, io)
+        self.context = AsyncTaskContext(task.name, task.pvs, io, guard=guard)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         #: The running cycle's coroutine, and what ends the cycle if this class cancelled it.
         self._running: Optional[asyncio.Task[Any]] = None

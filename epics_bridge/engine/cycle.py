@@ -9,7 +9,10 @@ new Trigger=1 at once: the cycle's acknowledge, written afterwards, would clear 
 unserved. So an end that may follow a restart (the Trigger link dropped during the cycle, or an
 earlier attempt to write it failed) is re-decided first: if Busy is no longer 1, the IOC lost the
 cycle, which is reported (status and duration) without the acknowledge, and a Trigger=1 found then
-is a new request, served once.
+is a new request, served once. Two rules keep a cycle within the one IOC lifetime its Busy=1 was
+written in, so that it cannot also serve (and so run twice) a request made after the restart: a
+Busy=1 written across a drop of the link is withdrawn and the request read again, and once the
+link has dropped during a cycle, the task's own reads and writes fail (PVDisconnectedError).
 
 Waiting never polls: when Trigger updates arrive, p4p's network thread only queues a drain on the
 loop's own queue, so the loop thread itself handles them (nothing runs on p4p's shared callback
@@ -28,7 +31,7 @@ from loguru import logger
 from p4p import Value
 from p4p.client.thread import Disconnected, RemoteError
 
-from ..io import BridgeIO, Monitor, PVError, PVRejectedError
+from ..io import BridgeIO, Monitor, PVDisconnectedError, PVError, PVRejectedError
 from ..status import TaskStatus, status_of
 from ..task import Task
 from ..task_context import TaskContext
@@ -60,8 +63,10 @@ class Loop:
         self.hooks = hooks
         self.log = logger.bind(task=task.name)
         #: An ``async def`` task's event loop (asyncio_cycle.py), None for a plain function.
-        self.events: Optional[EventLoop] = _event_loop(task, io)
-        self.context = self.events.context if self.events else TaskContext(task.name, task.pvs, io)
+        self.events: Optional[EventLoop] = _event_loop(task, io, self._same_ioc)
+        self.context = (
+            self.events.context if self.events else TaskContext(task.name, task.pvs, io, guard=self._same_ioc)
+        )
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.source = _make_source(self)
         self.thread = threading.Thread(target=self._run, name=f"task:{task.name}", daemon=True)
@@ -143,15 +148,41 @@ class Loop:
         self.in_cycle = True
         status, duration = TaskStatus.IO_FAILURE, 0.0
         try:
-            self._drops_at_busy = self.source.drops
+            self._drops_at_busy = self.source.drops  # the link as the decision to run saw it
             self.io.put({self.task.pvs.busy: 1})
         except PVError as exc:
             self.log.error("cycle not started, Busy=1 not acknowledged: {}", exc)
         else:
+            self.source.refresh()
+            if self.source.drops != self._drops_at_busy:
+                self._withdraw()
+                self.in_cycle = False
+                return
             status, duration = self._call()
         self._finish(status, duration)
         self.in_cycle = False
         self.hooks.cycle_finished(self.task, status, duration)
+
+    def _withdraw(self) -> None:
+        """Busy=1 went out across a drop of the Trigger link: it may have landed in a restarted IOC,
+        where the request that was due no longer exists. Take it back; a fresh read decides again."""
+        self.log.warning("the Trigger link dropped as the cycle started: Busy=1 withdrawn, the request is read again")
+        try:
+            self.io.put({self.task.pvs.busy: 0})
+        except PVError as exc:
+            self.log.error("could not withdraw Busy=1: {}", exc)
+        self.source.reconsider()
+
+    def _same_ioc(self, operation: str) -> None:
+        """The task's reads and writes (a guard of its context): once the Trigger link has dropped
+        during the cycle, the IOC may have restarted, and what it holds now (a request made since,
+        perhaps) is no longer this cycle's to read or change."""
+        if not self.in_cycle:
+            return
+        self.source.refresh()
+        if self.source.drops != self._drops_at_busy:
+            reason = ConnectionError("the Trigger link dropped during the cycle (the IOC may have restarted)")
+            raise PVDisconnectedError(operation, {self.task.pvs.trigger: reason})
 
     def _call(self) -> Tuple[TaskStatus, float]:
         started = time.perf_counter()
@@ -323,13 +354,13 @@ class Loop:
         return True
 
 
-def _event_loop(task: Task, io: BridgeIO) -> Optional[EventLoop]:
+def _event_loop(task: Task, io: BridgeIO, guard: Callable[[str], None]) -> Optional[EventLoop]:
     """An event loop for an ``async def`` task; asyncio is imported only then (~3 MB a process)."""
     if not task.is_async:
         return None
     from .asyncio_cycle import EventLoop
 
-    return EventLoop(task, io)
+    return EventLoop(task, io, guard)
 
 
 def line_in_task(stack: traceback.StackSummary, task: Task) -> str:
@@ -440,6 +471,7 @@ class TriggerMonitor(_Source):
         self.drops = 0
         self._wrong_kind: Optional[str] = None
         self._monitor: Optional[Monitor] = None
+        self._draining = threading.Lock()
 
     def open(self) -> None:
         # p4p's network thread only queues a drain; the loop thread pops the updates in order.
@@ -451,8 +483,9 @@ class TriggerMonitor(_Source):
 
     def _drain(self) -> None:
         assert self._monitor is not None, "drains are only queued by the open monitor"
-        for value in self._monitor.pop():
-            self.update(value)
+        with self._draining:  # a task's own threads may read PVs, and so drain, beside the loop
+            for value in self._monitor.pop():
+                self.update(value)
 
     refresh = _drain
 

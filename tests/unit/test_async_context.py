@@ -17,7 +17,7 @@ from test_loop import BUSY, DURATION, STATUS, TRIGGER, P, _handshake, _io, _task
 
 from epics_bridge.async_context import AsyncTaskContext, NotAwaitedError
 from epics_bridge.engine import runner
-from epics_bridge.io import PVTimeoutError, _abatch
+from epics_bridge.io import PVDisconnectedError, PVTimeoutError, _abatch
 from epics_bridge.memory_io import MemoryIO
 from epics_bridge.status import TaskStatus
 from epics_bridge.task_context import ReadOnlyError, UnknownNameError
@@ -55,6 +55,32 @@ def test_awaited_verbs_read_and_write_by_logical_and_full_name():
 
     assert asyncio.run(body()) == (2.5e-6, {"pressure": 2.5e-6, "OTHER:Value": 3})
     assert io.writes == [{P + "Valve": 0}, {"OTHER:Value": 8}]
+
+
+def test_awaited_verbs_pass_the_cycles_guard_before_and_after_their_io():
+    io = _async_io()
+    task = _task(pvs=PVS)
+    calls: List[str] = []
+
+    def guard(operation: str) -> None:
+        calls.append(operation)
+        if len(calls) > 4:  # the link dropped after the first read and write
+            raise PVDisconnectedError(operation, {P + "Trigger": ConnectionError("the link dropped")})
+
+    t = AsyncTaskContext(task.name, task.pvs, io, guard=guard)
+
+    async def body() -> Any:
+        first = await t.get("pressure")
+        await t.put(valve=0)
+        with pytest.raises(PVDisconnectedError):
+            await t.get("pressure")
+        with pytest.raises(PVDisconnectedError):
+            await t.put(valve=1)
+        return first
+
+    assert asyncio.run(body()) == 2.5e-6
+    assert calls == ["get", "get", "put", "put", "get", "put"]
+    assert io.writes == [{P + "Valve": 0}]
 
 
 def test_a_gather_of_reads_returns_each_value_in_order():

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import List
 
 import pytest
 
 import epics_bridge
+from epics_bridge.io import PVDisconnectedError
 from epics_bridge.memory_io import MemoryIO
 from epics_bridge.registry import Registry
 from epics_bridge.task import ConfigError
@@ -68,3 +70,32 @@ def test_no_close_match_still_lists_the_known_names(io):
     with pytest.raises(UnknownNameError) as caught:
         _context(io).get("zzz")
     assert "did you mean" not in str(caught.value) and "pressure" in str(caught.value)
+
+
+class _Guard:
+    """Records each call; raises PVDisconnectedError from the ``fail_at``-th on, as the cycle's
+    guard does once the Trigger link has dropped."""
+
+    def __init__(self, fail_at: int) -> None:
+        self.calls: List[str] = []
+        self.fail_at = fail_at
+
+    def __call__(self, operation: str) -> None:
+        self.calls.append(operation)
+        if len(self.calls) >= self.fail_at:
+            raise PVDisconnectedError(operation, {"CTX:Trigger": ConnectionError("the link dropped")})
+
+
+def test_the_guard_runs_before_and_after_each_read_and_write_and_withholds_what_came_back(io):
+    task = Registry.make(lambda t: None, prefix=PREFIX, name="vac", pvs={"pressure": "Press", "valve": "Valve"})
+    guard = _Guard(fail_at=6)
+    t = TaskContext(task.name, task.pvs, io, guard=guard)
+    assert t.get("pressure") == 2.5e-6
+    t.put(valve=0)
+    assert guard.calls == ["get", "get", "put", "put"]
+    with pytest.raises(PVDisconnectedError, match="the link dropped"):
+        t.get("pressure")  # read, then refused: a restarted IOC's value never reaches the task
+    assert guard.calls[-2:] == ["get", "get"]
+    with pytest.raises(PVDisconnectedError):
+        t.put(valve=1)  # refused before anything is written
+    assert io.writes == [{PREFIX + "Valve": 0}]
