@@ -75,7 +75,7 @@ def request(ctx: Context, number: int, timeout: float = 5.0) -> None:
     "seconds, outage, overlap",
     [
         (2.0, 1.5, False),
-        (2.0, 6.5, False),
+        pytest.param(2.0, 6.5, False, marks=pytest.mark.slow),  # back after the cycle would have ended
         # back, and the new request made, while the cycle still runs: the cycle must not serve it too
         (4.0, 0.2, True),
     ],
