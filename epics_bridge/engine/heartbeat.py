@@ -19,7 +19,7 @@ import math
 import threading
 import time
 import zlib
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 from loguru import logger
 
@@ -28,16 +28,24 @@ from ..task import Task
 from .cycle import Loop
 from .hooks import Hooks
 
-__all__ = ["SLOTS", "Heartbeat", "next_grid_point", "phase"]
+__all__ = ["SLOTS", "Heartbeat", "next_grid_point", "phase", "process_shift"]
 
 #: Phase slots per heartbeat period (see the module's docstring).
 SLOTS = 10
 
 
-def phase(name: str, period: float, slots: int = SLOTS) -> float:
-    """Where in each period a task pulses: its slot, chosen by its name, the same in every run and
-    process, so the tasks of a service pulse in a few groups rather than all at once or one by one."""
-    return (zlib.crc32(name.encode()) % slots) / slots * period
+def phase(name: str, period: float, slots: int = SLOTS, shift: float = 0.0) -> float:
+    """Where in each period a task pulses: its slot, chosen by its name, the same in every run, so
+    the tasks of a process pulse in a few groups rather than all at once or one by one. ``shift``
+    (a fraction of one slot, see :func:`process_shift`) moves all the slots of one process."""
+    return ((zlib.crc32(name.encode()) % slots) + shift) / slots * period
+
+
+def process_shift(names: Iterable[str]) -> float:
+    """Where in a slot the slots of the process running ``names`` lie, in [0, 1): the same in every
+    run, different between a service's workers, so that ten workers do not all pulse at the same
+    ten instants (2-core runs of 1000 tasks in 10 files: heartbeat error p99 37 ms without it)."""
+    return (zlib.crc32("\n".join(sorted(names)).encode()) % 1000) / 1000
 
 
 def next_grid_point(now: float, period: float, offset: float) -> float:
@@ -47,9 +55,16 @@ def next_grid_point(now: float, period: float, offset: float) -> float:
 
 class Heartbeat:
     def __init__(
-        self, task: Task, loop: Loop, io: BridgeIO, hooks: Hooks, on_stuck_limit: Callable[[Task, str], None]
+        self,
+        task: Task,
+        loop: Loop,
+        io: BridgeIO,
+        hooks: Hooks,
+        on_stuck_limit: Callable[[Task, str], None],
+        shift: float = 0.0,
     ) -> None:
         self.task, self.loop, self.io, self.hooks = task, loop, io, hooks
+        self.shift = shift  # this process's, see process_shift
         self.on_stuck_limit = on_stuck_limit
         self.log = logger.bind(task=task.name)
         self.stuck = 0
@@ -64,7 +79,7 @@ class Heartbeat:
 
     def _run(self) -> None:
         period, pv = self.task.heartbeat_period, self.task.pvs.heartbeat
-        offset = phase(self.task.name, period)
+        offset = phase(self.task.name, period, shift=self.shift)
         pulse = 0
         sent: Optional[Sent] = None
         next_beat = time.monotonic()  # the first period at once, then on the task's own grid

@@ -24,7 +24,7 @@ from ..sinks import drain
 from ..task import ConfigError, Task
 from . import heap
 from .cycle import Loop, line_in_task
-from .heartbeat import Heartbeat
+from .heartbeat import Heartbeat, process_shift
 from .hooks import HookList, Hooks
 from .timelimit import TimeLimits
 
@@ -65,13 +65,13 @@ class Runner:
         io_context, pulse_context = Context("pva", nt=False), Context("pva", nt=False)
         self._contexts = [io_context, pulse_context]
         limits = TimeLimits()
+        shift = process_shift(task.name for task in self.tasks)
         for task in self.tasks:
             _log_summary(task)
             loop = Loop(task, BridgeIO(io_context, task.timeout), self.hooks, limits)
             self.loops.append(loop)
-            self.heartbeats.append(
-                Heartbeat(task, loop, BridgeIO(pulse_context, task.timeout), self.hooks, self._stuck_limit)
-            )
+            pulses = BridgeIO(pulse_context, task.timeout)
+            self.heartbeats.append(Heartbeat(task, loop, pulses, self.hooks, self._stuck_limit, shift))
         parts: List[Union[Loop, Heartbeat]] = [*self.loops, *self.heartbeats]
         for part in parts:
             part.start()
