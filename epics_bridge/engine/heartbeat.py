@@ -8,7 +8,8 @@ not acknowledged: a pulse is sent without waiting, and its outcome read one peri
 Tasks pulse in :data:`SLOTS` phase slots spread over the period: the pulses of one slot leave in
 the same instant and pvxs sends them in a few TCP segments, while the slots keep the whole
 service from waking at once. More slots spread the wakeups thinner but coalesce less (one slot per
-task was every pulse its own segment and syscall on both sides); see docs/pulses.md.
+task was every pulse its own segment and syscall on both sides); each worker shifts its slots a
+little, so that a service's workers do not pulse at the same instants; see docs/pulses.md.
 After ``max_stuck_cycles`` stuck periods in a row the process must go: the loop may be deadlocked,
 so the exit is taken here, never asked of the loop.
 """

@@ -7,7 +7,7 @@ from typing import List, Optional, Tuple
 
 from helpers import wait_for
 
-from epics_bridge.engine.heartbeat import Heartbeat, next_grid_point, phase
+from epics_bridge.engine.heartbeat import Heartbeat, next_grid_point, phase, process_shift
 from epics_bridge.engine.hooks import Hooks
 from epics_bridge.memory_io import MemoryIO
 from epics_bridge.registry import Registry
@@ -105,6 +105,17 @@ def test_each_task_pulses_at_its_own_phase_the_same_in_every_run():
     tenths = [sum(1 for p in phases if k / 10 <= p < (k + 1) / 10) for k in range(10)]
     assert min(tenths) > 0 and max(tenths) < 200
     assert phase("noop001", 2.0) == 2 * phase("noop001", 1.0)
+
+
+def test_the_workers_of_a_service_shift_their_slots_apart_the_same_in_every_run():
+    files = [[f"noop{i:03d}" for i in range(f * 100, (f + 1) * 100)] for f in range(10)]
+    shifts = [process_shift(names) for names in files]
+    assert shifts == [process_shift(reversed(names)) for names in files]  # by the names, not their order
+    assert all(0.0 <= s < 1.0 for s in shifts)
+    assert len({round(s, 3) for s in shifts}) == 10  # ten workers, ten different instants per slot
+    # a shift moves a task within its own slot, never past the period
+    assert phase("noop001", 1.0) <= phase("noop001", 1.0, shift=0.999) < phase("noop001", 1.0) + 0.1
+    assert all(0.0 <= phase(n, 1.0, shift=s) < 1.0 for names, s in zip(files, shifts) for n in names)
 
 
 def test_the_next_grid_point_is_strictly_after_now_on_the_tasks_grid():
