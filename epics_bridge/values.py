@@ -2,12 +2,14 @@
 
 Tasks compare and compute with what they read, so a read gives plain ``int``/``float``/``bool``/
 ``str`` (never numpy scalars that print and pickle differently), numpy arrays for waveforms and
-images, and never raises: an unknown structure still reaches the task as a dict, and a string
-that is not valid UTF-8 arrives as text with replacement characters.
+images, and never raises: an unknown structure still reaches the task as a dict, and a string (or an
+element of a string array) that is not valid UTF-8 arrives as text with replacement characters.
 """
 
 from __future__ import annotations
 
+import ast
+import re
 from typing import Any, Dict, List
 
 import numpy as np
@@ -50,8 +52,27 @@ def _ntscalar(v: Value) -> Any:
         return exc.object.decode("utf-8", errors="replace")
 
 
+#: A string array's line in pvxs's printout: each element quoted, escaped as C does (\xHH, \", ...).
+_STRING_ARRAY = re.compile(r"^\s*string\[\] value = \{[^}]*\}\[(.*)\]$", re.MULTILINE)
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
 def _ntscalararray(v: Value) -> Any:
-    return _array(v["value"])
+    try:
+        return _array(v["value"])
+    except UnicodeDecodeError:  # p4p names only the bad element; pvxs's printout still has them all
+        return _strings_with_replacement(v)
+
+
+def _strings_with_replacement(v: Value) -> List[str]:
+    """A string array whose bytes are not all UTF-8, each element decoded with replacement. pvxs
+    prints every byte that is not printable ASCII as ``\\xHH`` and escapes quotes and backslashes,
+    which is exactly a Python bytes literal's syntax."""
+    line = _STRING_ARRAY.search(v.tostr())
+    if line is None:
+        raise ValueError("a string array with no printable value")
+    elements = _QUOTED.findall(line.group(1))
+    return [ast.literal_eval(f'b"{element}"').decode("utf-8", errors="replace") for element in elements]
 
 
 def _ntenum(v: Value) -> EnumValue:

@@ -5,6 +5,7 @@ UTF-8 reads as text with replacement characters."""
 
 from __future__ import annotations
 
+import pytest
 from helpers import client_for, daemon, read, ready_trigger, wait_for, write_tasks
 
 from epics_bridge import TaskStatus
@@ -63,3 +64,19 @@ def test_a_string_that_is_not_utf8_reads_as_text_with_replacement(make_ioc, tmp_
         assert io.get(["BB:ODD"]) == {"BB:ODD": "ok\ufffdbad\ufffd"}
     finally:
         io.close()
+
+
+def test_a_string_array_that_is_not_utf8_reads_each_element_with_replacement(make_ioc, tmp_path):
+    record = tmp_path / "odds.db"
+    record.write_text('record(waveform, "BB:ODDS") {\n    field(FTVL, "STRING")\n    field(NELM, "4")\n}\n')
+    ioc = make_ioc(extra=[Database(record, {})])
+    ctx = client_for(ioc.client_env)
+    io = BridgeIO(ctx, timeout=5)
+    try:
+        ctx.put("BB:ODDS", [b"ok", b"\xffbad", b'caf\xc3\xa9 "q"', b""], timeout=5)
+        with pytest.raises(UnicodeDecodeError):  # what p4p itself makes of it
+            ctx.get("BB:ODDS", timeout=5)["value"]
+        assert io.get(["BB:ODDS"]) == {"BB:ODDS": ["ok", "\ufffdbad", 'café "q"', ""]}
+    finally:
+        io.close()
+        ctx.close()

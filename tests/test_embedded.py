@@ -17,6 +17,7 @@ from typing import Dict, Tuple
 import numpy as np
 import pytest
 from helpers import Daemon, Trigger, client_for, daemon, embedded_ports, read, wait_for
+from p4p.client.thread import Context
 
 from epics_bridge import Registry, TaskStatus
 from epics_bridge.ioc.embedded import databases
@@ -146,3 +147,27 @@ def test_the_printed_name_server_reaches_the_ioc_without_any_udp_search(tmp_path
             "python -c \"from p4p.client.thread import Context as C; C('pva').get('SHARED:A:Busy', timeout=5)\"",
             tcp_only,
         )
+
+
+def test_the_embedded_ioc_answers_on_loopback_only(tmp_path):
+    """pvxs binds its UDP search socket to the wildcard on purpose and answers only the searches sent
+    to the interface it was given; 127.0.0.2 is loopback too, but not the IOC's interface."""
+    ports = _env()
+    task = tmp_path / "tasks" / "one.py"
+    task.parent.mkdir()
+    task.write_text('from epics_bridge import bridge\n\n@bridge.task(prefix="LOOP:A:")\ndef one(t):\n    pass\n')
+    with daemon([task, "--ioc"], ports, tmp_path) as d:
+        _announcement(d)
+        tcp = int(ports["EPICS_PVAS_SERVER_PORT"])
+        socket.create_connection(("127.0.0.1", tcp), timeout=5).close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.2", tcp), timeout=5)
+
+        def search(address: str) -> Context:
+            conf = {"EPICS_PVA_ADDR_LIST": address, "EPICS_PVA_AUTO_ADDR_LIST": "NO"}
+            return client_for({**conf, "EPICS_PVA_BROADCAST_PORT": ports["EPICS_PVAS_BROADCAST_PORT"]})
+
+        with search("127.0.0.1") as ctx:
+            assert read(ctx, "LOOP:A:Busy") == 0
+        with search("127.0.0.2") as ctx, pytest.raises(TimeoutError):
+            ctx.get("LOOP:A:Busy", timeout=3)

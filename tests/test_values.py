@@ -141,6 +141,12 @@ def test_string_waveform_is_list_of_str(client):
 
 
 # -- NTNDArray, NTTable and structures from a p4p server ---------------------------------------
+def test_a_string_array_not_all_utf8_keeps_every_element_with_replacement():
+    elements = [b"ok", b"\xffbad", b'q"uo\\te', b"tab\tnew\nline", b"caf\xc3\xa9", b"[a, b]", b"", b"\x01\x7f"]
+    value = Value(Type([("value", "as")], id="epics:nt/NTScalarArray:1.0"), {"value": elements})
+    assert to_python(value) == [e.decode("utf-8", errors="replace") for e in elements]
+
+
 def test_ndarray_is_shaped_by_its_dimensions(server_client):
     value = to_python(server_client.get("SRV:Image"))
     assert type(value) is np.ndarray
