@@ -305,6 +305,34 @@ def test_ioc_without_log_records_gives_one_warning_and_nothing_more(prefix, clie
     assert [line["message"] for line in lines(task_file)].count("cycle ran") == 3
 
 
+def test_a_log_pv_the_ioc_lacks_costs_one_warning_and_its_lines_only(make_ioc, monkeypatch, tmp_path):
+    """A kind's PV is asked for on its first line: an IOC with InfoLog but no WarningLog (an edited
+    copy of bridge-logs.db) shows the INFO lines, and the first warning says, once, where warnings go."""
+    partial = "OBS:PART:"
+    records = re.findall(r"record\(.*?\n\}\n", (db_dir() / "bridge-logs.db").read_text(), re.S)
+    kept = [r for r in records if "WarningLog" not in r and "ErrorLog" not in r]
+    (tmp_path / "partial-logs.db").write_text("\n".join(kept))
+    soft_ioc = make_ioc(partial, extra=[Database(tmp_path / "partial-logs.db", {"P": partial, "N": str(LINES)})])
+    for key, value in soft_ioc.client_env.items():
+        monkeypatch.setenv(key, value)
+    reg = Registry()
+    steps = scripted(reg, partial, "partial")
+    steps += [lambda t, n=n: (t.log.info(f"info {n}"), t.log.warning(f"warning {n}")) and None for n in range(3)]
+    task_file = task_log(tmp_path, "partial")
+    ctx = client_for(soft_ioc.client_env)
+    with observed(reg.tasks, tmp_path, log_pvs=True):
+        wait_log_pvs(task_file)
+        trig = Trigger(ctx, partial)
+        for n in range(3):
+            assert trig.cycle() == TaskStatus.SUCCESS
+            wait_for(lambda n=n: f"info {n}" in read(ctx, partial + "InfoLog"), what=f"info {n} on InfoLog")
+        trig.close()
+    ctx.close()
+    said = [line for line in lines(task_file) if "does not serve" in line["message"]]
+    assert len(said) == 1 and f"{partial}WarningLog" in said[0]["message"], said
+    assert [line["message"] for line in lines(task_file) if line["level"] == "WARNING"].count("warning 2") == 1
+
+
 # -- metrics ---------------------------------------------------------------------------------------
 Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
 

@@ -14,7 +14,6 @@ from typing import List, NoReturn, Optional, Sequence
 from ..app import bridge
 from ..service.loading import load
 from ..task import ConfigError, Task
-from . import run
 from .common import COMMANDS, fail
 
 __all__ = ["COMMANDS", "fail", "load_or_fail", "main"]
@@ -33,4 +32,8 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] and argv[0] in COMMANDS:
         importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+    # here, not at the top: every worker process imports this package (for :mod:`.worker`), and
+    # none needs the launcher, the embedded IOC or argparse
+    from . import run
+
     run.main(argv, bridge)

@@ -4,7 +4,9 @@ When the IOC serves ``{main}InfoLog``, ``{main}WarningLog``, ``{main}ErrorLog`` 
 the task's lines at or above LogLevel are published there: DEBUG and INFO lines to InfoLog, WARNING
 to WarningLog, ERROR and CRITICAL to ErrorLog, each PV holding its recent lines (``{main}LogLines``,
 default 20) joined by newlines, newest last. An IOC without them costs one warning in the task's
-log at start-up and nothing more.
+log at start-up and nothing more. A kind's PV (and its NELM) is first asked for with the task's first
+line of that kind: each channel costs ~5 KB of the worker, and most tasks never log an error; an
+IOC that lacks just that PV costs one warning then, and the other kinds are still shown.
 
 Logging must never wait for the network, so the loguru sink only appends the record to a bounded
 queue (dropping the oldest, counted, when the IOC takes them too slowly); one publisher thread per
@@ -100,7 +102,10 @@ class _TaskLogs:
         self.pvs = {kind: task.prefix + kind for kind in KINDS}
         self.level_pv = task.prefix + LEVEL_PV
         self.lines: Dict[str, Deque[str]] = {kind: collections.deque(maxlen=DEFAULT_LINES) for kind in KINDS}
-        self.capacity: Dict[str, Optional[int]] = dict.fromkeys(KINDS)
+        #: Bytes each kind's PV holds, once it was first needed (None: the IOC gives no NELM).
+        self.capacity: Dict[str, Optional[int]] = {}
+        #: Kinds whose PV the IOC does not serve (their lines stay in the files).
+        self.absent: Set[str] = set()
         self.dirty: Set[str] = set()
         #: None until the probe has found out whether the IOC serves the log PVs.
         self.served: Optional[bool] = None
@@ -117,17 +122,22 @@ class _TaskLogs:
         return [*self.pvs.values(), self.level_pv]
 
     @property
-    def optional(self) -> List[str]:
-        return [self.task.prefix + LINES_PV, *(pv + ".NELM" for pv in self.pvs.values())]
+    def unsized(self) -> List[str]:
+        """The kinds with lines to show whose PV was not asked about yet."""
+        return [kind for kind in self.dirty if kind not in self.capacity and kind not in self.absent]
 
     def configure(self, values: Dict[str, Any]) -> None:
-        """Apply what the IOC says: lines to keep (LogLines) and each PV's size (NELM)."""
-        lines = values.get(self.task.prefix + LINES_PV) or DEFAULT_LINES
+        """Apply what the IOC says: lines to keep (LogLines)."""
+        lines = values.get(self.task.prefix + LINES_PV)
+        lines = to_python(lines) if lines is not None else DEFAULT_LINES
         self.lines = {kind: collections.deque(old, maxlen=max(1, int(lines))) for kind, old in self.lines.items()}
-        for kind, pv in self.pvs.items():
-            nelm = values.get(pv + ".NELM")
-            self.capacity[kind] = int(nelm) - 1 if nelm else None  # room for the terminating NUL
         self.dirty = {kind for kind in KINDS if self.lines[kind]}
+
+    def size(self, kind: str, values: Dict[str, Any]) -> None:
+        """Apply what the IOC said of one kind's PV (and its NELM), which it serves."""
+        nelm = values.get(self.pvs[kind] + ".NELM")
+        nelm = to_python(nelm) if nelm is not None else None
+        self.capacity[kind] = int(nelm) - 1 if nelm else None  # room for the terminating NUL
 
 
 class LogPVs(Hooks):
@@ -230,26 +240,28 @@ class LogPVs(Hooks):
         return max(0.0, min(waiting) - time.monotonic()) if waiting else None
 
     def _probe(self) -> None:
-        """Ask the IOC, once it answers for a task at all, whether it serves that task's log PVs."""
+        """Ask the IOC, once it answers for a task at all, whether it serves that task's log PVs.
+
+        Only LogLevel (followed) and LogLines are asked for here; a kind's PV and its NELM are asked
+        for on its first line (see :meth:`_size`): each channel costs ~7 KB of every worker, and
+        most tasks never log a warning or an error."""
         now = time.monotonic()
         due = [logs for logs in self._logs.values() if logs.served is None and logs.retry_at <= now]
         if not due:
             return
-        names = [pv for logs in due for pv in (logs.task.pvs.busy, *logs.required, *logs.optional)]
-        missing = self.io.unreachable(names, timeout=PROBE_TIMEOUT)
-        found = [logs for logs in due if logs.task.pvs.busy not in missing]
         for logs in due:
             logs.retry_at = now + RETRY  # the IOC does not answer yet: ask again later
-        for logs in found:
-            absent = [pv for pv in logs.required if pv in missing]
-            if absent:
-                self._unserved(logs, absent)
-        served = [logs for logs in found if logs.served is None]
-        optional = [pv for logs in served for pv in logs.optional if pv not in missing]
-        try:
-            values = self.io.get(optional) if optional else {}
-        except PVError:
-            return  # the IOC went away between the two reads: ask again later
+        names = [pv for logs in due for pv in (logs.level_pv, logs.task.prefix + LINES_PV)]
+        values, _ = self.io.survey(names, timeout=PROBE_TIMEOUT)
+        served = [logs for logs in due if logs.level_pv in values]
+        unsure = [logs for logs in due if logs.level_pv not in values]
+        if unsure:  # no LogLevel: is the IOC down, or are the log PVs not loaded?
+            _, missing = self.io.survey(
+                [pv for logs in unsure for pv in (logs.task.pvs.busy, *logs.required)], timeout=PROBE_TIMEOUT
+            )
+            for logs in unsure:
+                if logs.task.pvs.busy not in missing:
+                    self._unserved(logs, [pv for pv in logs.required if pv in missing])
         for logs in served:
             logs.configure(values)
             logs.served = True
@@ -311,8 +323,9 @@ class LogPVs(Hooks):
                     self._unshown(logs, exc)
                     continue
                 kind = _kind(record["level"].no)
-                logs.lines[kind].append(line)
-                logs.dirty.add(kind)
+                if kind not in logs.absent:
+                    logs.lines[kind].append(line)
+                    logs.dirty.add(kind)
         for name, count in dropped.items():
             self._logs[name].log.warning(
                 "{} log line(s) not published to the log PVs: the IOC took them too slowly (they are in the log file)",
@@ -327,11 +340,42 @@ class LogPVs(Hooks):
                 exc,
             )
 
+    def _size(self, unsized: List[_TaskLogs], now: float) -> None:
+        """Ask, in one round, for the kind PVs (and their NELM) that first have lines to show. One
+        that does not answer while its task's LogLevel does is not served: said once, its lines
+        stay in the files; when LogLevel does not answer either, the IOC is away: asked again later."""
+        if not unsized:
+            return
+        asked = [(logs, kind) for logs in unsized for kind in logs.unsized]
+        names = [pv for logs, kind in asked for pv in (logs.pvs[kind], logs.pvs[kind] + ".NELM")]
+        values, _ = self.io.survey([*names, *(logs.level_pv for logs in unsized)], timeout=PROBE_TIMEOUT)
+        for logs, kind in asked:
+            if logs.pvs[kind] in values:
+                logs.size(kind, values)
+            elif logs.level_pv in values:
+                logs.absent.add(kind)
+                logs.dirty.discard(kind)
+                logs.log.warning(
+                    "the IOC does not serve {}; those lines go to the log files only (load db/bridge-logs.db "
+                    "with P={} to have them)",
+                    logs.pvs[kind],
+                    logs.task.prefix,
+                )
+            else:
+                logs.retry_at = now + RETRY
+
     def _publish(self) -> None:
         """One write of every changed PV; a task whose IOC did not take it is retried after RETRY s."""
         now = time.monotonic()
         ready = [logs for logs in self._logs.values() if logs.served and logs.dirty and logs.retry_at <= now]
-        batch = {logs.pvs[kind]: fit(logs.lines[kind], logs.capacity[kind]) for logs in ready for kind in logs.dirty}
+        self._size([logs for logs in ready if logs.unsized], now)
+        ready = [logs for logs in ready if logs.retry_at <= now]
+        batch = {
+            logs.pvs[kind]: fit(logs.lines[kind], logs.capacity[kind])
+            for logs in ready
+            for kind in logs.dirty
+            if kind in logs.capacity
+        }
         if not batch:
             return
         try:

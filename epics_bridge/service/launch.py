@@ -17,7 +17,6 @@ from ..ioc.embedded import Announce, databases, embedded_ioc, how_to_reach, star
 from ..ioc.softioc import SoftIOC
 from ..registry import Registry
 from ..task import ConfigError, Task
-from .inprocess import in_process
 from .interface import Service
 from .loading import load
 from .options import Options
@@ -70,6 +69,9 @@ def launch(
         ioc = embedded_ioc(tasks, output=output)
     service: Service
     if options.isolation == "none":
+        # here, not at the top: a supervisor never loads the engine (p4p and numpy are ~15 MB of it)
+        from .inprocess import in_process
+
         service = in_process(tasks, options, hooks=[Announce(ioc)] if ioc else [])
     else:
         service = _supervisor(tasks, options, ioc, registry, paths, sources)
