@@ -243,7 +243,7 @@ class LogPVs(Hooks):
         """Ask the IOC, once it answers for a task at all, whether it serves that task's log PVs.
 
         Only LogLevel (followed) and LogLines are asked for here; a kind's PV and its NELM are asked
-        for on its first line (see :meth:`_size`): each channel costs ~7 KB of every worker, and
+        for on its first line (see :meth:`_size`): each channel costs ~5 KB of every worker, and
         most tasks never log a warning or an error."""
         now = time.monotonic()
         due = [logs for logs in self._logs.values() if logs.served is None and logs.retry_at <= now]
