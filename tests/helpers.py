@@ -157,8 +157,13 @@ class Daemon:
         return [pid for pid in self.descendants() if comm(pid).startswith("eb:")]
 
     def spares(self) -> List[int]:
-        """Worker interpreters started but not yet given tasks (they name themselves when given some)."""
-        return [pid for pid in self.descendants() if worker.ENTRY in cmdline(pid) and not comm(pid).startswith("eb:")]
+        """Worker interpreters started but not yet given tasks (they name themselves when given some):
+        forked by the zygote (``eb-spare``) or fresh."""
+        return [
+            pid
+            for pid in self.descendants()
+            if comm(pid) == "eb-spare" or (worker.ENTRY in cmdline(pid) and not comm(pid).startswith("eb:"))
+        ]
 
     def worker(self, name: str) -> int:
         """The pid of the worker named ``name`` (its task file, or its task), waiting for it to run."""

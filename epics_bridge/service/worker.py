@@ -1,14 +1,15 @@
 """A worker process of the host service: its share of the tasks on the in-process engine.
 
-A fresh interpreter, not a fork of the supervisor: importing p4p starts EPICS threads (libCom's
-errlog thread among them), and EPICS base declares any use of its threads in a child forked after
-that undefined behaviour (it prints "Detected use of epicsThread from child process after fork()").
-A fresh import also means a restarted worker runs the task file as it is on disk now, which
-is what reload wants. Inside, nothing differs from a single process: each task has its loop and
-heartbeat threads and its own stuck counter, and the watchdog's exit ends this worker only. It
-tells the supervisor what it needs to know as JSON lines on a pipe: that its tasks run, each
-task's health and readiness, and its last words (which task stayed stuck, and the line it hangs
-on) before the watchdog exits.
+Not a fork of the supervisor, nor of anything that has imported p4p: importing p4p initialises
+EPICS base's threads, and EPICS declares any use of them in a child forked after that undefined
+behaviour (it prints "Detected use of epicsThread from child process after fork()"). A worker is
+forked from the zygote (:mod:`.zygote`), which holds only what comes before p4p, or else is a
+fresh interpreter; either way it imports p4p and its task files itself, so a restarted worker
+runs the task file as it is on disk now, which is what reload wants. Inside, nothing differs from
+a single process: each task has its loop and heartbeat threads and its own stuck counter, and the
+watchdog's exit ends this worker only. It tells the supervisor what it needs to know as JSON lines
+on a pipe: that its tasks run, each task's health and readiness, and its last words (which task
+stayed stuck, and the line it hangs on) before the watchdog exits.
 """
 
 from __future__ import annotations
@@ -132,7 +133,8 @@ def _die_with_parent(parent: int) -> None:
 
 
 def command(lifeline: int) -> List[str]:
-    """A worker is this module run by a fresh interpreter. It imports what every worker needs, then
+    """Without the zygote, a worker is this module run by a fresh interpreter (the zygote runs the
+    same module in its forks). It imports what every worker needs, then
     waits for :func:`payload` on its stdin: once a worker has restarted, the supervisor keeps one such
     spare ready, so the next restart does not wait for numpy and p4p to load."""
     return [sys.executable, "-m", ENTRY, str(os.getpid()), str(lifeline)]
