@@ -100,8 +100,9 @@ class Adopted:
 
 
 class Zygote:
-    """The supervisor's handle on the zygote process: :meth:`fork` a worker interpreter, or None if
-    there is no zygote (any failure ends it for good; the caller starts fresh interpreters)."""
+    """The supervisor's handle on the zygote process, started on the first :meth:`fork`. Any
+    failure ends it for good: from then on :meth:`fork` raises and the caller starts fresh
+    interpreters."""
 
     def __init__(self, lifeline: int, env: Dict[str, str]) -> None:
         self.lifeline, self.env = lifeline, env
@@ -157,10 +158,6 @@ class Zygote:
             return "not started"
         code = self.process.poll()
         return "still running" if code is None else f"exit status {code}"
-
-    @property
-    def pid(self) -> Optional[int]:
-        return self.process.pid if self.process is not None else None
 
     def close(self) -> None:
         """End the zygote: end-of-file on its socket makes it exit."""
