@@ -309,6 +309,8 @@ def test_a_serving_task_yields_to_a_foreign_claim_and_takes_an_emptied_record_ba
     readiness = Readiness()
     with running(reg.tasks, hooks=[readiness]):
         mine = wait_for(lambda: _owner(client, prefix), 10, what="the claim")
+        # serving, not still in its handshake (which writes its claim itself and would mask this)
+        wait_for(lambda: (True, None) in readiness.events, 10, what="the task serving")
         client.put(prefix + "Owner", "")
         wait_for(lambda: _owner(client, prefix) == mine, 10, what="the emptied record claimed again")
 
