@@ -39,8 +39,8 @@ __all__ = ["WorkerSpec", "Reporter", "command", "main", "payload", "plan"]
 TICK = 2.0
 #: While the task files import, how often the worker looks at how many tasks have registered (s).
 PROGRESS_EVERY = 1.0
-_PR_SET_PDEATHSIG = 1
-_PR_SET_NAME = 15
+PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 #: Beyond ``--stop-grace``, what a worker's graceful stop may take once its supervisor is gone.
 LIFELINE_GRACE = 5.0
 #: The module a worker interpreter runs: a front end, since it hands :func:`main` the default
@@ -121,13 +121,19 @@ class Reporter(Hooks):
         self.send(event="fatal", reason=f"task '{task.name}' stuck: {reason}")
 
 
+def prctl(option: int, value: object) -> bool:
+    """Linux's prctl(2) through the C library this process already has loaded; False where it
+    failed or does not exist."""
+    try:
+        return int(ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def _die_with_parent(parent: int) -> None:
     """SIGTERM this worker when the supervisor dies, even by SIGKILL (Linux), so no worker
     outlives it; if it already died before this line, go now."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+    prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
     if os.getppid() != parent:
         sys.exit(0)
 
@@ -152,10 +158,7 @@ def _end_with_supervisor(lifeline: int, grace: float) -> None:
 
 def _name_process(name: str) -> None:
     """What ``ps -o comm``, ``top`` and ``/proc/PID/comm`` show for this worker (15 bytes at most)."""
-    try:
-        ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+    prctl(PR_SET_NAME, name.encode()[:15])
 
 
 def payload(spec: WorkerSpec, options: Mapping[str, Any], status_fd: int, sources: Mapping[str, str]) -> bytes:

@@ -18,7 +18,6 @@ holds no worker, so its own end loses nothing: the supervisor then starts fresh 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import importlib
 import os
@@ -29,6 +28,8 @@ import sys
 import time
 import warnings
 from typing import AbstractSet, Dict, List, Optional, Sequence, Tuple
+
+from .worker import ENTRY, PR_SET_NAME, PR_SET_PDEATHSIG, prctl
 
 __all__ = ["Zygote", "Adopted", "become_subreaper", "reap_orphans"]
 
@@ -47,21 +48,12 @@ PRELOAD = (
 FORBIDDEN = "p4p._p4p"
 #: How long the supervisor waits for a fork (the first includes the zygote's imports).
 REPLY_TIMEOUT = 30.0
-_PR_SET_PDEATHSIG = 1
-_PR_SET_NAME = 15
 _PR_SET_CHILD_SUBREAPER = 36
-
-
-def _prctl(option: int, value: object) -> bool:
-    try:
-        return int(ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)) == 0
-    except (OSError, AttributeError):
-        return False
 
 
 def become_subreaper(on: bool = True) -> bool:
     """Orphans among our descendants become our children (Linux): the zygote's grandchildren too."""
-    return _prctl(_PR_SET_CHILD_SUBREAPER, int(on))
+    return prctl(_PR_SET_CHILD_SUBREAPER, int(on))
 
 
 class Adopted:
@@ -173,18 +165,15 @@ class Zygote:
             self.process = None
 
 
-def reap_orphans(sessions: AbstractSet[int]) -> List[int]:
+def reap_orphans(sessions: AbstractSet[int]) -> None:
     """Reap our zombie children that belong to one of ``sessions`` (the workers', each its own
     session): processes a worker started and left, adopted by the subreaper when it ended. Other
     children (the embedded IOC, the zygote) are left to whoever started them."""
-    reaped = []
     for pid in _children():
         stat = _stat(pid)
         if stat is not None and stat[0] == "Z" and stat[1] in sessions and stat[1] != pid:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-                reaped.append(pid)
-    return reaped
 
 
 def _children() -> List[int]:
@@ -266,16 +255,16 @@ def _become_worker(supervisor: int, sock: socket.socket, stdin: int, lifeline: i
     until = time.monotonic() + 5.0
     while os.getppid() != supervisor and time.monotonic() < until:  # adopted once the middle ends
         time.sleep(0.001)
-    _prctl(_PR_SET_NAME, b"eb-spare")
+    prctl(PR_SET_NAME, b"eb-spare")
     return [sys.argv[0], str(supervisor), str(lifeline)]
 
 
 def main(argv: Sequence[str]) -> Optional[List[str]]:
     supervisor, fd, lifeline = map(int, argv)
-    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
     if os.getppid() != supervisor:
         return None
-    _prctl(_PR_SET_NAME, b"eb-zygote")
+    prctl(PR_SET_NAME, b"eb-zygote")
     # numpy's OpenBLAS keeps a thread pool; OpenBLAS stops it around fork() itself (pthread_atfork)
     warnings.filterwarnings("ignore", message=".*multi-threaded.*fork", category=DeprecationWarning)
     _preload()
@@ -286,8 +275,6 @@ if __name__ == "__main__":
     command = main(sys.argv[1:])
     if command is not None:  # a forked worker: from here on, the worker's entry point as its main
         import runpy
-
-        from .worker import ENTRY
 
         sys.argv = command
         runpy.run_module(ENTRY, run_name="__main__", alter_sys=True)
