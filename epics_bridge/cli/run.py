@@ -9,17 +9,15 @@ from their own command line (:func:`run_script`).
 from __future__ import annotations
 
 import argparse
-import atexit
 import os
-import shutil
 import sys
-import tempfile
 from typing import Any, Dict, List, NoReturn, Optional, Sequence
 
 from loguru import logger
 
 from ..exits import EXIT_OK
 from ..ioc.softioc import IOCError
+from ..observe import metrics_folder
 from ..registry import Registry
 from ..service.interface import Service, exit_process, serve
 from ..service.launch import launch
@@ -116,9 +114,7 @@ def _before_import(options: Options, listing: bool) -> None:
 def _multiprocess_metrics() -> None:
     """Workers' metrics meet in a fresh private folder; prometheus_client reads this variable when
     it is first imported (in any process), so it is set before any task file is imported."""
-    folder = tempfile.mkdtemp(prefix="epics-bridge-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_folder.make()
 
 
 def _share(tasks: List[Task], options: Options) -> List[Task]:

@@ -1,1 +1,2 @@
-"""Cross-cutting concerns, each a Hooks subclass fed by the engine: logs, log PVs, metrics, systemd."""
+"""Cross-cutting concerns, each a Hooks subclass fed by the engine: logs, log PVs, metrics (and the
+folder where the workers' metrics meet), systemd."""
