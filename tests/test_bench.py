@@ -2,6 +2,7 @@
 summed over a process tree."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,3 +55,21 @@ def test_generated_task_files_number_their_tasks_from_first(tmp_path):
     )
     assert listing.returncode == 0, listing.stderr
     assert "noop002  [trigger]  prefix B:C:" in listing.stdout
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="benchmarks.reexec_put builds its program with g++")
+def test_the_reexec_put_benchmark_times_the_three_ways_on_its_own_ioc():
+    """It builds against the installed pvxslibs, and each way's puts are acknowledged (a refused or
+    unanswered put ends the program or the p4p round with an error instead of a row)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.reexec_put", "--puts", "20", "--rounds", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    assert len(rows) == 2, done.stdout
+    for row in rows:
+        figures = [float(cell.split()[0]) for cell in row.strip("|").split("|")[1:]]
+        assert len(figures) == 3 and all(0 < ms < 1000 for ms in figures), row
