@@ -6,7 +6,7 @@ through it again (``autoExec(false)`` + ``reExecPut``), which p4p does not expos
 ``reexec_put.cpp`` (g++, against the headers and libraries of the installed ``pvxslibs`` and
 ``epicscorelibs``) and times, on one soft IOC of its own, an acknowledged put of a number in three
 ways, in alternating rounds: pvxs with a new operation each time, pvxs re-executing one kept
-operation, and p4p's raw client as ``BridgeIO`` uses it::
+operation, and the engine's own ``BridgeIO.put`` (p4p's raw client)::
 
     python -m benchmarks.reexec_put --puts 500 --rounds 3
 """
@@ -18,15 +18,15 @@ import os
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
 import epicscorelibs.path
 import pvxslibs
 import pvxslibs.path
 
+from epics_bridge.io import BridgeIO
 from epics_bridge.ioc.softioc import Database, SoftIOC, db_dir
 
 from .measure import BenchError
@@ -53,39 +53,27 @@ def compile_program(folder: str) -> str:
     return program
 
 
-def pvxs_round(program: str, puts: int, env: Dict[str, str]) -> List[float]:
+def pvxs_round(program: str, puts: int) -> List[float]:
     """Medians (ms) of one round: a new operation per put, then one kept operation re-executed."""
-    done = subprocess.run([program, PV, str(puts)], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([program, PV, str(puts)], capture_output=True, text=True, timeout=300)
     if done.returncode:
         raise BenchError(f"{SOURCE.name} failed: {done.stderr[-2000:]}")
     return [float(x) for x in done.stdout.split()]
 
 
-def p4p_round(puts: int) -> float:
-    """Median (ms) of acknowledged p4p raw puts, each its own operation, closed after."""
-    from p4p.client import raw
-    from p4p.client.thread import Context
-
-    ctx = Context("pva", nt=False)
-    request = Context.makeRequest("field()record[block=true]")
+def bridge_round(puts: int) -> float:
+    """Median (ms) of the engine's own acknowledged puts (``BridgeIO.put``: p4p's raw client, a new
+    operation each, the previous one closed while the next is under way)."""
+    io = BridgeIO()
     times = []
     try:
-        ctx.get(PV)
+        io.get(PV)
         for i in range(puts):
-            answered = threading.Lock()
-            answered.acquire()
-
-            def build(value: Any, i: int = i) -> None:
-                value["value"] = i % 2
-
             started = time.perf_counter()
-            op = raw.Context.put(ctx, PV, lambda _, a=answered: a.release(), builder=build, request=request, get=False)
-            if not answered.acquire(timeout=5):
-                raise BenchError(f"no answer from {PV}")
+            io.put({PV: i % 2})
             times.append(time.perf_counter() - started)
-            op.close()
     finally:
-        ctx.close()
+        io.close()
     return statistics.median(times) * 1e3
 
 
@@ -97,13 +85,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="epics-bridge-reexec-") as folder:
         program = compile_program(folder)
         with SoftIOC([Database(db_dir() / "bridge.db", {"P": "BENCH:REEXEC:"})]) as ioc:
-            os.environ.update(ioc.client_env)
-            env = {**os.environ, **ioc.client_env}
-            print("| round | pvxs, a new operation per put | pvxs, one operation re-executed | p4p raw put |")
+            os.environ.update(ioc.client_env)  # for p4p here and the program's pvxs client
+            print("| round | pvxs, a new operation per put | pvxs, one operation re-executed | BridgeIO.put (p4p) |")
             print("|---|---|---|---|")
             for n in range(1, args.rounds + 1):
-                fresh, kept = pvxs_round(program, args.puts, env)
-                ours = p4p_round(args.puts)
+                fresh, kept = pvxs_round(program, args.puts)
+                ours = bridge_round(args.puts)
                 print(f"| {n} | {fresh:.3f} ms | {kept:.3f} ms | {ours:.3f} ms |", flush=True)
 
 
