@@ -178,7 +178,8 @@ class Supervisor:
         self._lifeline_r, self._lifeline_w = os.pipe()
         #: Forks the workers once we are a subreaper (Linux); None: each a fresh interpreter.
         self._zygote: Optional[Zygote] = None
-        #: Every worker's session (its pid): processes a worker left behind are reaped by these.
+        #: Every worker's session (its pid): processes a worker left behind are reaped by these;
+        #: one is forgotten once neither its worker nor any process of it is left.
         self._sessions: Set[int] = set()
         #: A SIGCHLD came: look for such orphans (only then: the look opens files under /proc).
         self._child_ended = False
@@ -490,7 +491,8 @@ class Supervisor:
     def _reap(self) -> None:
         if self._zygote is not None and self._child_ended:
             self._child_ended = False
-            reap_orphans(self._sessions)
+            live = {w.pid for w in self.workers if w.process is not None}
+            self._sessions = reap_orphans(self._sessions) | (self._sessions & live)
         for w in list(self.workers):
             if w.process is None or w.process.poll() is None:
                 continue

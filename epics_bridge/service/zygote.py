@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import warnings
-from typing import AbstractSet, Dict, List, Optional, Sequence, Tuple
+from typing import AbstractSet, Dict, List, Optional, Sequence, Set, Tuple
 
 from .worker import ENTRY, PR_SET_NAME, PR_SET_PDEATHSIG, prctl
 
@@ -124,7 +124,7 @@ class Zygote:
             return pid, number
         except (OSError, ValueError) as exc:
             self.failed = str(exc) or type(exc).__name__
-            self.close()
+            self.close(grace=0.0)  # it may be hung: the supervisor's loop does not wait for it
             raise OSError(self.failed) from exc
 
     def _start(self) -> None:
@@ -151,29 +151,37 @@ class Zygote:
         code = self.process.poll()
         return "still running" if code is None else f"exit status {code}"
 
-    def close(self) -> None:
-        """End the zygote: end-of-file on its socket makes it exit."""
+    def close(self, grace: float = 5.0) -> None:
+        """End the zygote: end-of-file on its socket makes it exit; killed if it has not within
+        ``grace`` s. Its workers are the supervisor's children, not its own: they go on."""
         if self.sock is not None:
             self.sock.close()
             self.sock = None
         if self.process is not None:
             try:
-                self.process.wait(timeout=5.0)
+                self.process.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
             self.process = None
 
 
-def reap_orphans(sessions: AbstractSet[int]) -> None:
+def reap_orphans(sessions: AbstractSet[int]) -> Set[int]:
     """Reap our zombie children that belong to one of ``sessions`` (the workers', each its own
     session): processes a worker started and left, adopted by the subreaper when it ended. Other
-    children (the embedded IOC, the zygote) are left to whoever started them."""
+    children (the embedded IOC, the zygote) are left to whoever started them. Returns the
+    sessions that still have a process among our children: the others can be forgotten."""
+    alive: Set[int] = set()
     for pid in _children():
         stat = _stat(pid)
-        if stat is not None and stat[0] == "Z" and stat[1] in sessions and stat[1] != pid:
+        if stat is None or stat[1] not in sessions:
+            continue
+        if stat[0] == "Z" and stat[1] != pid:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
+        else:
+            alive.add(stat[1])
+    return alive
 
 
 def _children() -> List[int]:

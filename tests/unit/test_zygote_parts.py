@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -52,3 +53,40 @@ def test_what_the_zygote_preloads_never_brings_p4p_in():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.split() == ["False", "True"], out.stderr
+
+
+def test_reaping_orphans_names_the_sessions_that_still_have_a_process():
+    # a child in a session of its own, as a worker is; the other session has no process left
+    pid = os.posix_spawn(sys.executable, [sys.executable, "-c", "import time; time.sleep(30)"], os.environ, setsid=True)
+    gone = pid + 1_000_000  # above any pid: a session whose processes have all been reaped
+    try:
+        assert zygote.reap_orphans({pid, gone}) == {pid}
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert zygote.reap_orphans({pid, gone}) == set()
+
+
+def test_a_zygote_that_fails_a_fork_is_killed_at_once_not_waited_for():
+    """Its socket ended while its process still runs (hung, say): the fork fails and the zygote
+    is killed without the graceful 5 s wait, which would stall the supervisor's loop."""
+    handle = zygote.Zygote(lifeline=-1, env=dict(os.environ))
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    theirs.close()
+    handle.process, handle.sock = process, ours
+    read, write = os.pipe()
+    started = time.monotonic()
+    try:
+        with pytest.raises(OSError):
+            handle.fork(read, write)
+        assert time.monotonic() - started < 3.0
+        assert process.poll() == -signal.SIGKILL
+        with pytest.raises(OSError):  # and never again
+            handle.fork(read, write)
+    finally:
+        os.close(read)
+        os.close(write)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
