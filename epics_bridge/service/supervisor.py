@@ -178,8 +178,8 @@ class Supervisor:
         self._lifeline_r, self._lifeline_w = os.pipe()
         #: Forks the workers once we are a subreaper (Linux); None: each a fresh interpreter.
         self._zygote: Optional[Zygote] = None
-        #: Every worker's session (its pid): processes a worker left behind are reaped by these;
-        #: one is forgotten once neither its worker nor any process of it is left.
+        #: Every worker's session (its pid) while we are a subreaper: processes a worker left behind
+        #: are reaped by these; one is forgotten once neither its worker nor any process of it is left.
         self._sessions: Set[int] = set()
         #: A SIGCHLD came: look for such orphans (only then: the look opens files under /proc).
         self._child_ended = False
@@ -416,7 +416,8 @@ class Supervisor:
             self._exited(w, None)
             return
         w.process, w.fd, w.buffer = spare.process, spare.read_fd, b""
-        self._sessions.add(spare.process.pid)
+        if self._zygote is not None:  # only a subreaper adopts what a worker leaves behind
+            self._sessions.add(spare.process.pid)
         w.code = {str(f): self.sources.get(str(f)) for f in w.spec.files}
         w.last_words, w.registered = None, 0
         w.health.clear()
@@ -491,8 +492,7 @@ class Supervisor:
     def _reap(self) -> None:
         if self._zygote is not None and self._child_ended:
             self._child_ended = False
-            live = {w.pid for w in self.workers if w.process is not None}
-            self._sessions = reap_orphans(self._sessions) | (self._sessions & live)
+            self._sessions = reap_orphans(self._sessions) | (self._sessions & {w.pid for w in self.workers})
         for w in list(self.workers):
             if w.process is None or w.process.poll() is None:
                 continue
