@@ -1,12 +1,13 @@
-"""``python -m benchmarks.reexec_put``: what a put would cost if p4p could re-execute one.
+"""``python -m benchmarks.reexec_put``: what a re-executed put saves, in pvxs alone and in the engine.
 
 Each p4p put is a new channel-put (an INIT round trip for the PV's type, then the EXEC with the
 value); a cycle is two of them and a heartbeat pulse one. pvxs can keep an operation and write
 through it again (``autoExec(false)`` + ``reExecPut``), which p4p does not expose. This compiles
 ``reexec_put.cpp`` (g++, against the headers and libraries of the installed ``pvxslibs`` and
-``epicscorelibs``) and times, on one soft IOC of its own, an acknowledged put of a number in three
+``epicscorelibs``) and times, on one soft IOC of its own, an acknowledged put of a number in four
 ways, in alternating rounds: pvxs with a new operation each time, pvxs re-executing one kept
-operation, and the engine's own ``BridgeIO.put`` (p4p's raw client)::
+operation, and the engine's own ``BridgeIO.put``, through p4p's raw client and through its kept
+operation (epics_bridge/kept/, which does what the second way does)::
 
     python -m benchmarks.reexec_put --puts 500 --rounds 3
 """
@@ -25,9 +26,11 @@ from typing import List
 import epicscorelibs.path
 import pvxslibs
 import pvxslibs.path
+from p4p.client.thread import Context
 
 from epics_bridge.io import BridgeIO
 from epics_bridge.ioc.softioc import Database, SoftIOC, db_dir
+from epics_bridge.kept import KeptPuts
 
 from .measure import BenchError
 
@@ -61,10 +64,13 @@ def pvxs_round(program: str, puts: int) -> List[float]:
     return [float(x) for x in done.stdout.split()]
 
 
-def bridge_round(puts: int) -> float:
-    """Median (ms) of the engine's own acknowledged puts (``BridgeIO.put``: p4p's raw client, a new
-    operation each, the previous one closed while the next is under way)."""
-    io = BridgeIO()
+def bridge_round(puts: int, kept: bool) -> float:
+    """Median (ms) of the engine's own acknowledged puts: ``BridgeIO.put`` through p4p's raw client (a
+    new operation each, the previous one closed while the next is under way), or through the kept
+    operation of epics_bridge.kept, as the engine's own writes go."""
+    context = Context("pva", nt=False)
+    writes = KeptPuts(context) if kept else None
+    io = BridgeIO(context, kept=writes)
     times = []
     try:
         io.get(PV)
@@ -73,6 +79,8 @@ def bridge_round(puts: int) -> float:
             io.put({PV: i % 2})
             times.append(time.perf_counter() - started)
     finally:
+        if writes is not None:
+            writes.close()
         io.close()
     return statistics.median(times) * 1e3
 
@@ -86,12 +94,15 @@ def main() -> None:
         program = compile_program(folder)
         with SoftIOC([Database(db_dir() / "bridge.db", {"P": "BENCH:REEXEC:"})]) as ioc:
             os.environ.update(ioc.client_env)  # for p4p here and the program's pvxs client
-            print("| round | pvxs, a new operation per put | pvxs, one operation re-executed | BridgeIO.put (p4p) |")
-            print("|---|---|---|---|")
+            print(
+                "| round | pvxs, a new operation per put | pvxs, one operation re-executed "
+                "| BridgeIO.put through p4p | BridgeIO.put kept (the engine's) |"
+            )
+            print("|---|---|---|---|---|")
             for n in range(1, args.rounds + 1):
                 fresh, kept = pvxs_round(program, args.puts)
-                ours = bridge_round(args.puts)
-                print(f"| {n} | {fresh:.3f} ms | {kept:.3f} ms | {ours:.3f} ms |", flush=True)
+                ours, ours_kept = bridge_round(args.puts, False), bridge_round(args.puts, True)
+                print(f"| {n} | {fresh:.3f} ms | {kept:.3f} ms | {ours:.3f} ms | {ours_kept:.3f} ms |", flush=True)
 
 
 if __name__ == "__main__":

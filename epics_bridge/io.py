@@ -21,6 +21,7 @@ from p4p.client import raw
 from p4p.client.thread import Cancelled, Context, Disconnected, RemoteError
 
 from .defaults import DEFAULTS
+from .kept import KeptPuts, Write, Writer, fields_of
 from .values import to_python
 
 if TYPE_CHECKING:  # asyncio costs ~3 MB a process: imported only where an async def task runs
@@ -327,6 +328,25 @@ class Sent:
             self._op = None
 
 
+class _KeptSent(Sent):
+    """:class:`Sent` through a kept operation (see kept.py)."""
+
+    __slots__ = ("_writer", "_write")
+
+    def __init__(self, name: str, writer: Writer, write: Write) -> None:
+        super().__init__(name)
+        self._writer, self._write = writer, write
+
+    def failure(self) -> Optional[str]:
+        if self._writer.pending(self._write):
+            return super().failure()
+        exc = self._writer.abandon(self._write)
+        return None if exc is None else f"put failed for {self.name}: {_describe(exc)}"
+
+    def close(self) -> None:
+        self._writer.abandon(self._write)
+
+
 #: One batch read: a single name?, the names, each value or exception, the failures by name.
 _Read = Tuple[bool, List[str], List[Any], Dict[str, BaseException]]
 
@@ -390,12 +410,17 @@ class BridgeIO:
     """Blocking PV IO for one task (or one class-API daemon).
 
     ``context`` lets many tasks share one p4p context (one TCP connection per IOC); by default a
-    private ``Context("pva")`` is made, configured from the EPICS_PVA_* environment.
+    private ``Context("pva")`` is made, configured from the EPICS_PVA_* environment. ``kept``: the
+    kept operations (kept.py) that the context's users share; with them a :meth:`put` of one number
+    (or of numbers to a group's fields) and every :meth:`send` re-execute one operation per PV.
     """
 
-    def __init__(self, context: Optional[Context] = None, timeout: float = DEFAULTS.timeout) -> None:
+    def __init__(
+        self, context: Optional[Context] = None, timeout: float = DEFAULTS.timeout, kept: Optional[KeptPuts] = None
+    ) -> None:
         self.ctx = context if context is not None else Context("pva", nt=False)
         self.timeout = timeout
+        self.kept = kept
         #: Answered operations not closed yet (see :func:`_batch`).
         self._finished: List[Any] = []
 
@@ -437,6 +462,9 @@ class BridgeIO:
 
     def send(self, name: str, value: Any) -> Sent:
         """Start writing ``value`` to ``name`` and return at once; the outcome is read later."""
+        kept = self._kept_start(name, value)
+        if kept is not None:
+            return _KeptSent(name, *kept)
         sent = Sent(name)
         try:
             sent._op = raw.Context.put(self.ctx, name, sent.complete, builder=_builder(value), request=_WAIT, get=False)
@@ -478,6 +506,13 @@ class BridgeIO:
         return (single, name_list, *_read_outcomes(name_list, results, convert))
 
     def _put(self, data: Mapping[str, Any], timeout: Optional[float]) -> Dict[str, BaseException]:
+        if len(data) == 1:
+            name, value = next(iter(data.items()))
+            kept = self._kept_start(name, value)
+            if kept is not None:
+                writer, write = kept
+                exc = writer.wait(write, self._timeout(timeout))
+                return {} if exc is None else {name: exc}
         results = _batch(list(data), self._timeout(timeout), self._start_put(data), finished=self._finished)
         return _write_failures(data, results)
 
@@ -501,6 +536,14 @@ class BridgeIO:
             return raw.Context.put(self.ctx, name, callback, builder=_builder(data[name]), request=_WAIT, get=fetch)
 
         return start
+
+    def _kept_start(self, name: str, value: Any) -> Optional[Tuple[Writer, Write]]:
+        """Send ``value`` through ``name``'s kept operation: (its writer, the write); None when it
+        goes through p4p (no kept operations here, not numbers, one already in flight)."""
+        fields = None if self.kept is None else fields_of(value)
+        writer = None if fields is None or self.kept is None else self.kept.writer(name)
+        write = None if writer is None or fields is None else writer.start(fields)
+        return None if writer is None or write is None else (writer, write)
 
     def _timeout(self, timeout: Optional[float]) -> float:
         return self.timeout if timeout is None else timeout

@@ -20,6 +20,7 @@ from p4p.client.thread import Context
 
 from ..exits import EXIT_OK, EXIT_STUCK
 from ..io import BridgeIO
+from ..kept import KeptPuts
 from ..sinks import drain
 from ..task import ConfigError, Task
 from . import heap
@@ -52,7 +53,7 @@ class Runner:
         self.heartbeats: List[Heartbeat] = []
         self._stop_requested = threading.Event()
         self._exit_lock = threading.Lock()
-        self._contexts: List[Context] = []
+        self._contexts: List[Union[KeptPuts, Context]] = []  # closed in this order
         self._status: Optional[int] = None
         self._started_at = 0.0
         self._next_tidy: Optional[float] = None
@@ -63,14 +64,15 @@ class Runner:
         _pace_gil(len(self.tasks))
         _allow_event_loops(sum(task.is_async for task in self.tasks))
         io_context, pulse_context = Context("pva", nt=False), Context("pva", nt=False)
-        self._contexts = [io_context, pulse_context]
+        io_kept, pulse_kept = KeptPuts(io_context), KeptPuts(pulse_context)
+        self._contexts = [io_kept, pulse_kept, io_context, pulse_context]
         limits = TimeLimits()
         shift = process_shift(task.name for task in self.tasks)
         for task in self.tasks:
             _log_summary(task)
-            loop = Loop(task, BridgeIO(io_context, task.timeout), self.hooks, limits)
+            loop = Loop(task, BridgeIO(io_context, task.timeout, io_kept), self.hooks, limits)
             self.loops.append(loop)
-            pulses = BridgeIO(pulse_context, task.timeout)
+            pulses = BridgeIO(pulse_context, task.timeout, pulse_kept)
             self.heartbeats.append(Heartbeat(task, loop, pulses, self.hooks, self._stuck_limit, shift))
         parts: List[Union[Loop, Heartbeat]] = [*self.loops, *self.heartbeats]
         for part in parts:
