@@ -163,15 +163,23 @@ def _without_group(source: str) -> str:
     return "".join(line for line in source.splitlines(keepends=True) if "info(Q:group" not in line)
 
 
-@pytest.fixture(params=["group", "ordered puts"])
+def _nested_group(source: str) -> str:
+    """The CycleEnd group of the previous release's bridge.db: members of whole normative types."""
+    return source.replace('+type: "plain", ', "")
+
+
+@pytest.fixture(params=["group", "ordered puts", "nested group"])
 def handshake(request, prefix, client, make_ioc, tmp_path, monkeypatch):
-    """(prefix, client) on an IOC with db/bridge.db's CycleEnd group, or with a copy lacking it."""
+    """(prefix, client) on an IOC with db/bridge.db's CycleEnd group, with a copy lacking it, or with
+    the previous release's group (an IOC not rebooted since the upgrade)."""
     if request.param == "group":
         return request.param, prefix, client
-    stripped = tmp_path / "bridge_without_group.db"
-    stripped.write_text(_without_group((ROOT / "db" / "bridge.db").read_text()))
-    assert "Q:group" not in stripped.read_text()
-    ioc = make_ioc(extra=[Database(stripped, {"P": "ORD:"})])
+    edit = _without_group if request.param == "ordered puts" else _nested_group
+    copy = tmp_path / "bridge_copy.db"
+    copy.write_text(edit((ROOT / "db" / "bridge.db").read_text()))
+    assert ("Q:group" in copy.read_text()) == (request.param == "nested group")
+    assert '+type: "plain"' not in copy.read_text()
+    ioc = make_ioc(extra=[Database(copy, {"P": "ORD:"})])
     for key, value in ioc.client_env.items():
         monkeypatch.setenv(key, value)  # for the runner's contexts
     ctx = client_for(ioc.client_env)
@@ -223,10 +231,11 @@ def test_status_and_duration_are_written_before_the_acknowledge(handshake):
         assert (trig1, trig0, busy1, busy0, status) == (1, 0, 1, 0, expected)
         assert t1 < b1 < s and b1 < d, f"cycle {i}: Busy=1 after the trigger, before the status"
         assert max(s, d) <= min(b0, t0), f"cycle {i}: status and duration before the acknowledge"
-        if via == "group":  # one atomic put in the group's +putorder
+        if via != "ordered puts":  # one atomic put in the group's +putorder
             assert s <= d <= b0 <= t0
         assert read_after_ack[i] == (expected, duration, 0), f"cycle {i}: read after the acknowledge"
     assert any("ending cycles with ordered puts" in line for line in lines) == (via == "ordered puts")
+    assert not any("refused the cycle end" in line for line in lines)
 
 
 # -- exactly once ---------------------------------------------------------------------------------------

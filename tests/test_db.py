@@ -97,16 +97,7 @@ def test_heartbeat_age_alarms_when_pulses_stop_and_clears_on_the_next(make_ioc):
 def test_cycle_end_writes_status_duration_busy_trigger_in_order(io, client, prefix):
     io.put({prefix + "Busy": 1, prefix + "Trigger": 1})
     before = {rec: stamp(client, prefix + rec) for rec in CYCLE_END_ORDER}
-    io.put(
-        {
-            prefix + "CycleEnd": {
-                "status.value.index": 3,
-                "duration.value": 0.25,
-                "busy.value.index": 0,
-                "trigger.value.index": 0,
-            }
-        }
-    )
+    io.put({prefix + "CycleEnd": {"status": 3, "duration": 0.25, "busy": 0, "trigger": 0}})
     after = [stamp(client, prefix + rec) for rec in CYCLE_END_ORDER]
     assert after == sorted(after) and len(set(after)) == 4, dict(zip(CYCLE_END_ORDER, after))
     assert all(new > before[rec] for rec, new in zip(CYCLE_END_ORDER, after))
@@ -116,6 +107,6 @@ def test_cycle_end_writes_status_duration_busy_trigger_in_order(io, client, pref
 def test_cycle_end_without_trigger_leaves_trigger_alone(io, client, prefix):
     io.put({prefix + "Trigger": 1, prefix + "Busy": 1})
     trigger_stamp = stamp(client, prefix + "Trigger")
-    io.put({prefix + "CycleEnd": {"status.value.index": 4, "duration.value": 0.5, "busy.value.index": 0}})
+    io.put({prefix + "CycleEnd": {"status": 4, "duration": 0.5, "busy": 0}})
     assert [read(client, prefix + rec) for rec in CYCLE_END_ORDER] == [4, 0.5, 0, 1]
     assert stamp(client, prefix + "Trigger") == trigger_stamp

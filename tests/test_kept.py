@@ -47,7 +47,7 @@ def test_a_number_is_written_again_through_one_operation(kept_io, prefix):
 def test_a_group_write_sets_its_fields(kept_io, prefix):
     io, kept = kept_io
     for status in (1, 2):
-        io.put({prefix + "CycleEnd": {"status.value.index": status, "duration.value": 0.25, "busy.value.index": 0}})
+        io.put({prefix + "CycleEnd": {"status": status, "duration": 0.25, "busy": 0}})
         assert io.get([prefix + "TaskStatus", prefix + "TaskDuration", prefix + "Busy"]) == {
             prefix + "TaskStatus": status,
             prefix + "TaskDuration": 0.25,
@@ -69,8 +69,8 @@ def test_a_field_the_pv_lacks_is_refused_and_the_operation_stays(kept_io, prefix
     io, kept = kept_io
     pv = prefix + "CycleEnd"
     with pytest.raises(PVRejectedError, match=f"{pv}.*no field nosuch"):
-        io.put({pv: {"nosuch.value": 1}})
-    io.put({pv: {"duration.value": 2.5}})
+        io.put({pv: {"nosuch": 1}})
+    io.put({pv: {"duration": 2.5}})
     assert io.get(prefix + "TaskDuration") == 2.5
     assert kept.writer(pv).inits == 1
 

@@ -384,13 +384,17 @@ class _CycleEnd:
         self.task, self.io, self.log = task, io, log
         self.write_trigger = write_trigger
         self.group: Optional[str] = None
+        self._nested = False
 
-    def use_group(self, answered: bool) -> None:
-        """Whether the group answered at the handshake."""
+    def use_group(self, value: Any) -> None:
+        """The group's value read at the handshake (None: it did not answer). Its members are plain
+        values in this release's bridge.db, whole normative types (``status.value.index``) in an IOC
+        still running an earlier one."""
         name = self.task.prefix + "CycleEnd"
-        if self.task.standard_handshake and not answered:
+        if self.task.standard_handshake and value is None:
             self.log.info("IOC has no {} group PV; ending cycles with ordered puts", name)
-        self.group = name if answered else None
+        self.group = None if value is None else name
+        self._nested = value is not None and "status.value" in value
 
     def report(self, status: TaskStatus, duration: float) -> None:
         """TaskStatus and TaskDuration alone: the end of a cycle whose IOC has restarted since."""
@@ -409,9 +413,11 @@ class _CycleEnd:
         self.io.put({pvs.busy: 0, **({pvs.trigger: 0} if self.write_trigger else {})})
 
     def _group_value(self, status: TaskStatus, duration: float) -> Dict[str, Any]:
-        value: Dict[str, Any] = {"status.value.index": int(status), "duration.value": duration, "busy.value.index": 0}
+        value: Dict[str, Any] = {"status": int(status), "duration": duration, "busy": 0}
         if self.write_trigger:
-            value["trigger.value.index"] = 0
+            value["trigger"] = 0
+        if self._nested:
+            return {f"{member}.value{'' if member == 'duration' else '.index'}": v for member, v in value.items()}
         return value
 
 

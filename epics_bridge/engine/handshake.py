@@ -82,8 +82,9 @@ class Handshake:
         self._own_checked = False
         self._holder: Optional[str] = None
 
-    def wait(self, idle: Callable[[float], bool], waiting: Callable[[str, bool], None]) -> Optional[Tuple[bool, Any]]:
-        """Block until the task may serve: then (whether the CycleEnd group answered, Busy's value).
+    def wait(self, idle: Callable[[float], bool], waiting: Callable[[str, bool], None]) -> Optional[Tuple[Any, Any]]:
+        """Block until the task may serve: then (the CycleEnd group's value, None if it did not
+        answer; Busy's value).
 
         None when asked to stop. ``idle(s)`` sleeps on the loop's queue (False on stop);
         ``waiting(reason, pulse)`` is told why the task may not serve yet and whether its heartbeat
@@ -113,7 +114,7 @@ class Handshake:
                 if self._said is not None:
                     self.log.info("handshake complete: serving prefix {}", self.task.prefix)
                 self._said, self._holder = None, None
-                return self.group is not None and self.group in values, busy
+                return values.get(self.group) if self.group is not None else None, busy
             # the IOC refused the claim, or another daemon claimed in the same instant: the next round says who
             if not idle(self._owner_retry()):
                 return None

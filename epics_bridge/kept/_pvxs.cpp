@@ -8,8 +8,8 @@
 // nothing to close. epics_bridge/kept/__init__.py and io.py decide when to use it and falls back to p4p otherwise.
 //
 // Threads: pvxs's callbacks run on the context's own network thread and touch only the C++ state
-// below, under its mutex; they never call into Python. Python's threads release the GIL whenever
-// they wait or hand work to that thread.
+// below, under its mutex; they never call into Python, so that thread never waits for the GIL.
+// Python's threads release the GIL only to wait for an answer (and to make or close a context).
 //
 // What a kept operation does in pvxs (src/clientget.cpp) and how each case is met here:
 // - a re-execution asked for while the operation is not idle (still in INIT, or reconnecting) is
@@ -170,7 +170,9 @@ public:
                 f.d = number.cast<double>();
             fields.push_back(std::move(f));
         }
-        py::gil_scoped_release nogil;
+        // The GIL stays held: nothing here waits (pvxs's exec() and an operation's release only
+        // queue work for its thread), and giving it up costs a wait to take it back among many
+        // task threads.
         std::shared_ptr<client::Operation> old;
         auto write = std::make_shared<Write>();
         bool fresh;
@@ -219,7 +221,6 @@ public:
 
     // Give up ``write`` if it is still on its way (cancelling its operation); its outcome.
     Answer abandon(const WriteRef& write) {
-        py::gil_scoped_release nogil;
         std::unique_lock<std::mutex> guard(state->lock);
         return settle(write, guard);
     }

@@ -181,7 +181,20 @@ def test_the_cycle_end_is_one_put_to_the_group_when_the_ioc_serves_it():
         io.set(TRIGGER, 1)
         assert finished.next() == TaskStatus.SUCCESS
     end = io.writes[-1][GROUP]
-    assert end["status.value.index"] == 0 and end["busy.value.index"] == 0 and end["trigger.value.index"] == 0
+    assert end == {"status": 0, "duration": end["duration"], "busy": 0, "trigger": 0}
+    assert isinstance(end["duration"], float)
+
+
+def test_a_group_of_the_previous_bridge_db_is_written_field_by_field():
+    """An IOC still running the previous release's bridge.db: members of whole normative types."""
+    io = _io(**{GROUP: {"status.value": 0}})  # what the engine looks for in the group's value
+    with looping(_task(), io) as (_, finished):
+        io.set(TRIGGER, 1)
+        assert finished.next() == TaskStatus.SUCCESS
+    end = io.writes[-1][GROUP]
+    nested = {"status.value.index": 0, "duration.value": end.get("duration.value"), "busy.value.index": 0}
+    assert end == {**nested, "trigger.value.index": 0}
+    assert isinstance(end["duration.value"], float)
 
 
 def test_without_the_group_the_cycle_end_is_two_ordered_puts():
