@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Iterator, Tuple
+from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
 from conftest import VALUES
@@ -119,59 +119,63 @@ def test_a_sent_pulse_reports_its_acknowledgement(kept_io, prefix):
     assert kept.writer(pv).inits == 1
 
 
-def test_writes_go_on_across_an_ioc_reboot(make_ioc):
+@pytest.fixture
+def private(make_ioc) -> Iterator[Callable[[str], Tuple[SoftIOC, BridgeIO]]]:
+    """A private IOC (to stop or freeze) and a BridgeIO with kept writes on it."""
+    opened: List[Tuple[Any, KeptPuts]] = []
+
+    def open_(prefix: str) -> Tuple[SoftIOC, BridgeIO]:
+        soft_ioc = make_ioc(prefix)
+        ctx = client_for(soft_ioc.client_env)
+        kept = KeptPuts(ctx)
+        opened.append((ctx, kept))
+        return soft_ioc, BridgeIO(ctx, timeout=5.0, kept=kept)
+
+    yield open_
+    for ctx, kept in opened:
+        kept.close()
+        ctx.close()
+
+
+def test_writes_go_on_across_an_ioc_reboot(private):
     """The kept operation follows the IOC through a reboot (a new INIT on reconnection); a write
     while the IOC is down fails in its own time, and the next one after the reboot lands."""
     prefix = "KEPT:R:"
-    soft_ioc = make_ioc(prefix)
-    ctx = client_for(soft_ioc.client_env)
-    kept = KeptPuts(ctx)
-    io = BridgeIO(ctx, timeout=5.0, kept=kept)
-    try:
-        io.put({prefix + "Busy": 1})
-        soft_ioc.stop()
-        with pytest.raises(PVError):
-            io.put({prefix + "Busy": 0}, timeout=0.5)
-        soft_ioc.start()
-        deadline = time.monotonic() + 15.0
-        while True:
-            try:
-                io.put({prefix + "TaskDuration": 4.5}, timeout=2.0)
-                break
-            except PVError:
-                if time.monotonic() > deadline:
-                    raise
-        io.put({prefix + "Busy": 1})
-        assert io.get([prefix + "Busy", prefix + "TaskDuration"]) == {prefix + "Busy": 1, prefix + "TaskDuration": 4.5}
-    finally:
-        kept.close()
-        ctx.close()
-
-
-def test_a_write_to_a_frozen_ioc_times_out_and_the_next_after_it_thaws_lands(make_ioc):
-    prefix = "KEPT:F:"
-    soft_ioc = make_ioc(prefix)
-    ctx = client_for(soft_ioc.client_env)
-    kept = KeptPuts(ctx)
-    io = BridgeIO(ctx, timeout=5.0, kept=kept)
-    try:
-        io.put({prefix + "TaskDuration": 1.0})
-        soft_ioc.freeze()
+    soft_ioc, io = private(prefix)
+    io.put({prefix + "Busy": 1})
+    soft_ioc.stop()
+    with pytest.raises(PVError):
+        io.put({prefix + "Busy": 0}, timeout=0.5)
+    soft_ioc.start()
+    deadline = time.monotonic() + 15.0
+    while True:
         try:
-            started = time.monotonic()
-            with pytest.raises(PVTimeoutError):
-                io.put({prefix + "TaskDuration": 2.0}, timeout=0.5)
-            assert time.monotonic() - started < 0.5 + MARGIN
-            sent = io.send(prefix + "Heartbeat", 1)
-            assert "timeout" in (sent.failure() or "")
-            sent.close()
-        finally:
-            soft_ioc.thaw()
-        io.put({prefix + "TaskDuration": 3.0})
-        assert io.get(prefix + "TaskDuration") == 3.0
+            io.put({prefix + "TaskDuration": 4.5}, timeout=2.0)
+            break
+        except PVError:
+            if time.monotonic() > deadline:
+                raise
+    io.put({prefix + "Busy": 1})
+    assert io.get([prefix + "Busy", prefix + "TaskDuration"]) == {prefix + "Busy": 1, prefix + "TaskDuration": 4.5}
+
+
+def test_a_write_to_a_frozen_ioc_times_out_and_the_next_after_it_thaws_lands(private):
+    prefix = "KEPT:F:"
+    soft_ioc, io = private(prefix)
+    io.put({prefix + "TaskDuration": 1.0})
+    soft_ioc.freeze()
+    try:
+        started = time.monotonic()
+        with pytest.raises(PVTimeoutError):
+            io.put({prefix + "TaskDuration": 2.0}, timeout=0.5)
+        assert time.monotonic() - started < 0.5 + MARGIN
+        sent = io.send(prefix + "Heartbeat", 1)
+        assert "timeout" in (sent.failure() or "")
+        sent.close()
     finally:
-        kept.close()
-        ctx.close()
+        soft_ioc.thaw()
+    io.put({prefix + "TaskDuration": 3.0})
+    assert io.get(prefix + "TaskDuration") == 3.0
 
 
 def test_closed_kept_writes_fall_back_to_p4p(kept_io, prefix):
