@@ -58,7 +58,7 @@ def test_generated_task_files_number_their_tasks_from_first(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="benchmarks.reexec_put builds its program with g++")
-def test_the_reexec_put_benchmark_times_the_three_ways_on_its_own_ioc():
+def test_the_reexec_put_benchmark_times_the_four_ways_on_its_own_ioc():
     """It builds against the installed pvxslibs, and each way's puts are acknowledged (a refused or
     unanswered put ends the program or the p4p round with an error instead of a row)."""
     done = subprocess.run(
@@ -72,4 +72,4 @@ def test_the_reexec_put_benchmark_times_the_three_ways_on_its_own_ioc():
     assert len(rows) == 2, done.stdout
     for row in rows:
         figures = [float(cell.split()[0]) for cell in row.strip("|").split("|")[1:]]
-        assert len(figures) == 3 and all(0 < ms < 1000 for ms in figures), row
+        assert len(figures) == 4 and all(0 < ms < 1000 for ms in figures), row
