@@ -70,6 +70,8 @@ def bridge_round(puts: int, kept: bool) -> float:
     operation of epics_bridge.kept, as the engine's own writes go."""
     context = Context("pva", nt=False)
     writes = KeptPuts(context) if kept else None
+    if writes is not None:
+        writes.keep(PV)
     io = BridgeIO(context, kept=writes)
     times = []
     try:

@@ -9,8 +9,9 @@ from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
 from conftest import VALUES
-from helpers import client_for
+from helpers import Trigger, client_for, running, wait_heartbeat
 
+from epics_bridge import Registry, TaskStatus
 from epics_bridge.io import BridgeIO, PVError, PVRejectedError, PVTimeoutError
 from epics_bridge.ioc.softioc import SoftIOC
 from epics_bridge.kept import KeptPuts, available
@@ -21,12 +22,17 @@ pytestmark = pytest.mark.skipif(not available(), reason="epics_bridge.kept._pvxs
 MARGIN = 3.0
 
 
+#: The PVs of a prefix these tests keep (the engine keeps Busy, CycleEnd and Heartbeat).
+KEPT = ("Busy", "CycleEnd", "Heartbeat", "TaskDuration")
+
+
 @pytest.fixture
-def kept_io(ioc: SoftIOC) -> Iterator[Tuple[BridgeIO, KeptPuts]]:
+def kept_io(ioc: SoftIOC, prefix: str) -> Iterator[Tuple[BridgeIO, KeptPuts]]:
     from p4p.client.thread import Context
 
     ctx = Context("pva", nt=False)
     kept = KeptPuts(ctx)
+    kept.keep(*(prefix + name for name in KEPT), VALUES + "NoSuchRecord")
     yield BridgeIO(ctx, timeout=5.0, kept=kept), kept
     kept.close()
     ctx.close()
@@ -56,10 +62,12 @@ def test_a_group_write_sets_its_fields(kept_io, prefix):
     assert kept.writer(prefix + "CycleEnd").inits == 1
 
 
-def test_what_is_not_a_number_goes_through_p4p(kept_io, prefix):
+def test_what_is_not_a_number_or_not_kept_goes_through_p4p(kept_io, prefix):
     io, kept = kept_io
     io.put({prefix + "Busy": "Busy"})  # an enum choice by name: p4p fetches the choices
     assert io.get(prefix + "Busy") == 1
+    io.put({prefix + "Trigger": 1})  # a number, but not a kept PV (as a task's own writes)
+    assert io.get(prefix + "Trigger") == 1
     io.put({VALUES + "Wave": [1.0, 2.0, 3.0]})
     assert list(io.get(VALUES + "Wave")) == [1.0, 2.0, 3.0]
     assert kept._writers == {}  # noqa: SLF001 - none was made for them
@@ -128,6 +136,7 @@ def private(make_ioc) -> Iterator[Callable[[str], Tuple[SoftIOC, BridgeIO]]]:
         soft_ioc = make_ioc(prefix)
         ctx = client_for(soft_ioc.client_env)
         kept = KeptPuts(ctx)
+        kept.keep(*(prefix + name for name in KEPT))
         opened.append((ctx, kept))
         return soft_ioc, BridgeIO(ctx, timeout=5.0, kept=kept)
 
@@ -184,3 +193,25 @@ def test_closed_kept_writes_fall_back_to_p4p(kept_io, prefix):
     io.put({prefix + "TaskDuration": 7.0})
     assert io.get(prefix + "TaskDuration") == 7.0
     assert kept.writer(prefix + "TaskDuration") is None
+
+
+def test_the_engine_writes_busy_cycle_end_and_heartbeat_through_one_operation_each(client, prefix):
+    """Five cycles and several pulses of a running task: one INIT per PV, and only those three kept."""
+    reg = Registry()
+
+    @reg.task(prefix=prefix, heartbeat_period=0.2)
+    def noop(t):
+        t.put(task_duration=0.5)  # a task's own write goes through p4p
+
+    with running(reg.tasks) as runner:
+        io_kept, pulse_kept = runner._contexts[:2]  # noqa: SLF001 - the runner's own KeptPuts
+        trigger = Trigger(client, prefix)
+        try:
+            assert [trigger.cycle() for _ in range(5)] == [TaskStatus.SUCCESS] * 5
+        finally:
+            trigger.close()
+        wait_heartbeat(client, prefix, pulses=3)
+        assert pulse_kept._writers[prefix + "Heartbeat"].inits == 1  # noqa: SLF001
+        assert io_kept.writer(prefix + "Busy").inits == 1
+        assert io_kept.writer(prefix + "CycleEnd").inits == 1
+        assert sorted(io_kept._writers) == [prefix + "Busy", prefix + "CycleEnd"]  # noqa: SLF001

@@ -70,6 +70,8 @@ class Runner:
         shift = process_shift(task.name for task in self.tasks)
         for task in self.tasks:
             _log_summary(task)
+            io_kept.keep(task.pvs.busy, task.prefix + "CycleEnd")
+            pulse_kept.keep(task.pvs.heartbeat)
             loop = Loop(task, BridgeIO(io_context, task.timeout, io_kept), self.hooks, limits)
             self.loops.append(loop)
             pulses = BridgeIO(pulse_context, task.timeout, pulse_kept)

@@ -9,15 +9,16 @@ that p4p loads) does. It is optional: where it was not built, or the pvxs loaded
 was built for, :meth:`KeptPuts.writer` answers None and :class:`~epics_bridge.io.BridgeIO` writes
 through p4p as before.
 
-A write is kept only if it is a number, or fields set to numbers (a group PV), for one PV: what the
-engine's own writes are. Strings (enum choices by name), arrays and batches go through p4p.
+A write is kept only if its PV was named with :meth:`KeptPuts.keep` (the engine names each task's
+Busy, CycleEnd and Heartbeat) and it is a number, or fields set to numbers (a group PV), for one PV.
+Everything else (a task's own writes, strings, arrays, batches) goes through p4p.
 """
 
 from __future__ import annotations
 
 import threading
 from numbers import Integral, Real
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 from p4p.client.thread import Context, Disconnected, RemoteError  # also loads the pvxs that _pvxs links to
@@ -114,19 +115,30 @@ class Writer:
 
 class KeptPuts:
     """The kept operations of one p4p context's writes, on a pvxs client context of their own with the
-    same configuration (made on the first write, so a process that never writes pays nothing)."""
+    same configuration (made on the first write, so a process that never writes pays nothing).
+
+    Only the PVs named with :meth:`keep` are kept: an operation holds its PV's type for its life
+    (9-24 kB), so a task's own writes, which may go to any number of PVs, go through p4p.
+    """
 
     def __init__(self, context: Context) -> None:
         self._conf: Dict[str, str] = {str(k): str(v) for k, v in context.conf().items()}
         self._client: Any = None
+        self._names: Set[str] = set()
         self._writers: Dict[str, Writer] = {}
         self._lock = threading.Lock()
         self._closed = not available()
 
+    def keep(self, *names: str) -> None:
+        """Write these PVs through kept operations from now on."""
+        with self._lock:
+            self._names.update(names)
+
     def writer(self, name: str) -> Optional[Writer]:
-        """``name``'s writer; None when kept writes are not available here or this is closed."""
+        """``name``'s writer; None when it is not kept, kept writes are not available here, or this
+        is closed."""
         writer = self._writers.get(name)
-        if writer is not None or self._closed:
+        if writer is not None or self._closed or name not in self._names:
             return writer
         with self._lock:
             if self._closed:

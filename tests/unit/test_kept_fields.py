@@ -34,11 +34,23 @@ def test_anything_else_goes_through_p4p(value):
     assert fields_of(value) is None
 
 
+def test_a_pv_not_named_to_keep_gets_no_writer():
+    ctx = Context("pva", nt=False)
+    try:
+        writes = KeptPuts(ctx)
+        writes.keep("KEPT:PV")
+        assert writes.writer("OTHER:PV") is None
+        writes.close()
+    finally:
+        ctx.close()
+
+
 def test_without_the_compiled_part_no_writer_is_made(monkeypatch):
     monkeypatch.setattr(kept, "_kept", None)
     ctx = Context("pva", nt=False)
     try:
         writes = KeptPuts(ctx)
+        writes.keep("ANY:PV")
         assert writes.writer("ANY:PV") is None
         writes.close()
     finally:
