@@ -34,24 +34,27 @@ def test_anything_else_goes_through_p4p(value):
     assert fields_of(value) is None
 
 
-def test_a_pv_not_named_to_keep_gets_no_writer():
+@pytest.fixture
+def writes():
     ctx = Context("pva", nt=False)
-    try:
-        writes = KeptPuts(ctx)
-        writes.keep("KEPT:PV")
-        assert writes.writer("OTHER:PV") is None
-        writes.close()
-    finally:
-        ctx.close()
+    kept_puts = KeptPuts(ctx)
+    yield kept_puts
+    kept_puts.close()
+    ctx.close()
+
+
+def test_a_pv_not_named_to_keep_gets_no_writer(writes):
+    writes.keep("KEPT:PV")
+    assert writes.writer("OTHER:PV") is None
 
 
 def test_without_the_compiled_part_no_writer_is_made(monkeypatch):
     monkeypatch.setattr(kept, "_kept", None)
     ctx = Context("pva", nt=False)
     try:
-        writes = KeptPuts(ctx)
-        writes.keep("ANY:PV")
-        assert writes.writer("ANY:PV") is None
-        writes.close()
+        unavailable = KeptPuts(ctx)
+        unavailable.keep("ANY:PV")
+        assert unavailable.writer("ANY:PV") is None
+        unavailable.close()
     finally:
         ctx.close()
