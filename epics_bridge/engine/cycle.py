@@ -36,7 +36,7 @@ from ..status import TaskStatus, status_of
 from ..task import Task
 from ..task_context import TaskContext
 from ..values import NTENUM, to_python
-from .handshake import Handshake, kind_of
+from .handshake import Handshake, group_pv, kind_of
 from .hooks import Hooks
 from .ownership import Ownership
 from .timelimit import TimeLimitExceeded, TimeLimits
@@ -390,8 +390,8 @@ class _CycleEnd:
         """The group's value read at the handshake (None: it did not answer). Its members are plain
         values in this release's bridge.db, whole normative types (``status.value.index``) in an IOC
         still running an earlier one."""
-        name = self.task.prefix + "CycleEnd"
-        if self.task.standard_handshake and value is None:
+        name = group_pv(self.task)
+        if name is not None and value is None:
             self.log.info("IOC has no {} group PV; ending cycles with ordered puts", name)
         self.group = None if value is None else name
         self._nested = value is not None and "status.value" in value

@@ -32,7 +32,7 @@ from ..task import Task
 from ..values import kind_of, to_python
 from .ownership import Ownership, owner_label
 
-__all__ = ["Handshake", "handshake_pvs", "kind_of", "refused"]
+__all__ = ["Handshake", "group_pv", "handshake_pvs", "kind_of", "refused"]
 
 #: Nothing answers: ask again this often (s).
 UNREACHABLE_RETRY = 1.0
@@ -60,6 +60,11 @@ def handshake_pvs(task: Task) -> Dict[str, str]:
     return {logical: getattr(task.pvs, logical) for logical in STANDARD_FIELDS if logical != "trigger" or uses_trigger}
 
 
+def group_pv(task: Task) -> Optional[str]:
+    """The task's CycleEnd group PV (db/bridge.db's); None for a task whose PVs are not bridge.db's."""
+    return task.prefix + "CycleEnd" if task.standard_handshake else None
+
+
 def refused(standard: Mapping[str, str], values: Mapping[str, Any]) -> Dict[str, str]:
     """The handshake PVs among ``values`` whose record is of a kind the daemon refuses, each with
     why: the one judgement the daemon and ``check`` share."""
@@ -76,7 +81,7 @@ class Handshake:
     def __init__(self, task: Task, io: BridgeIO, log: Any, ownership: Ownership) -> None:
         self.task, self.io, self.log, self.ownership = task, io, log, ownership
         self.standard = handshake_pvs(task)
-        self.group: Optional[str] = task.prefix + "CycleEnd" if task.standard_handshake else None
+        self.group = group_pv(task)
         self.own = {logical: pv for logical, pv in task.pvs.as_dict.items() if logical not in STANDARD_FIELDS}
         self._said: Optional[str] = None  # the last problem logged, so a repeat stays quiet
         self._own_checked = False

@@ -25,6 +25,7 @@ from ..sinks import drain
 from ..task import ConfigError, Task
 from . import heap
 from .cycle import Loop, line_in_task
+from .handshake import group_pv
 from .heartbeat import Heartbeat, process_shift
 from .hooks import HookList, Hooks
 from .timelimit import TimeLimits
@@ -70,7 +71,7 @@ class Runner:
         shift = process_shift(task.name for task in self.tasks)
         for task in self.tasks:
             _log_summary(task)
-            io_kept.keep(task.pvs.busy, task.prefix + "CycleEnd")
+            io_kept.keep(task.pvs.busy, *filter(None, [group_pv(task)]))
             pulse_kept.keep(task.pvs.heartbeat)
             loop = Loop(task, BridgeIO(io_context, task.timeout, io_kept), self.hooks, limits)
             self.loops.append(loop)
