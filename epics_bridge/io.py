@@ -340,7 +340,7 @@ class _KeptSent(Sent):
     def failure(self) -> Optional[str]:
         if self._writer.pending(self._write):
             return super().failure()
-        exc = self._writer.abandon(self._write)
+        exc = self._writer.outcome(self._write)
         return None if exc is None else f"put failed for {self.name}: {_describe(exc)}"
 
     def close(self) -> None:
@@ -539,10 +539,12 @@ class BridgeIO:
 
     def _kept_start(self, name: str, value: Any) -> Optional[Tuple[Writer, Write]]:
         """Send ``value`` through ``name``'s kept operation: (its writer, the write); None when it
-        goes through p4p (no kept operations here, not numbers, one already in flight)."""
+        goes through p4p (not numbers, ``name`` not kept, one already in flight)."""
         fields = None if self.kept is None else fields_of(value)
-        writer = None if fields is None or self.kept is None else self.kept.writer(name)
-        write = None if writer is None or fields is None else writer.start(fields)
+        if fields is None or self.kept is None:
+            return None
+        writer = self.kept.writer(name)
+        write = None if writer is None else writer.start(fields)
         return None if writer is None or write is None else (writer, write)
 
     def _timeout(self, timeout: Optional[float]) -> float:

@@ -372,6 +372,16 @@ def line_in_task(stack: traceback.StackSummary, task: Task) -> str:
     return f"{frame.filename}:{frame.lineno} in {frame.name}: {frame.line}" if frame else "an unknown line"
 
 
+#: The CycleEnd group's members as the previous release's bridge.db served them (whole normative
+#: types), by their names in the plain group.
+_NESTED = {
+    "status": "status.value.index",
+    "duration": "duration.value",
+    "busy": "busy.value.index",
+    "trigger": "trigger.value.index",
+}
+
+
 class _CycleEnd:
     """Writes TaskStatus and TaskDuration, then Busy=0 and Trigger=0.
 
@@ -417,7 +427,7 @@ class _CycleEnd:
         if self.write_trigger:
             value["trigger"] = 0
         if self._nested:
-            return {f"{member}.value{'' if member == 'duration' else '.index'}": v for member, v in value.items()}
+            return {_NESTED[member]: v for member, v in value.items()}
         return value
 
 

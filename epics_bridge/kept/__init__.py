@@ -100,6 +100,10 @@ class Writer:
     def pending(self, write: Write) -> bool:
         return self._op.outcome(write)[0] == _kept.PENDING
 
+    def outcome(self, write: Write) -> Optional[BaseException]:
+        """``write``'s outcome as it stands (a timeout while it is still on its way); cancels nothing."""
+        return outcome_error(*self._op.outcome(write))
+
     def abandon(self, write: Write) -> Optional[BaseException]:
         """``write``'s outcome now; one still on its way is cancelled and counts as a timeout."""
         return outcome_error(*self._op.abandon(write))

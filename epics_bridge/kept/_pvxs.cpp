@@ -5,7 +5,8 @@
 // thread. The engine writes the same few PVs every cycle and every heartbeat period (Busy, the
 // CycleEnd group, Heartbeat), so it keeps one operation per PV and re-executes it
 // (autoExec(false) + reExecPut, pvxs's expert API, which p4p does not expose): one round trip,
-// nothing to close. epics_bridge/kept/__init__.py and io.py decide when to use it and falls back to p4p otherwise.
+// nothing to close. epics_bridge/kept/__init__.py and io.py decide when to use it, and fall back to
+// p4p otherwise.
 //
 // Threads: pvxs's callbacks run on the context's own network thread and touch only the C++ state
 // below, under its mutex; they never call into Python, so that thread never waits for the GIL.
