@@ -3,10 +3,12 @@
 Starting hundreds of tasks is a burst (handshake surveys, summaries in the log files and log PVs,
 a p4p operation per PV) that runs on many threads at once. glibc keeps what those threads free in
 their own malloc arenas, so a worker with 100 tasks stays ~13 MB larger than it needs to be.
-Once the burst is over, :func:`tidy` moves what survived start-up (modules, tasks, loops: nearly
+As soon as every task serves, :func:`freeze` moves what exists then (modules, tasks, loops: nearly
 every object the process will ever have) out of the collector's generations, so later collections
-no longer walk them while every task waits for the GIL, and hands the free pages back with
-``malloc_trim``. It runs again now and then, for what a long run frees.
+no longer walk them while every task waits for the GIL (before it, a full collection of a
+thousand tasks' objects held the GIL 30-150 ms, and every pulse due meanwhile was that late).
+Once the burst is over, :func:`tidy` does it again for what start-up's last lines left, and hands
+the free pages back with ``malloc_trim``. It runs again now and then, for what a long run frees.
 
 glibc also gives threads up to eight malloc arenas per core, each holding its own free memory;
 with two threads per task nearly all of them get used. :func:`limit_arenas` asks for
@@ -21,7 +23,7 @@ import os
 import time
 from typing import Callable, Optional
 
-__all__ = ["limit_arenas", "tidy"]
+__all__ = ["freeze", "limit_arenas", "tidy"]
 
 #: The first tidy-up comes this many seconds after every task serves its prefix (their start-up
 #: lines have reached the log PVs by then), or after START_LIMIT s if some never do (IOC down);
@@ -53,11 +55,16 @@ def limit_arenas() -> None:
         _MALLOPT(_M_ARENA_MAX, ARENAS)
 
 
-def tidy() -> float:
-    """Freeze what lives now (no collection: a full one holds the GIL ~0.1 s with a thousand tasks,
-    a pause every heartbeat would see) and return free pages; the seconds ``malloc_trim`` took,
-    without the GIL."""
+def freeze() -> None:
+    """Take what lives now out of the collector's reach. No collection first: a full one holds the
+    GIL ~0.1 s with a thousand tasks, a pause every heartbeat would see; what is not cyclic is still
+    freed by its reference count."""
     gc.freeze()
+
+
+def tidy() -> float:
+    """Freeze what lives now and return free pages; the seconds ``malloc_trim`` took, without the GIL."""
+    freeze()
     started = time.perf_counter()
     if _TRIM is not None:
         _TRIM(0)

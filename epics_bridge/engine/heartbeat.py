@@ -10,17 +10,25 @@ the same instant and pvxs sends them in a few TCP segments, while the slots keep
 service from waking at once. More slots spread the wakeups thinner but coalesce less (one slot per
 task was every pulse its own segment and syscall on both sides); each worker shifts its slots a
 little, so that a service's workers do not pulse at the same instants; see docs/pulses.md.
+
+Each heartbeat thread decides its pulse a little ahead (:func:`lead`: its own moment in the slot
+before, so a slot's hundred threads do not wake at once) and hands it to the process's one
+:class:`Pulses` sender, which sends a slot's pulses at its instant in the tasks' order: a task's
+place in the burst is the same every period, so its interval is too. A stuck loop still stops its
+own pulse at once (its thread hands none over), and a sender that falls behind (a process starved
+for the GIL) does not count against anyone: each thread then sends its own pulses until it catches up.
 After ``max_stuck_cycles`` stuck periods in a row the process must go: the loop may be deadlocked,
 so the exit is taken here, never asked of the loop.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
 import time
 import zlib
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, List, Optional, Tuple
 
 from loguru import logger
 
@@ -29,7 +37,7 @@ from ..task import Task
 from .cycle import Loop
 from .hooks import Hooks
 
-__all__ = ["SLOTS", "Heartbeat", "next_grid_point", "phase", "process_shift"]
+__all__ = ["SLOTS", "Heartbeat", "Pulse", "Pulses", "lead", "next_grid_point", "phase", "process_shift"]
 
 #: Phase slots per heartbeat period (see the module's docstring).
 SLOTS = 10
@@ -49,9 +57,104 @@ def process_shift(names: Iterable[str]) -> float:
     return (zlib.crc32("\n".join(sorted(names)).encode()) % 1000) / 1000
 
 
+def lead(name: str, period: float, slots: int = SLOTS) -> float:
+    """How long before its pulse is due a task's heartbeat thread wakes to decide it: somewhere in
+    the middle half of the slot before, by its name, so that a slot's threads do not all wake in one
+    instant and queue on the GIL."""
+    return (0.25 + 0.5 * (zlib.crc32(name.encode()) // slots % 1000) / 1000) * period / slots
+
+
 def next_grid_point(now: float, period: float, offset: float) -> float:
     """The first time after ``now`` on the grid ``offset + k * period`` (monotonic clock)."""
     return offset + period * (math.floor((now - offset) / period) + 1)
+
+
+class Pulse:
+    """One pulse handed to :class:`Pulses`: sent at its due instant, its outcome read a period later."""
+
+    __slots__ = ("pv", "value", "sent", "closed")
+
+    def __init__(self, pv: str, value: int) -> None:
+        self.pv, self.value = pv, value
+        self.sent: Optional[Sent] = None  # None until the sender got to it
+        self.closed = False
+
+    def failure(self) -> Optional[str]:
+        """None once the IOC has acknowledged the pulse; else why not (it must have been sent)."""
+        assert self.sent is not None
+        return self.sent.failure()
+
+    def close(self) -> None:
+        """Cancel the pulse if it is still on its way, or not sent yet; release it."""
+        self.closed = True
+        sent = self.sent
+        if sent is not None:
+            sent.close()
+
+
+class Pulses:
+    """Sends the pulses of one process from one thread, each at its due instant, those due together
+    in one fixed order (the tasks'): a slot's pulses leave in one burst that pvxs coalesces, and
+    each task keeps its place in the burst from one period to the next, so its interval does not
+    move with the order in which a hundred threads happened to get the GIL. Sending only starts a
+    write (never waits for the IOC), so one blocked PV cannot hold back the others."""
+
+    def __init__(self, io: BridgeIO) -> None:
+        self.io = io
+        self._due: List[Tuple[float, int, Pulse]] = []  # a heap
+        self._changed = threading.Condition()
+        self._stopped = False
+        self.thread = threading.Thread(target=self._run, name="pulses", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopped = True
+            self._changed.notify()
+
+    def post(self, due: float, order: int, pv: str, value: int) -> Pulse:
+        """Send ``value`` to ``pv`` at ``due`` (monotonic clock); ``order`` places it among the
+        pulses due in the same instant."""
+        pulse = Pulse(pv, value)
+        with self._changed:
+            heapq.heappush(self._due, (due, order, pulse))
+            if self._due[0][2] is pulse:
+                self._changed.notify()
+        return pulse
+
+    def overdue(self, now: float) -> float:
+        """How long past its due instant the oldest waiting pulse is (0: the sender keeps up)."""
+        with self._changed:
+            return max(0.0, now - self._due[0][0]) if self._due else 0.0
+
+    def send(self, pv: str, value: int) -> Pulse:
+        """Send ``value`` to ``pv`` now, from the calling thread (when the sender is behind)."""
+        pulse = Pulse(pv, value)
+        self._send(pulse)
+        return pulse
+
+    def _send(self, pulse: Pulse) -> None:
+        if pulse.closed:
+            return
+        pulse.sent = self.io.send(pulse.pv, pulse.value)
+        if pulse.closed:  # closed while it was being sent
+            pulse.sent.close()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:  # held only to take the pulses due: a poster never waits for a send
+                while not self._stopped and (not self._due or self._due[0][0] > time.monotonic()):
+                    self._changed.wait(self._due[0][0] - time.monotonic() if self._due else None)
+                if self._stopped:
+                    return
+                now = time.monotonic()
+                due = []
+                while self._due and self._due[0][0] <= now:
+                    due.append(heapq.heappop(self._due)[2])
+            for pulse in due:
+                self._send(pulse)
 
 
 class Heartbeat:
@@ -59,13 +162,15 @@ class Heartbeat:
         self,
         task: Task,
         loop: Loop,
-        io: BridgeIO,
+        pulses: Pulses,
         hooks: Hooks,
         on_stuck_limit: Callable[[Task, str], None],
         shift: float = 0.0,
+        order: int = 0,
     ) -> None:
-        self.task, self.loop, self.io, self.hooks = task, loop, io, hooks
+        self.task, self.loop, self.pulses, self.hooks = task, loop, pulses, hooks
         self.shift = shift  # this process's, see process_shift
+        self.order = order  # the task's place among the pulses due with its own
         self.on_stuck_limit = on_stuck_limit
         self.log = logger.bind(task=task.name)
         self.stuck = 0
@@ -81,29 +186,37 @@ class Heartbeat:
     def _run(self) -> None:
         period, pv = self.task.heartbeat_period, self.task.pvs.heartbeat
         offset = phase(self.task.name, period, shift=self.shift)
-        pulse = 0
-        sent: Optional[Sent] = None
-        next_beat = time.monotonic()  # the first period at once, then on the task's own grid
+        early = lead(self.task.name, period)
+        value = 0
+        pulse: Optional[Pulse] = None
+        due = time.monotonic()  # the first period at once, then on the task's own grid
         try:
-            while not self._stop.wait(max(0.0, next_beat - time.monotonic())):
+            while not self._stop.wait(max(0.0, due - early - time.monotonic())):
                 now = time.monotonic()
-                # On the task's grid; late beats skipped; the first interval between 0.5 and 1.5 periods.
-                next_beat = next_grid_point(max(now, next_beat + period / 2), period, offset)
                 reason = stalled = self.loop.stalled(now)
-                if sent is not None:  # the previous pulse, acknowledged by now unless the IOC is in trouble
-                    failure = sent.failure()
-                    sent.close()
-                    sent = None
-                    if failure is None:
-                        pulse = 1 - pulse
-                    elif reason is None:
+                # The sender behind (a process starved for the GIL, e.g. by a thousand cycles at
+                # once): this thread sends its own pulses until it catches up; the IOC is not to blame.
+                behind = pulse is not None and pulse.sent is None
+                direct = behind or self.pulses.overdue(now) > early
+                if pulse is not None:  # the previous pulse, acknowledged by now unless the IOC is in trouble
+                    failure = None if behind else pulse.failure()
+                    pulse.close()
+                    if failure is None and not behind:
+                        value = 1 - value
+                    elif reason is None and failure is not None:
                         reason = f"the heartbeat could not be written ({failure})"
+                    pulse = None
                 if stalled is None and self.loop.pulsing:  # not before the task serves its prefix
-                    sent = self.io.send(pv, 1 - pulse)
+                    if direct:
+                        pulse = self.pulses.send(pv, 1 - value)
+                    else:
+                        pulse = self.pulses.post(max(due, now), self.order, pv, 1 - value)
                 self._count(reason)
+                # On the task's grid; late beats skipped; the first interval between 0.5 and 1.5 periods.
+                due = next_grid_point(max(now + early, due + period / 2), period, offset)
         finally:
-            if sent is not None:
-                sent.close()
+            if pulse is not None:
+                pulse.close()
 
     def _count(self, reason: Optional[str]) -> None:
         if reason is None:

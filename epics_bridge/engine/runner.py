@@ -2,7 +2,8 @@
 the watchdog's exit.
 
 All loops share one p4p context (one TCP connection per IOC, however many tasks) and all
-heartbeats share a second one, kept apart so that task IO never delays a pulse.
+heartbeats share a second one, kept apart so that task IO never delays a pulse; the heartbeats
+hand their pulses to one sender (heartbeat.Pulses), which sends those due together at once.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..task import ConfigError, Task
 from . import heap
 from .cycle import Loop, line_in_task
 from .handshake import group_pv
-from .heartbeat import Heartbeat, process_shift
+from .heartbeat import Heartbeat, Pulses, process_shift
 from .hooks import HookList, Hooks
 from .timelimit import TimeLimits
 
@@ -52,6 +53,7 @@ class Runner:
         self.stop_grace = stop_grace
         self.loops: List[Loop] = []
         self.heartbeats: List[Heartbeat] = []
+        self.pulses: Optional[Pulses] = None
         self._stop_requested = threading.Event()
         self._exit_lock = threading.Lock()
         self._contexts: List[Union[KeptPuts, Context]] = []  # closed in this order
@@ -69,14 +71,15 @@ class Runner:
         self._contexts = [io_kept, pulse_kept, io_context, pulse_context]
         limits = TimeLimits()
         shift = process_shift(task.name for task in self.tasks)
-        for task in self.tasks:
+        pulses = self.pulses = Pulses(BridgeIO(pulse_context, kept=pulse_kept))
+        for order, task in enumerate(self.tasks):
             _log_summary(task)
             io_kept.keep(task.pvs.busy, *filter(None, [group_pv(task)]))
             pulse_kept.keep(task.pvs.heartbeat)
             loop = Loop(task, BridgeIO(io_context, task.timeout, io_kept), self.hooks, limits)
             self.loops.append(loop)
-            pulses = BridgeIO(pulse_context, task.timeout, pulse_kept)
-            self.heartbeats.append(Heartbeat(task, loop, pulses, self.hooks, self._stuck_limit, shift))
+            self.heartbeats.append(Heartbeat(task, loop, pulses, self.hooks, self._stuck_limit, shift, order))
+        pulses.start()
         parts: List[Union[Loop, Heartbeat]] = [*self.loops, *self.heartbeats]
         for part in parts:
             part.start()
@@ -126,17 +129,21 @@ class Runner:
             heartbeat.stop()
         for heartbeat in self.heartbeats:
             heartbeat.thread.join(timeout=2.0)
+        if self.pulses is not None:
+            self.pulses.stop()
+            self.pulses.thread.join(timeout=2.0)
         for context in self._contexts:
             context.close()
         self.hooks.close()
         logger.info("stopped")
 
     def _housekeep(self, until: Optional[float]) -> bool:
-        """Until a stop is requested (True) or ``until`` passes (False): memory tidied SETTLE s after
-        start-up's burst is over (every task serves, or START_LIMIT s passed), then every PERIOD s."""
+        """Until a stop is requested (True) or ``until`` passes (False): what start-up made frozen once
+        every task serves (or START_LIMIT s passed), memory tidied SETTLE s later, then every PERIOD s."""
         while True:
             now = time.monotonic()
             if self._next_tidy is None and (self.ready() or now >= self._started_at + heap.START_LIMIT):
+                heap.freeze()
                 self._next_tidy = now + heap.SETTLE
             due = now + 1.0 if self._next_tidy is None else self._next_tidy  # readiness asked every second
             if self._stop_requested.wait(max(0.0, (due if until is None else min(due, until)) - now)):

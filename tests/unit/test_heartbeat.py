@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import List, Optional, Tuple
 
 from helpers import wait_for
 
-from epics_bridge.engine.heartbeat import Heartbeat, next_grid_point, phase, process_shift
+from epics_bridge.engine.heartbeat import SLOTS, Heartbeat, Pulses, lead, next_grid_point, phase, process_shift
 from epics_bridge.engine.hooks import Hooks
 from epics_bridge.memory_io import MemoryIO
 from epics_bridge.registry import Registry
@@ -39,14 +40,16 @@ class Counts(Hooks):
 class Beat:
     """A heartbeat thread at 10 ms periods, on a fake loop; records the watchdog's verdict."""
 
-    def __init__(self, max_stuck_cycles: int = 3) -> None:
+    def __init__(self, max_stuck_cycles: int = 3, sender: bool = True) -> None:
+        self.sender = sender
         self.task = Registry.make(
             lambda t: None, prefix=P, name="hb", heartbeat_period=0.01, max_stuck_cycles=max_stuck_cycles
         )
         self.io, self.loop, self.counts = MemoryIO({PULSE: 0}), FakeLoop(), Counts()
         self.limit = threading.Event()
         self.verdict: List[str] = []
-        self.heartbeat = Heartbeat(self.task, self.loop, self.io, self.counts, self._on_limit)  # type: ignore[arg-type]
+        self.pulses = Pulses(self.io)
+        self.heartbeat = Heartbeat(self.task, self.loop, self.pulses, self.counts, self._on_limit)  # type: ignore[arg-type]
 
     def _on_limit(self, task: Task, reason: str) -> None:
         self.verdict.append(reason)
@@ -54,13 +57,18 @@ class Beat:
         self.heartbeat.stop()  # the runner's handler never returns: it ends the process
 
     def __enter__(self) -> Beat:
+        if self.sender:
+            self.pulses.start()
         self.heartbeat.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.heartbeat.stop()
         self.heartbeat.thread.join(2.0)
-        assert not self.heartbeat.thread.is_alive()
+        if self.sender:
+            self.pulses.stop()
+            self.pulses.thread.join(2.0)
+        assert not self.heartbeat.thread.is_alive() and not self.pulses.thread.is_alive()
 
 
 def test_a_live_loop_pulses_zero_one_zero():
@@ -68,6 +76,15 @@ def test_a_live_loop_pulses_zero_one_zero():
         wait_for(lambda: len(beat.io.writes) >= 4, 2.0, what="four pulses")
     pulses = [batch[PULSE] for batch in beat.io.writes]
     assert pulses[:4] == [1, 0, 1, 0]
+    assert all(stuck == 0 for stuck, _ in beat.counts.stuck)
+
+
+def test_with_the_sender_a_period_behind_the_heartbeat_sends_its_own_pulses_and_is_not_stuck():
+    with Beat(sender=False) as beat:  # a sender that never gets to run, as when starved for the GIL
+        wait_for(lambda: len(beat.counts.stuck) >= 4, 2.0, what="four periods")
+        wait_for(lambda: len(beat.io.writes) >= 3, 2.0, what="pulses sent by the heartbeat thread")
+    pulses = [batch[PULSE] for batch in beat.io.writes]
+    assert pulses[:3] == [1, 0, 1]  # every period's, but the first (never sent: not counted as written)
     assert all(stuck == 0 for stuck, _ in beat.counts.stuck)
 
 
@@ -123,3 +140,47 @@ def test_the_next_grid_point_is_strictly_after_now_on_the_tasks_grid():
     assert next_grid_point(10.25, 1.0, 0.25) == 11.25  # a beat on the grid point goes to the next one
     assert next_grid_point(12.9, 1.0, 0.25) == 13.25  # late: the missed points are skipped
     assert next_grid_point(0.1, 0.5, 0.3) == 0.3
+
+
+def test_pulses_due_together_leave_together_in_the_order_given_every_period():
+    names = [f"P{i}:Heartbeat" for i in range(20)]
+    io = MemoryIO({name: 0 for name in names})
+    pulses = Pulses(io)  # type: ignore[arg-type]
+    due = time.monotonic() + 0.2
+    posted = [pulses.post(due, order, names[order], 1) for order in reversed(range(20))]  # handed in any order
+    pulses.start()
+    try:
+        wait_for(lambda: len(io.writes) == 20, 5.0, what="the slot's pulses")
+        assert [next(iter(batch)) for batch in io.writes] == names  # in their order, not as handed in
+        assert all(pulse.failure() is None for pulse in posted)
+    finally:
+        pulses.stop()
+        pulses.thread.join(2.0)
+    assert not pulses.thread.is_alive()
+
+
+def test_a_pulse_is_not_sent_before_it_is_due_and_never_once_closed():
+    io = MemoryIO({"A:Heartbeat": 0, "B:Heartbeat": 0})
+    pulses = Pulses(io)  # type: ignore[arg-type]
+    pulses.start()
+    try:
+        later = pulses.post(time.monotonic() + 0.3, 0, "A:Heartbeat", 1)
+        closed = pulses.post(time.monotonic() + 0.3, 1, "B:Heartbeat", 1)
+        closed.close()
+        assert later.sent is None
+        late = pulses.post(time.monotonic() - 1.0, 2, "A:Heartbeat", 0)  # overdue: sent at once
+        wait_for(lambda: late.sent is not None, 2.0, what="the overdue pulse")
+        assert io.writes == [{"A:Heartbeat": 0}]
+        wait_for(lambda: len(io.writes) == 2, 2.0, what="the pulse due later")
+        assert io.writes[1] == {"A:Heartbeat": 1} and closed.sent is None
+    finally:
+        pulses.stop()
+        pulses.thread.join(2.0)
+
+
+def test_a_heartbeat_thread_wakes_in_the_middle_half_of_the_slot_before_its_pulse():
+    slot = 1.0 / SLOTS
+    leads = [lead(f"noop{i:03d}", 1.0) for i in range(1000)]
+    assert all(0.25 * slot <= x < 0.75 * slot for x in leads)
+    assert max(leads) - min(leads) > 0.4 * slot  # spread, so that a slot's threads do not wake at once
+    assert lead("noop001", 2.0) == 2 * lead("noop001", 1.0)
