@@ -27,7 +27,7 @@ from ..task import ConfigError, Task
 from . import heap
 from .cycle import Loop, line_in_task
 from .handshake import group_pv
-from .heartbeat import Heartbeat, Pulses, process_shift
+from .heartbeat import SENDER_FROM, Heartbeat, Pulses, process_shift
 from .hooks import HookList, Hooks
 from .timelimit import TimeLimits
 
@@ -71,7 +71,7 @@ class Runner:
         self._contexts = [io_kept, pulse_kept, io_context, pulse_context]
         limits = TimeLimits()
         shift = process_shift(task.name for task in self.tasks)
-        pulses = self.pulses = Pulses(BridgeIO(pulse_context, kept=pulse_kept))
+        pulses = self.pulses = Pulses(BridgeIO(pulse_context, kept=pulse_kept), len(self.tasks) >= SENDER_FROM)
         for order, task in enumerate(self.tasks):
             _log_summary(task)
             io_kept.keep(task.pvs.busy, *filter(None, [group_pv(task)]))

@@ -40,7 +40,7 @@ class Counts(Hooks):
 class Beat:
     """A heartbeat thread at 10 ms periods, on a fake loop; records the watchdog's verdict."""
 
-    def __init__(self, max_stuck_cycles: int = 3, sender: bool = True) -> None:
+    def __init__(self, max_stuck_cycles: int = 3, sender: bool = True, batching: bool = True) -> None:
         self.sender = sender
         self.task = Registry.make(
             lambda t: None, prefix=P, name="hb", heartbeat_period=0.01, max_stuck_cycles=max_stuck_cycles
@@ -48,7 +48,7 @@ class Beat:
         self.io, self.loop, self.counts = MemoryIO({PULSE: 0}), FakeLoop(), Counts()
         self.limit = threading.Event()
         self.verdict: List[str] = []
-        self.pulses = Pulses(self.io)
+        self.pulses = Pulses(self.io, batching)
         self.heartbeat = Heartbeat(self.task, self.loop, self.pulses, self.counts, self._on_limit)  # type: ignore[arg-type]
 
     def _on_limit(self, task: Task, reason: str) -> None:
@@ -85,6 +85,13 @@ def test_with_the_sender_a_period_behind_the_heartbeat_sends_its_own_pulses_and_
         wait_for(lambda: len(beat.io.writes) >= 3, 2.0, what="pulses sent by the heartbeat thread")
     pulses = [batch[PULSE] for batch in beat.io.writes]
     assert pulses[:3] == [1, 0, 1]  # every period's, but the first (never sent: not counted as written)
+    assert all(stuck == 0 for stuck, _ in beat.counts.stuck)
+
+
+def test_in_a_process_of_few_tasks_each_heartbeat_sends_its_own_pulse_at_its_instant():
+    with Beat(sender=False, batching=False) as beat:
+        wait_for(lambda: len(beat.io.writes) >= 4, 2.0, what="four pulses")
+    assert [batch[PULSE] for batch in beat.io.writes][:4] == [1, 0, 1, 0]  # every period's, none waits for a sender
     assert all(stuck == 0 for stuck, _ in beat.counts.stuck)
 
 
