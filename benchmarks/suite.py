@@ -67,6 +67,11 @@ CYCLE_TIMEOUT = 5.0
 MAX_TIMEOUTS_IN_A_ROW = 5
 #: Cycles (after the warm-up, not timed) checking that the status is written before the acknowledge.
 ORDER_CHECKS = 5
+#: Seconds between a scale step's warm-up batch and its idle window. The warm-up's cycle is every
+#: task's first, and logs its status; a task's first line of a kind makes that log PV's channel:
+#: 1000 tasks in one process then used about 90 % of a core for 3 s (2026-12-04), which a window
+#: starting one second later (as before) counted as idle CPU and heartbeat error.
+SETTLE = 5.0
 #: The floor and this engine run side by side and their timed cycles alternate in blocks of this
 #: many: a machine whose speed drifts during the run (load, CPU clock) weighs on both alike.
 BLOCK = 50
@@ -316,7 +321,7 @@ class Bench:
                 first_beats = self.heartbeats.wait_all(beats, child.started_wall, 60 + tasks * 0.2, child)
                 step["startup_s"] = round(first_beats - child.started_wall, 3)
                 step["warmup_acks"] = len(self.handshake.trigger(triggers, timeout=30.0))  # also connects
-                time.sleep(1.0)
+                time.sleep(SETTLE)
                 step.update(self._idle_with_heartbeats(child, beats))
                 step["ack"] = self._simultaneous(triggers)
                 step["stop_s"] = child.stop(timeout=15.0)
@@ -478,6 +483,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Dict[str, Any]:
             "isolation": args.isolation,
             "batches": args.batches,
             "block": BLOCK,
+            "settle_s": SETTLE,
             "databases": [name for name in STANDARD_DBS if (db_dir() / name).is_file()],
         },
         "responders": {},
