@@ -11,12 +11,14 @@ service from waking at once. More slots spread the wakeups thinner but coalesce 
 task was every pulse its own segment and syscall on both sides); each worker shifts its slots a
 little, so that a service's workers do not pulse at the same instants; see docs/pulses.md.
 
-Each heartbeat thread decides its pulse a little ahead (:func:`lead`: its own moment in the slot
-before, so a slot's hundred threads do not wake at once) and hands it to the process's one
-:class:`Pulses` sender, which sends a slot's pulses at its instant in the tasks' order: a task's
-place in the burst is the same every period, so its interval is too. A stuck loop still stops its
-own pulse at once (its thread hands none over), and a sender that falls behind (a process starved
-for the GIL) does not count against anyone: each thread then sends its own pulses until it catches up.
+In a process of :data:`SENDER_FROM` tasks or more, each heartbeat thread decides its pulse a
+little ahead (:func:`lead`: its own moment in the slot before, so a slot's hundred threads do not
+wake at once) and hands it to the process's one :class:`Pulses` sender, which sends a slot's
+pulses at its instant in the tasks' order: a task's place in the burst is the same every period,
+so its interval is too. A stuck loop still stops its own pulse at once (its thread hands none
+over), and a sender that falls behind (a process starved for the GIL) does not count against
+anyone: each thread then sends its own pulses until it catches up.
+
 After ``max_stuck_cycles`` stuck periods in a row the process must go: the loop may be deadlocked,
 so the exit is taken here, never asked of the loop.
 """
@@ -135,7 +137,7 @@ class Pulses:
             return max(0.0, now - self._due[0][0]) if self._due else 0.0
 
     def send(self, pv: str, value: int) -> Pulse:
-        """Send ``value`` to ``pv`` now, from the calling thread (when the sender is behind)."""
+        """Send ``value`` to ``pv`` now, from the calling thread (no sender here, or it is behind)."""
         pulse = Pulse(pv, value)
         self._send(pulse)
         return pulse

@@ -2,8 +2,9 @@
 the watchdog's exit.
 
 All loops share one p4p context (one TCP connection per IOC, however many tasks) and all
-heartbeats share a second one, kept apart so that task IO never delays a pulse; the heartbeats
-hand their pulses to one sender (heartbeat.Pulses), which sends those due together at once.
+heartbeats share a second one, kept apart so that task IO never delays a pulse; in a process of
+many tasks the heartbeats hand their pulses to one sender (heartbeat.Pulses), which sends those
+due together at once.
 """
 
 from __future__ import annotations
