@@ -1,6 +1,7 @@
 """The heartbeat's isolation with pulses sent in phase slots: a stuck loop stops its own task's
 pulse, and a task whose IO blocks (a read that waits its whole timeout) holds back neither the
-pulses nor the cycles of the other tasks of its process."""
+pulses nor the cycles of the other tasks of its process; each heartbeat thread sending its own
+pulses, and through the one sender of a process of many tasks."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import threading
 import time
 from typing import List
 
+import pytest
 from conftest import PREFIXES
 from helpers import HeartbeatRecorder, Trigger, running, wait_for
 
 from epics_bridge import Registry, TaskStatus
+from epics_bridge.engine import runner
 
 PERIOD = 0.5
 #: A PV no IOC serves: a read of it waits its whole timeout.
@@ -22,7 +25,10 @@ def gaps(times: List[float]) -> List[float]:
     return [b - a for a, b in zip(times, times[1:])]
 
 
-def test_a_blocked_io_or_a_stuck_loop_holds_back_only_its_own_task(client):
+@pytest.mark.parametrize("sender", [False, True], ids=["own-pulses", "one-sender"])
+def test_a_blocked_io_or_a_stuck_loop_holds_back_only_its_own_task(client, monkeypatch, sender):
+    if sender:  # three tasks, through the sender of a process of many
+        monkeypatch.setattr(runner, "SENDER_FROM", 1)
     blocked, stuck, healthy = PREFIXES[-2], PREFIXES[-3], PREFIXES[-4]
     release = threading.Event()
     reg = Registry()
