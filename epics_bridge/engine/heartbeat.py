@@ -114,12 +114,17 @@ class Pulses:
         self.thread = threading.Thread(target=self._run, name="pulses", daemon=True)
 
     def start(self) -> None:
-        self.thread.start()
+        """Start the sender where it is used: a process of few tasks pays no thread for it."""
+        if self.batching:
+            self.thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float) -> None:
+        """Stop the sender; wait up to ``timeout`` s for it to end."""
         with self._changed:
             self._stopped = True
             self._changed.notify()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
 
     def post(self, due: float, order: int, pv: str, value: int) -> Pulse:
         """Send ``value`` to ``pv`` at ``due`` (monotonic clock); ``order`` places it among the
@@ -206,7 +211,7 @@ class Heartbeat:
                 if stalled is None and self.loop.pulsing:  # not before the task serves its prefix
                     # The sender behind (a process starved for the GIL, e.g. by a thousand cycles
                     # at once): this thread sends its own pulses until it catches up.
-                    direct = behind or self.pulses.overdue(now) > early
+                    direct = behind or not self.pulses.batching or self.pulses.overdue(now) > early
                     pulse = self._hand_over(pv, 1 - value, max(due, now), direct)
                 self._count(stalled or failed)
                 # On the task's grid; late beats skipped; the first interval between 0.5 and 1.5 periods.
@@ -229,7 +234,7 @@ class Heartbeat:
         return 1 - value, None, False
 
     def _hand_over(self, pv: str, value: int, due: float, direct: bool) -> Pulse:
-        if direct or not self.pulses.batching:
+        if direct:
             return self.pulses.send(pv, value)
         return self.pulses.post(due, self.order, pv, value)
 

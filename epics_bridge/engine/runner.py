@@ -131,8 +131,7 @@ class Runner:
         for heartbeat in self.heartbeats:
             heartbeat.thread.join(timeout=2.0)
         if self.pulses is not None:
-            self.pulses.stop()
-            self.pulses.thread.join(timeout=2.0)
+            self.pulses.stop(timeout=2.0)
         for context in self._contexts:
             context.close()
         self.hooks.close()

@@ -65,9 +65,7 @@ class Beat:
     def __exit__(self, *exc: object) -> None:
         self.heartbeat.stop()
         self.heartbeat.thread.join(2.0)
-        if self.sender:
-            self.pulses.stop()
-            self.pulses.thread.join(2.0)
+        self.pulses.stop(2.0)
         assert not self.heartbeat.thread.is_alive() and not self.pulses.thread.is_alive()
 
 
@@ -89,8 +87,9 @@ def test_with_the_sender_a_period_behind_the_heartbeat_sends_its_own_pulses_and_
 
 
 def test_in_a_process_of_few_tasks_each_heartbeat_sends_its_own_pulse_at_its_instant():
-    with Beat(sender=False, batching=False) as beat:
+    with Beat(batching=False) as beat:
         wait_for(lambda: len(beat.io.writes) >= 4, 2.0, what="four pulses")
+        assert not beat.pulses.thread.is_alive()  # started, but no sender thread where it is not used
     assert [batch[PULSE] for batch in beat.io.writes][:4] == [1, 0, 1, 0]  # every period's, none waits for a sender
     assert all(stuck == 0 for stuck, _ in beat.counts.stuck)
 
@@ -161,8 +160,7 @@ def test_pulses_due_together_leave_together_in_the_order_given_every_period():
         assert [next(iter(batch)) for batch in io.writes] == names  # in their order, not as handed in
         assert all(pulse.failure() is None for pulse in posted)
     finally:
-        pulses.stop()
-        pulses.thread.join(2.0)
+        pulses.stop(2.0)
     assert not pulses.thread.is_alive()
 
 
@@ -181,8 +179,7 @@ def test_a_pulse_is_not_sent_before_it_is_due_and_never_once_closed():
         wait_for(lambda: len(io.writes) == 2, 2.0, what="the pulse due later")
         assert io.writes[1] == {"A:Heartbeat": 1} and closed.sent is None
     finally:
-        pulses.stop()
-        pulses.thread.join(2.0)
+        pulses.stop(2.0)
 
 
 def test_a_heartbeat_thread_wakes_in_the_middle_half_of_the_slot_before_its_pulse():
