@@ -10,6 +10,7 @@ due together at once.
 from __future__ import annotations
 
 import os
+import queue
 import resource
 import sys
 import threading
@@ -55,7 +56,9 @@ class Runner:
         self.loops: List[Loop] = []
         self.heartbeats: List[Heartbeat] = []
         self.pulses: Optional[Pulses] = None
-        self._stop_requested = threading.Event()
+        # Not a threading.Event: its set() takes the lock its wait() holds, and a signal handled in
+        # the main thread while it waits would then wait for itself for ever. put() takes no lock.
+        self._stop_requested: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._exit_lock = threading.Lock()
         self._contexts: List[Union[KeptPuts, Context]] = []  # closed in this order
         self._status: Optional[int] = None
@@ -88,9 +91,9 @@ class Runner:
         self.hooks.started(self.tasks)
 
     def stop(self) -> None:
-        """Ask for a graceful stop; safe from a signal handler and any thread (it only sets a flag
-        that :meth:`wait` acts on)."""
-        self._stop_requested.set()
+        """Ask for a graceful stop; safe from a signal handler and any thread (it only queues a
+        request, taking no lock, that :meth:`wait` acts on)."""
+        self._stop_requested.put(None)
 
     def ready(self) -> bool:
         """Every task serves its prefix."""
@@ -146,8 +149,11 @@ class Runner:
                 heap.freeze()
                 self._next_tidy = now + heap.SETTLE
             due = now + 1.0 if self._next_tidy is None else self._next_tidy  # readiness asked every second
-            if self._stop_requested.wait(max(0.0, (due if until is None else min(due, until)) - now)):
+            try:
+                self._stop_requested.get(timeout=max(0.0, (due if until is None else min(due, until)) - now))
                 return True
+            except queue.Empty:
+                pass
             now = time.monotonic()
             if self._next_tidy is not None and now >= self._next_tidy:
                 logger.debug("memory tidied: free pages returned in {:.3f} s", heap.tidy())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import re
 import select
 import signal
@@ -324,11 +325,11 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     return args
 
 
-def _wait_for_eof(stop: threading.Event) -> None:
+def _wait_for_eof(stop: queue.SimpleQueue[None]) -> None:
     # os.read, not sys.stdin: a buffered reader still blocked at exit aborts the interpreter.
     while os.read(0, 4096):
         pass
-    stop.set()
+    stop.put(None)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -352,9 +353,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         # first, they come before this line rather than inside a Python traceback.
         ioc.Com.errlogFlush()
         sys.exit(f"soft IOC: {exc}")
-    stop = threading.Event()
+    # Not a threading.Event: its set() from a handler could wait for the lock its wait() holds.
+    stop: queue.SimpleQueue[None] = queue.SimpleQueue()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda *_: stop.put(None))
     if args.lifeline:
         # A terminal's Ctrl-C reaches the whole process group: the parent stops us after its tasks.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -364,7 +366,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         os.close(args.ready_fd)
     else:
         print("soft IOC running; Ctrl-C to stop", file=sys.stderr, flush=True)
-    stop.wait()
+    stop.get()
 
 
 if __name__ == "__main__":
