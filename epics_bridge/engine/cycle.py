@@ -36,6 +36,7 @@ from ..status import TaskStatus, status_of
 from ..task import Task
 from ..task_context import TaskContext
 from ..values import NTENUM, to_python
+from .gate import Gate, Placed
 from .handshake import Handshake, group_pv, kind_of
 from .hooks import Hooks
 from .ownership import Ownership
@@ -56,8 +57,14 @@ _IO_ERRORS = (PVError, TimeoutError, Disconnected, RemoteError)
 class Loop:
     """Runs one task's cycles and tells the heartbeat whether it is alive."""
 
-    def __init__(self, task: Task, io: BridgeIO, hooks: Hooks, limits: Optional[TimeLimits] = None) -> None:
+    def __init__(
+        self, task: Task, io: BridgeIO, hooks: Hooks, limits: Optional[TimeLimits] = None, gate: Optional[Gate] = None
+    ) -> None:
         self.task = task
+        self.gate = gate
+        self._places = 0  # held at the gate (loop thread)
+        self._ended = False  # the loop thread returned: a place handed to it goes straight back
+        self._delivery = threading.Lock()
         self.limits = limits or TimeLimits()
         self.io = io
         self.hooks = hooks
@@ -88,6 +95,22 @@ class Loop:
     # -- control, from other threads -----------------------------------------------------------
     def start(self) -> None:
         self.thread.start()
+
+    def wake(self, drain: Callable[[], None]) -> None:
+        """Have the loop thread run ``drain`` (p4p's network thread: never blocks), through the
+        process's gate if there is one."""
+        if self.gate is None:
+            self.queue.put(drain)
+        else:
+            self.gate.wake(self._deliver, Placed(drain))
+
+    def _deliver(self, item: Placed) -> None:
+        with self._delivery:
+            if not self._ended:
+                self.queue.put(item)
+                return
+        assert self.gate is not None, "only a gate delivers"
+        self.gate.leave()
 
     def stop(self) -> None:
         """Finish the current cycle, if any, then return from the thread."""
@@ -141,6 +164,7 @@ class Loop:
                 self.ownership.release()
                 self.ownership.close()
                 self.source.close()
+                self._end_delivery()
                 if self.events is not None:
                     self.events.close()
 
@@ -343,15 +367,41 @@ class Loop:
         except queue.Empty:
             item = None
         self.busy_since = time.monotonic()
-        while item is not None:
-            if item is _STOP:
-                return False
-            item()  # a drain queued by TriggerMonitor: the updates are handled on this thread
+        try:
+            while item is not None:
+                if item is _STOP:
+                    return False
+                if isinstance(item, Placed):
+                    self._places += 1
+                    item = item.call
+                item()  # a drain queued by TriggerMonitor: the updates are handled on this thread
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    item = None
+            return True
+        finally:
+            self._leave()  # before anything that may wait for an IOC: a slow one holds no place
+
+    def _end_delivery(self) -> None:
+        """No more wake-ups for this thread: the places of those still queued go back to the gate."""
+        with self._delivery:
+            self._ended = True
+        while True:
             try:
                 item = self.queue.get_nowait()
             except queue.Empty:
-                item = None
-        return True
+                break
+            if isinstance(item, Placed):
+                self._places += 1
+        self._leave()
+
+    def _leave(self) -> None:
+        """Give back the places this loop holds at the gate (it is about to block)."""
+        while self._places:
+            self._places -= 1
+            assert self.gate is not None, "places are only taken at a gate"
+            self.gate.leave()
 
 
 def _event_loop(task: Task, io: BridgeIO, guard: Callable[[str], None]) -> Optional[EventLoop]:
@@ -491,7 +541,7 @@ class TriggerMonitor(_Source):
 
     def open(self) -> None:
         # p4p's network thread only queues a drain; the loop thread pops the updates in order.
-        self._monitor = self.loop.io.monitor(self.pv, lambda: self.loop.queue.put(self._drain))
+        self._monitor = self.loop.io.monitor(self.pv, lambda: self.loop.wake(self._drain))
 
     def close(self) -> None:
         if self._monitor is not None:

@@ -28,6 +28,7 @@ from ..sinks import drain
 from ..task import ConfigError, Task
 from . import heap
 from .cycle import Loop, line_in_task
+from .gate import Gate
 from .handshake import group_pv
 from .heartbeat import SENDER_FROM, Heartbeat, Pulses, process_shift
 from .hooks import HookList, Hooks
@@ -73,14 +74,14 @@ class Runner:
         io_context, pulse_context = Context("pva", nt=False), Context("pva", nt=False)
         io_kept, pulse_kept = KeptPuts(io_context), KeptPuts(pulse_context)
         self._contexts = [io_kept, pulse_kept, io_context, pulse_context]
-        limits = TimeLimits()
+        limits, gate = TimeLimits(), Gate()
         shift = process_shift(task.name for task in self.tasks)
         pulses = self.pulses = Pulses(BridgeIO(pulse_context, kept=pulse_kept), len(self.tasks) >= SENDER_FROM)
         for order, task in enumerate(self.tasks):
             _log_summary(task)
             io_kept.keep(task.pvs.busy, *filter(None, [group_pv(task)]))
             pulse_kept.keep(task.pvs.heartbeat)
-            loop = Loop(task, BridgeIO(io_context, task.timeout, io_kept), self.hooks, limits)
+            loop = Loop(task, BridgeIO(io_context, task.timeout, io_kept), self.hooks, limits, gate)
             self.loops.append(loop)
             self.heartbeats.append(Heartbeat(task, loop, pulses, self.hooks, self._stuck_limit, shift, order))
         pulses.start()
