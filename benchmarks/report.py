@@ -118,11 +118,16 @@ def heartbeat_summary(
 
 
 def ack_summary(
-    rounds: Sequence[Mapping[str, float]], expected: int, puts: Sequence[Optional[float]] = ()
+    rounds: Sequence[Mapping[str, float]],
+    expected: int,
+    puts: Sequence[Optional[float]] = (),
+    spans: Sequence[Optional[float]] = (),
 ) -> Dict[str, Any]:
     """Simultaneous-trigger rounds (seconds to each task's acknowledge): worst round, median task, misses.
 
     ``puts``: how long the client's batch put of Trigger=1 took in each round (part of the time).
+    ``spans``: each round's earliest Trigger=1 to its latest acknowledge as the IOC stamped them
+    (without the client's own delays in writing and in hearing back).
     """
     everyone = [s for r in rounds for s in r.values()]
     missing = sum(expected - len(r) for r in rounds)
@@ -135,6 +140,7 @@ def ack_summary(
         "median_ms": _ms(float(np.median(everyone))) if everyone else None,
         "per_round_ms": [_ms(max(r.values())) if r else None for r in rounds],
         "put_ms": [_ms(p) for p in puts],
+        "ioc_span_ms": [_ms(p) for p in spans],
     }
 
 
@@ -326,8 +332,11 @@ def _heartbeat_cell(hb: Mapping[str, Any]) -> str:
 
 
 def _ack_cell(ack: Mapping[str, Any]) -> str:
-    put = max((p for p in ack.get("put_ms") or [] if p is not None), default=None)
-    return f"{_num(ack.get('worst_ms'), '{:.0f}')} ({_num(ack.get('median_ms'), '{:.0f}')}; {_num(put, '{:.0f}')})"
+    put, span = (
+        max((v for v in ack.get(key) or [] if v is not None), default=None) for key in ("put_ms", "ioc_span_ms")
+    )
+    worst, median = _num(ack.get("worst_ms"), "{:.0f}"), _num(ack.get("median_ms"), "{:.0f}")
+    return f"{worst} ({median}; {_num(put, '{:.0f}')}; {_num(span, '{:.0f}')})"
 
 
 def _machine(m: Mapping[str, Any], cfg: Mapping[str, Any]) -> str:
@@ -387,7 +396,9 @@ def render(results: Mapping[str, Any]) -> str:
             "heartbeat_period|, skipped = intervals of 1.5 periods or more; ack = one batch put of "
             "Trigger=1 to all N until every Trigger is back "
             f"to 0, worst of {cfg.get('batches', '?')} (median over tasks; the longest time the "
-            "client's batch put itself took).",
+            "client's batch put itself took; the longest span at the IOC, from a round's earliest "
+            "Trigger=1 to its latest acknowledge by the IOC's timestamps, which leaves out the client's "
+            "own delays).",
             "",
         ]
         lines += _table(
@@ -402,7 +413,7 @@ def render(results: Mapping[str, Any]) -> str:
                 "N puts/s CPU %",
                 "ratio",
                 "heartbeat error p99 / max ms",
-                "ack all ms (median; put)",
+                "ack all ms (median; put; IOC span)",
                 "note",
             ],
             _scale_rows(results),

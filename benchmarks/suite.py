@@ -337,11 +337,12 @@ class Bench:
 
     def _simultaneous(self, triggers: Sequence[str]) -> Dict[str, Any]:
         """``--batches`` rounds of one batch put of Trigger=1 to every task, each waited out."""
-        rounds, puts = [], []
+        rounds, puts, spans = [], [], []
         for _ in range(self.args.batches):
             rounds.append(self.handshake.trigger(triggers, timeout=10.0 + len(triggers) * 0.05))
             puts.append(self.handshake.put_seconds)
-        return ack_summary(rounds, len(triggers), puts)
+            spans.append(self.handshake.ioc_span)
+        return ack_summary(rounds, len(triggers), puts, spans)
 
     def _plain_puts(self, prefixes: Sequence[str], beats: Sequence[str]) -> Dict[str, Any]:
         cmd = [sys.executable, "-I", str(PEERS), "pulses", "--period", str(PERIOD), *prefixes]

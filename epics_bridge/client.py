@@ -96,6 +96,9 @@ class Handshake:
         self.ack_stamps: Dict[str, float] = {}
         #: seconds the latest trigger() took to write Trigger=1 (all of them acknowledged by the IOC)
         self.put_seconds: Optional[float] = None
+        #: of the latest trigger() that every task acknowledged: seconds from the earliest Trigger=1
+        #: to the latest acknowledge, both as the IOC stamped them (the client's own delays left out)
+        self.ioc_span: Optional[float] = None
         self._batch = BridgeIO(self.ctx)
         for p in prefixes:
             monitors.subscribe(p + "Trigger", self._recorder(p + "Trigger"))
@@ -111,7 +114,7 @@ class Handshake:
         """One batch put of Trigger=1 to ``names``; seconds until each was back to 0 (absent: not in time)."""
         while not self.updates.empty():
             self.updates.get_nowait()
-        self.put_seconds = None
+        self.put_seconds = self.ioc_span = None
         wall, started = time.time(), time.perf_counter()
         try:
             if len(names) == 1:
@@ -131,15 +134,22 @@ class Handshake:
         started = time.perf_counter() if started is None else started
         deadline = started + timeout
         waiting, acks = set(names), {}
+        requested, acknowledged = float("inf"), float("-inf")
         while waiting:
             try:
                 u = self.updates.get(timeout=max(0.0, deadline - time.perf_counter()))
             except queue.Empty:
                 break
-            if u.name in waiting and u.value == 0 and u.stamp >= since:
+            if u.name in waiting and u.stamp >= since:
+                if u.value:
+                    requested = min(requested, u.stamp)
+                    continue
                 acks[u.name] = u.arrival - started
                 self.ack_stamps[u.name] = u.stamp
+                acknowledged = max(acknowledged, u.stamp)
                 waiting.discard(u.name)
+        if not waiting and requested <= acknowledged:
+            self.ioc_span = acknowledged - requested
         return acks
 
     def cycle(self, prefix: str, timeout: float) -> Optional[float]:

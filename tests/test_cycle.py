@@ -20,6 +20,8 @@ from helpers import Trigger, client_for, read, recorder, running, wait_for, wait
 from loguru import logger
 
 from epics_bridge import BridgeIO, PVError, Registry, TaskStatus
+from epics_bridge.client import Handshake, Monitors
+from epics_bridge.engine.gate import WIDTH
 from epics_bridge.ioc.softioc import Database
 
 S = TaskStatus
@@ -435,4 +437,38 @@ def test_two_tasks_in_one_process_run_independently(make_ioc, monkeypatch):
             assert read(ctx, "TWO:B:TaskStatus") == S.SKIPPED
             assert runs == {"a": 1, "b": 2}
     finally:
+        ctx.close()
+
+
+def test_a_batch_trigger_of_more_tasks_than_the_gate_is_wide_runs_each_once(make_ioc, monkeypatch):
+    """Twelve tasks in one process, more than the loops a Trigger update may wake at once
+    (engine/gate.py): one batch put of Trigger=1 to all; every task runs once and acknowledges, and
+    the client's span at the IOC lies within what it measured itself."""
+    prefixes = [f"GATE:{i:02d}:" for i in range(WIDTH + 4)]
+    ioc = make_ioc(*prefixes)
+    for key, value in ioc.client_env.items():
+        monkeypatch.setenv(key, value)
+    ctx = client_for(ioc.client_env)
+    reg = Registry()
+    runs: Dict[str, int] = {}
+
+    def count(t: Any) -> None:
+        runs[t.name] = runs.get(t.name, 0) + 1
+
+    for i, p in enumerate(prefixes):
+        reg.task(prefix=p, name=f"gate{i:02d}")(count)
+    monitors = Monitors(ctx)
+    try:
+        with running(reg.tasks) as runner:
+            handshake = Handshake(monitors, prefixes)
+            triggers = [p + "Trigger" for p in prefixes]
+            wait_for(runner.ready, 20.0, what="every task serving its prefix")
+            acks = handshake.trigger(triggers, timeout=20.0)
+            assert sorted(acks) == sorted(triggers)
+            assert runs == {f"gate{i:02d}": 1 for i in range(len(prefixes))}
+            assert handshake.ioc_span is not None
+            assert 0.0 < handshake.ioc_span <= max(acks.values()) + 0.01  # stamps of one host's clock
+            assert all(read(ctx, p + "TaskStatus") == S.SUCCESS for p in prefixes)
+    finally:
+        monitors.close()
         ctx.close()

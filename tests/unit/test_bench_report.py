@@ -52,6 +52,13 @@ def test_ack_summary_reports_the_worst_round_and_the_missing_acknowledges():
     assert ack["missing"] == 1 and ack["per_round_ms"] == [pytest.approx(300.0), pytest.approx(200.0)]
 
 
+def test_the_ack_cell_shows_the_longest_client_put_and_the_longest_span_at_the_ioc():
+    ack = ack_summary([{"a": 0.9}, {"a": 1.2}], expected=1, puts=[0.5, 0.4], spans=[0.7, None])
+    assert ack["ioc_span_ms"] == [pytest.approx(700.0), None]
+    results = _results(scale=[{**_step(1000, 10), "ack": ack}])
+    assert "| 1200 (1050; 500; 700) |" in render(results)
+
+
 def _results(ours=1.0, floor=1.0, flat=2.0, scale=None):
     medians = {"ours": ours, "floor": floor, "v5_flat": flat}
     latency = {k: {"latency": {"median_ms": v}} for k, v in medians.items()}
