@@ -15,8 +15,9 @@ Busy=1 written across a drop of the link is withdrawn and the request read again
 link has dropped during a cycle, the task's own reads and writes fail (PVDisconnectedError).
 
 Waiting never polls: when Trigger updates arrive, p4p's network thread only queues a drain on the
-loop's own queue, so the loop thread itself handles them (nothing runs on p4p's shared callback
-workers) and otherwise sleeps in ``queue.get`` until an update, a timer, or stop arrives.
+loop's own queue (through the process's gate, gate.py, which lets a few loops wake at a time), so
+the loop thread itself handles them (nothing runs on p4p's shared callback workers) and otherwise
+sleeps in ``queue.get`` until an update, a timer, or stop arrives.
 """
 
 from __future__ import annotations

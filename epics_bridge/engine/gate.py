@@ -6,8 +6,9 @@ thread waiting for it wakes every switch interval to ask, so a thousand of them 
 mutex and the scheduler busy with nothing else (measured: batches of 5-13 s where 1-2 s was usual,
 most of the CPU in futex calls and context switches). The gate lets ``width`` loops be awake on an
 update at a time and queues the others' wake-ups, in order; a loop gives its place back as soon as
-it has read its updates and is about to block (on the IOC's answer to Busy=1, or to wait again),
-so a cycle's own duration never holds a place.
+it has read its updates, before anything that may wait for an IOC, so neither a cycle's own
+duration nor a slow IOC ever holds a place. Nothing is dropped: the updates wait in the task's
+subscription, and the drain that a wake-up brings reads them all.
 """
 
 from __future__ import annotations
