@@ -189,6 +189,52 @@ def handshake(request, prefix, client, make_ioc, tmp_path, monkeypatch):
     return request.param, "ORD:", ctx
 
 
+_EDITS: Dict[str, Callable[[str], str]] = {
+    "group": lambda source: source,
+    "ordered puts": _without_group,
+    "nested group": _nested_group,
+}
+
+
+@pytest.mark.parametrize(
+    "before, after", [("group", "ordered puts"), ("group", "nested group"), ("ordered puts", "group")]
+)
+def test_an_ioc_rebooted_with_another_cycle_end_still_has_every_cycle_ended(
+    before, after, make_ioc, tmp_path, monkeypatch
+):
+    """An IOC rebooted into another bridge.db (an upgrade, or a rollback to one without the CycleEnd
+    group) while the task runs on: every cycle after the reboot is still acknowledged."""
+    source = (ROOT / "db" / "bridge.db").read_text()
+    copy = tmp_path / "bridge_copy.db"
+    copy.write_text(_EDITS[before](source))
+    ioc = make_ioc(extra=[Database(copy, {"P": "RBT:"})])
+    for key, value in ioc.client_env.items():
+        monkeypatch.setenv(key, value)
+    reg = Registry()
+    runs: List[float] = []
+
+    @reg.task(prefix="RBT:", timeout=1.0)
+    def ended(t):
+        runs.append(time.monotonic())
+
+    with running(reg.tasks) as runner:
+        wait_for(runner.ready, 20.0, what="the task serving its prefix")
+        ctx = client_for(ioc.client_env)
+        assert Trigger(ctx, "RBT:").cycle(timeout=10.0) == S.SUCCESS
+        ctx.close()
+        ioc.stop()
+        copy.write_text(_EDITS[after](source))
+        ioc.start()
+        ctx = client_for(ioc.client_env)
+        try:
+            for _ in range(2):
+                assert Trigger(ctx, "RBT:").cycle(timeout=20.0) == S.SUCCESS
+            assert read(ctx, "RBT:Busy") == 0
+        finally:
+            ctx.close()
+    assert len(runs) == 3, "each trigger ran once"
+
+
 def test_status_and_duration_are_written_before_the_acknowledge(handshake):
     """Busy=1 -> function -> TaskStatus, TaskDuration -> Busy=0, Trigger=0, by the IOC's timeStamps.
 

@@ -81,7 +81,7 @@ class Loop:
         #: monotonic time since which the loop has been doing something other than waiting
         self.busy_since: Optional[float] = time.monotonic()
         self.in_cycle = False
-        self._end = _CycleEnd(task, io, self.log, write_trigger=task.period is None)
+        self._end = _CycleEnd(task, io, self.log, write_trigger=task.period is None, link_dropped=self._link_dropped)
         self._unacked: Optional[Tuple[TaskStatus, float]] = None
         self._drops_at_busy = 0  # the Trigger link's drop count when this cycle wrote Busy=1
         self._last_status: Optional[TaskStatus] = None
@@ -178,8 +178,7 @@ class Loop:
         except PVError as exc:
             self.log.error("cycle not started, Busy=1 not acknowledged: {}", exc)
         else:
-            self.source.refresh()
-            if self.source.drops != self._drops_at_busy:
+            if self._link_dropped():
                 self._withdraw()
                 self.in_cycle = False
                 return
@@ -198,14 +197,18 @@ class Loop:
             self.log.error("could not withdraw Busy=1: {}", exc)
         self.source.reconsider()
 
+    def _link_dropped(self) -> bool:
+        """Whether the Trigger link dropped since this cycle wrote Busy=1 (the IOC may have restarted)."""
+        self.source.refresh()
+        return self.source.drops != self._drops_at_busy
+
     def _same_ioc(self, operation: str) -> None:
         """The task's reads and writes (a guard of its context): once the Trigger link has dropped
         during the cycle, the IOC may have restarted, and what it holds now (a request made since,
         perhaps) is no longer this cycle's to read or change."""
         if not self.in_cycle:
             return
-        self.source.refresh()
-        if self.source.drops != self._drops_at_busy:
+        if self._link_dropped():
             reason = ConnectionError("the Trigger link dropped during the cycle (the IOC may have restarted)")
             raise PVDisconnectedError(operation, {self.task.pvs.trigger: reason})
 
@@ -270,8 +273,8 @@ class Loop:
         hold the cycle (raises PVError while that cannot be told)."""
         if not self._end.write_trigger:
             return False  # timer mode: Busy=0 is all the end clears, right after a restart too
-        self.source.refresh()
-        if self._unacked is None and self.source.drops == self._drops_at_busy:
+        dropped = self._link_dropped()
+        if self._unacked is None and not dropped:
             return False
         if self.io.get(self.task.pvs.busy):
             return False
@@ -441,9 +444,12 @@ class _CycleEnd:
     order as two acknowledged batches.
     """
 
-    def __init__(self, task: Task, io: BridgeIO, log: Any, write_trigger: bool) -> None:
+    def __init__(
+        self, task: Task, io: BridgeIO, log: Any, write_trigger: bool, link_dropped: Callable[[], bool]
+    ) -> None:
         self.task, self.io, self.log = task, io, log
         self.write_trigger = write_trigger
+        self.link_dropped = link_dropped  # since this cycle's Busy=1: the IOC may have restarted
         self.group: Optional[str] = None
         self._nested = False
 
@@ -469,9 +475,32 @@ class _CycleEnd:
             except PVRejectedError as exc:
                 self.log.warning("{} refused the cycle end ({}); using ordered puts from now on", self.group, exc)
                 self.group = None
+            except PVError as exc:
+                if self._ended_late(exc):
+                    return
+                self.log.warning(
+                    "{} does not answer while the task's records do ({}): the IOC was rebooted without "
+                    "it? Using ordered puts from now on",
+                    self.group,
+                    exc,
+                )
+                self.group = None
         pvs = self.task.pvs
         self.report(status, duration)
         self.io.put({pvs.busy: 0, **({pvs.trigger: 0} if self.write_trigger else {})})
+
+    def _ended_late(self, failure: PVError) -> bool:
+        """After the group's write failed: whether it landed all the same (Busy is 0 in the IOC the
+        cycle began in), so that the cycle is ended. Busy still 1 means it did not, and ordered puts
+        are as safe as a retry. Raises ``failure`` again while the IOC answers nothing, or when it
+        may have restarted since Busy=1: the loop's retry then decides, as for any failed end."""
+        try:
+            busy = self.io.get(self.task.pvs.busy)
+        except PVError:
+            raise failure from None
+        if not busy and self.link_dropped():
+            raise failure
+        return not busy
 
     def _group_value(self, status: TaskStatus, duration: float) -> Dict[str, Any]:
         value: Dict[str, Any] = {"status": int(status), "duration": duration, "busy": 0}

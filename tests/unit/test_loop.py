@@ -217,6 +217,61 @@ def test_a_group_refusing_the_put_is_dropped_after_one_try():
     assert io.values[GROUP] == {}
 
 
+def test_a_group_that_stops_answering_while_the_records_do_gives_way_to_ordered_puts():
+    """An IOC rebooted into a bridge.db without the group: the end goes by ordered puts at once."""
+    io = _io(**{GROUP: {}})
+
+    def rebooted(t):  # after the handshake found the group
+        io.fail[GROUP] = TimeoutError("no such PV now")
+
+    with looping(_task(rebooted), io) as (_, finished):
+        for _ in range(2):
+            io.set(TRIGGER, 1)
+            assert finished.next() == TaskStatus.SUCCESS
+    ordered = [{BUSY: 1}, {STATUS: 0, DURATION: "d"}, {BUSY: 0, TRIGGER: 0}]
+    assert _handshake(io.writes) == [{BUSY: 1}, {GROUP: "refused"}] + ordered[1:] + ordered
+
+
+class LateGroup(MemoryIO):
+    """The group's write lands, but its answer never comes back in time."""
+
+    def _put(self, data, timeout):
+        if GROUP not in data:
+            return super()._put(data, timeout)
+        self.writes.append(dict(data))
+        self.set(BUSY, 0)
+        self.set(TRIGGER, 0)
+        return {GROUP: TimeoutError("the answer was lost")}
+
+
+def test_a_group_write_that_landed_without_an_answer_is_not_written_again():
+    io = LateGroup({TRIGGER: 0, P + "Heartbeat": 0, BUSY: 0, STATUS: 0, DURATION: 0.0, GROUP: {}})
+    with looping(_task(), io) as (_, finished):
+        for _ in range(2):
+            io.set(TRIGGER, 1)
+            assert finished.next() == TaskStatus.SUCCESS
+    assert _handshake(io.writes) == [{BUSY: 1}, {GROUP: "refused"}] * 2  # the group kept, nothing ordered
+
+
+def test_a_group_write_failing_while_the_ioc_answers_nothing_is_retried_by_the_group(monkeypatch):
+    monkeypatch.setattr(cycle, "RETRY_PERIOD", 0.02)
+    io = _io(**{GROUP: {}})
+
+    def ioc_gone(t):
+        io.fail[GROUP] = io.fail[BUSY] = TimeoutError("IOC frozen")
+
+    with looping(_task(ioc_gone), io) as (_, finished):
+        io.set(TRIGGER, 1)
+        assert finished.next() == TaskStatus.SUCCESS
+        wait_for(lambda: any(GROUP in batch for batch in io.writes), 2.0, what="the group's write")
+        assert io.values[BUSY] == 1
+        del io.fail[GROUP], io.fail[BUSY]
+        # the in-memory group holds what was written to it (no records behind it)
+        wait_for(lambda: io.values[GROUP].get("busy") == 0, 2.0, what="the cycle end written")
+    assert sum(GROUP in batch for batch in io.writes) == 2, "retried by the group"
+    assert all(STATUS not in batch for batch in io.writes), "never fell back to ordered puts"
+
+
 def test_an_unwritten_cycle_end_is_retried_before_anything_else(monkeypatch):
     monkeypatch.setattr(cycle, "RETRY_PERIOD", 0.02)
     calls: List[int] = []
