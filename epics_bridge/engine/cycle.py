@@ -37,7 +37,7 @@ from ..status import TaskStatus, status_of
 from ..task import Task
 from ..task_context import TaskContext
 from ..values import NTENUM, to_python
-from .gate import Gate, Placed
+from .gate import Gate
 from .handshake import Handshake, group_pv, kind_of
 from .hooks import Hooks
 from .ownership import Ownership
@@ -63,9 +63,9 @@ class Loop:
     ) -> None:
         self.task = task
         self.gate = gate
-        self._places = 0  # held at the gate (loop thread)
+        self._places = 0  # places at the gate delivered to this loop and not yet given back
         self._ended = False  # the loop thread returned: a place handed to it goes straight back
-        self._delivery = threading.Lock()
+        self._delivery = threading.Lock()  # guards the two above
         self.limits = limits or TimeLimits()
         self.io = io
         self.hooks = hooks
@@ -98,17 +98,20 @@ class Loop:
         self.thread.start()
 
     def wake(self, drain: Callable[[], None]) -> None:
-        """Have the loop thread run ``drain`` (p4p's network thread: never blocks), through the
-        process's gate if there is one."""
-        if self.gate is None:
+        """Have the loop thread run ``drain`` (p4p's network thread: never blocks). A loop asleep
+        waiting is woken through the process's gate; one that is up anyway (in a cycle, say) only
+        finds the drain when it next waits, so it takes no place."""
+        if self.gate is None or self.busy_since is not None:
             self.queue.put(drain)
         else:
-            self.gate.wake(self._deliver, Placed(drain))
+            self.gate.wake(self._deliver, drain)
 
-    def _deliver(self, item: Placed) -> None:
+    def _deliver(self, drain: Callable[[], None]) -> None:
+        """The gate's delivery of a place and the drain it came for."""
         with self._delivery:
             if not self._ended:
-                self.queue.put(item)
+                self._places += 1
+                self.queue.put(drain)
                 return
         assert self.gate is not None, "only a gate delivers"
         self.gate.leave()
@@ -170,6 +173,7 @@ class Loop:
                     self.events.close()
 
     def _cycle(self) -> None:
+        self._leave()  # a wake-up that came while the loop was deciding: the cycle holds no place
         self.in_cycle = True
         status, duration = TaskStatus.IO_FAILURE, 0.0
         try:
@@ -375,9 +379,6 @@ class Loop:
             while item is not None:
                 if item is _STOP:
                     return False
-                if isinstance(item, Placed):
-                    self._places += 1
-                    item = item.call
                 item()  # a drain queued by TriggerMonitor: the updates are handled on this thread
                 try:
                     item = self.queue.get_nowait()
@@ -388,23 +389,17 @@ class Loop:
             self._leave()  # before anything that may wait for an IOC: a slow one holds no place
 
     def _end_delivery(self) -> None:
-        """No more wake-ups for this thread: the places of those still queued go back to the gate."""
+        """No more wake-ups for this thread: the places it holds go back to the gate."""
         with self._delivery:
             self._ended = True
-        while True:
-            try:
-                item = self.queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, Placed):
-                self._places += 1
         self._leave()
 
     def _leave(self) -> None:
-        """Give back the places this loop holds at the gate (it is about to block)."""
-        while self._places:
-            self._places -= 1
-            assert self.gate is not None, "places are only taken at a gate"
+        """Give back the places delivered to this loop (it is about to block, or to run a cycle)."""
+        with self._delivery:
+            places, self._places = self._places, 0
+        for _ in range(places):
+            assert self.gate is not None, "places are only delivered by a gate"
             self.gate.leave()
 
 

@@ -8,8 +8,10 @@ import threading
 from contextlib import ExitStack
 from typing import Any, Callable, List
 
+from helpers import wait_for
+
 from epics_bridge.engine.cycle import Loop
-from epics_bridge.engine.gate import Gate, Placed
+from epics_bridge.engine.gate import Gate
 from epics_bridge.engine.hooks import Hooks
 from epics_bridge.memory_io import MemoryIO
 from epics_bridge.registry import Registry
@@ -45,17 +47,17 @@ def _stopped(loop: Loop) -> None:
 
 def test_wake_ups_beyond_the_width_wait_and_go_in_order_as_places_come_back():
     gate, delivered = Gate(width=2), []
-    items = [Placed(lambda: None) for _ in range(4)]
-    for item in items:
-        gate.wake(delivered.append, item)
-    assert delivered == items[:2]
+    drains = [lambda: None for _ in range(4)]
+    for drain in drains:
+        gate.wake(delivered.append, drain)
+    assert delivered == drains[:2]
     gate.leave()
-    assert delivered == items[:3]
+    assert delivered == drains[:3]
     gate.leave()
     gate.leave()
     gate.leave()  # every place free again: the next wake-up goes at once
-    assert delivered == items
-    extra = Placed(lambda: None)
+    assert delivered == drains
+    extra = lambda: None  # noqa: E731
     gate.wake(delivered.append, extra)
     assert delivered[-1] is extra
 
@@ -82,6 +84,32 @@ def test_a_cycle_holds_no_place_so_a_long_one_never_keeps_another_task_waiting()
         assert finished.done.get(timeout=2.0) == ("long", TaskStatus.SUCCESS)
 
 
+def test_a_request_that_comes_during_a_cycle_takes_no_place_from_the_other_tasks():
+    """A loop woken while it runs a cycle (a second request to a slow task) is not asleep: it
+    takes no place, so a task beside it is served at once through a gate of one."""
+    gate, finished, release = Gate(width=1), Finished(), threading.Event()
+    entered = threading.Event()
+
+    def slow(t: Any) -> None:
+        entered.set()
+        release.wait(5.0)
+
+    with ExitStack() as stack:
+        long_one = _loop("long", gate, finished, slow)
+        stack.callback(_stopped, long_one)
+        stack.callback(release.set)
+        quick = _loop("quick", gate, finished)
+        stack.callback(_stopped, quick)
+        wait_for(lambda: long_one.serving and quick.serving, 2.0, what="both loops serving")
+        _trigger(long_one)
+        assert entered.wait(2.0)
+        long_one.io.set(long_one.task.pvs.trigger, 1)  # type: ignore[attr-defined]  # again, mid-cycle
+        _trigger(quick)
+        assert finished.done.get(timeout=2.0) == ("quick", TaskStatus.SUCCESS)
+        release.set()
+        assert finished.done.get(timeout=2.0) == ("long", TaskStatus.SUCCESS)
+
+
 def test_many_loops_triggered_at_once_through_one_place_each_run_once():
     gate, finished = Gate(width=1), Finished()
     with ExitStack() as stack:
@@ -100,7 +128,8 @@ def test_a_place_handed_to_a_loop_that_has_ended_goes_back_to_the_gate():
     gate, finished = Gate(width=1), Finished()
     ended = _loop("ended", gate, finished)
     _stopped(ended)
-    ended.wake(lambda: None)  # e.g. an update that waited at the gate while the loop stopped
+    # a wake-up that waited at the gate while the loop stopped, delivered now
+    gate.wake(ended._deliver, lambda: None)
     with ExitStack() as stack:
         after = _loop("after", gate, finished)
         stack.callback(_stopped, after)
