@@ -106,8 +106,22 @@ def memory(
 ) -> Dict[str, Any]:
     """Each kind ``rounds`` times, alternating: a start-up burst leaves a different amount of free
     memory behind each time, so one process of each kind is not a comparison."""
-    runs: Dict[str, List[Dict[str, Any]]] = {kind: [] for kind in KINDS}
     watches = {kind: HeartbeatWatch(monitors, prefixes[kind]) for kind in KINDS}
+    try:
+        return _memory_rounds(watches, env, workdir, prefixes, rounds)
+    finally:
+        for watch in watches.values():
+            watch.close()
+
+
+def _memory_rounds(
+    watches: Dict[str, HeartbeatWatch],
+    env: Dict[str, str],
+    workdir: Path,
+    prefixes: Dict[str, List[str]],
+    rounds: int,
+) -> Dict[str, Any]:
+    runs: Dict[str, List[Dict[str, Any]]] = {kind: [] for kind in KINDS}
     for round_ in range(rounds):
         for kind in KINDS:
             tasks = [_task_source(kind, p, f"noop{i:04d}") for i, p in enumerate(prefixes[kind])]

@@ -128,6 +128,8 @@ class Rig:
     def __exit__(self, *exc: object) -> None:
         if self.daemon is not None:
             self.stop_seconds = self.daemon.stop(timeout=15.0)
+        if self.heartbeats is not None:
+            self.heartbeats.close()
         if self.monitors is not None:
             self.monitors.close()
         if self.ctx is not None:

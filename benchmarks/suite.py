@@ -169,13 +169,17 @@ class Bench:
         self.ctx = Context("pva", nt=False, conf=ioc.client_env, useenv=False)
         self.monitors = Monitors(self.ctx)
         self.scale = scale_prefixes(max(args.scales)) if "scale" in args.only else []
-        self.handshake = Handshake(self.monitors, list(PREFIXES.values()) + self.scale)
+        self.handshake = Handshake(self.monitors, list(PREFIXES.values()))
+        self.batches = Handshake(self.monitors, self.scale, recorded=True)
         self.heartbeats = HeartbeatWatch(self.monitors, self.scale)
         self.order = OrderCheck(self.monitors, self.handshake, list(PREFIXES.values()))
         self._upstream: Optional[Path] = None
         self.upstream_p4p: Optional[str] = None
 
     def close(self) -> None:
+        self.handshake.close()
+        self.batches.close()
+        self.heartbeats.close()
         self.monitors.close()
         self.ctx.close()
 
@@ -320,7 +324,7 @@ class Bench:
             with Child(f"ours-{name}", self.engine(name, prefixes, files), self.env, self.workdir) as child:
                 first_beats = self.heartbeats.wait_all(beats, child.started_wall, 60 + tasks * 0.2, child)
                 step["startup_s"] = round(first_beats - child.started_wall, 3)
-                step["warmup_acks"] = len(self.handshake.trigger(triggers, timeout=30.0))  # also connects
+                step["warmup_acks"] = len(self.batches.trigger(triggers, timeout=30.0))  # also connects
                 time.sleep(SETTLE)
                 step.update(self._idle_with_heartbeats(child, beats))
                 step["ack"] = self._simultaneous(triggers)
@@ -339,9 +343,9 @@ class Bench:
         """``--batches`` rounds of one batch put of Trigger=1 to every task, each waited out."""
         rounds, puts, spans = [], [], []
         for _ in range(self.args.batches):
-            rounds.append(self.handshake.trigger(triggers, timeout=10.0 + len(triggers) * 0.05))
-            puts.append(self.handshake.put_seconds)
-            spans.append(self.handshake.ioc_span)
+            rounds.append(self.batches.trigger(triggers, timeout=10.0 + len(triggers) * 0.05))
+            puts.append(self.batches.put_seconds)
+            spans.append(self.batches.ioc_span)
         return ack_summary(rounds, len(triggers), puts, spans)
 
     def _plain_puts(self, prefixes: Sequence[str], beats: Sequence[str]) -> Dict[str, Any]:

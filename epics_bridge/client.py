@@ -25,11 +25,13 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Union
 
 from p4p.client.thread import Context
 
 from .io import BridgeIO
+from .kept import Feed, KeptPuts
 
 __all__ = ["Handshake", "Monitors", "Recorder", "Trigger", "Update", "plain", "stamp"]
 
@@ -86,12 +88,49 @@ class Monitors:
         self._thread.join(timeout=5.0)
 
 
-class Handshake:
-    """Triggers tasks like a client does: put Trigger=1, wait on a monitor for Trigger=0."""
+class _Fed:
+    """A :class:`~epics_bridge.kept.Feed`'s updates as the queue of :class:`Update` that
+    :class:`Handshake` reads (one reader thread)."""
 
-    def __init__(self, monitors: Monitors, prefixes: Sequence[str]) -> None:
+    def __init__(self, feed: Feed, names: Sequence[str]) -> None:
+        self._feed, self._names = feed, list(names)
+        self._ready: Deque[Update] = deque()
+
+    def get(self, timeout: Optional[float] = None) -> Update:
+        if not self._ready:
+            for index, value, ioc_stamp, arrival in self._feed.take(1e9 if timeout is None else timeout):
+                self._ready.append(Update(self._names[index], value, ioc_stamp, arrival))
+        if not self._ready:
+            raise queue.Empty
+        return self._ready.popleft()
+
+    def get_nowait(self) -> Update:
+        return self.get(0.0)
+
+    def close(self) -> None:
+        self._feed.close()
+
+    def empty(self) -> bool:
+        try:
+            self._ready.appendleft(self.get(0.0))
+        except queue.Empty:
+            return True
+        return False
+
+
+class Handshake:
+    """Triggers tasks like a client does: put Trigger=1, wait on a monitor for Trigger=0.
+
+    ``recorded``: the Trigger updates are read in C++ and handed over in bulk (kept/), where that is
+    available, rather than through a p4p subscription each: for batches of many tasks, whose client
+    would otherwise spend a third of a shared host's CPU on the acknowledges it waits for. The
+    closed-loop cycle of one task keeps p4p's path, as every responder it is compared with was
+    measured through it.
+    """
+
+    def __init__(self, monitors: Monitors, prefixes: Sequence[str], recorded: bool = False) -> None:
         self.ctx = monitors.ctx
-        self.updates: queue.SimpleQueue[Update] = queue.SimpleQueue()
+        names = [p + "Trigger" for p in prefixes]
         #: IOC timestamp of each Trigger's latest acknowledge seen by trigger()
         self.ack_stamps: Dict[str, float] = {}
         #: seconds the latest trigger() took to write Trigger=1 (all of them acknowledged by the IOC)
@@ -99,14 +138,27 @@ class Handshake:
         #: of the latest trigger() that every task acknowledged: seconds from the earliest Trigger=1
         #: to the latest acknowledge, both as the IOC stamped them (the client's own delays left out)
         self.ioc_span: Optional[float] = None
-        self._batch = BridgeIO(self.ctx)
-        for p in prefixes:
-            monitors.subscribe(p + "Trigger", self._recorder(p + "Trigger"))
+        # A batch's writes leave from C++ at once (kept operations, see kept/): the client's own
+        # Python would otherwise spread 1000 requests over as many GIL hand-offs, and a client on
+        # the same host as the service then measures its own share of the cores.
+        self._kept = KeptPuts(self.ctx)
+        self._kept.keep(*names)
+        self._batch = BridgeIO(self.ctx, kept=self._kept)
+        feed = self._kept.feed(names) if recorded else None
+        self.updates: Union[queue.SimpleQueue[Update], _Fed]
+        if feed is not None:
+            self.updates = _Fed(feed, names)
+            return
+        updates: queue.SimpleQueue[Update] = queue.SimpleQueue()
+        self.updates = updates
+        for name in names:
+            monitors.subscribe(name, self._recorder(name, updates.put))
 
-    def _recorder(self, name: str) -> Callable[[Any], None]:
+    @staticmethod
+    def _recorder(name: str, put: Callable[[Update], None]) -> Callable[[Any], None]:
         def record(value: Any) -> None:
             if not isinstance(value, Exception):
-                self.updates.put(Update(name, plain(value), stamp(value), time.perf_counter()))
+                put(Update(name, plain(value), stamp(value), time.perf_counter()))
 
         return record
 
@@ -152,6 +204,12 @@ class Handshake:
             self.ioc_span = acknowledged - requested
         return acks
 
+    def close(self) -> None:
+        """Close the batch writes' operations and recorded subscriptions (p4p's are the Monitors')."""
+        if isinstance(self.updates, _Fed):
+            self.updates.close()
+        self._kept.close()
+
     def cycle(self, prefix: str, timeout: float) -> Optional[float]:
         """One closed-loop cycle: seconds from the put to the acknowledge, None if not in time."""
         name = prefix + "Trigger"
@@ -178,6 +236,7 @@ class Trigger:
             raise TimeoutError(f"{self.pv}: no acknowledge (Trigger=0) within {timeout:g} s")
 
     def close(self) -> None:
+        self.handshake.close()
         self._monitors.close()
 
 

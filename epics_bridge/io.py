@@ -21,7 +21,7 @@ from p4p.client import raw
 from p4p.client.thread import Cancelled, Context, Disconnected, RemoteError
 
 from .defaults import DEFAULTS
-from .kept import KeptPuts, Write, Writer, fields_of
+from .kept import KeptPuts, Watch, Write, Writer, fields_of
 from .values import to_python
 
 if TYPE_CHECKING:  # asyncio costs ~3 MB a process: imported only where an async def task runs
@@ -489,6 +489,13 @@ class BridgeIO:
         """Subscribe to ``pv``; ``wake`` is called (on p4p's network thread) when updates wait."""
         return Monitor(self.ctx, pv, wake)
 
+    def watch(self, pv: str, wake: Callable[[], None]) -> Union[Monitor, Watch]:
+        """Subscribe to a number PV (a Trigger) whose loop acts on requests: a :class:`Watch`, read
+        on the kept writes' connection, which calls ``wake`` for a non-zero value, a dropped link
+        or a value of another kind only; where there is none, a :meth:`monitor` (every update wakes)."""
+        watch = None if self.kept is None else self.kept.watch(pv, wake)
+        return self.monitor(pv, wake) if watch is None else watch
+
     def close(self) -> None:
         _close_all(self._finished)
         self.ctx.close()
@@ -506,15 +513,26 @@ class BridgeIO:
         return (single, name_list, *_read_outcomes(name_list, results, convert))
 
     def _put(self, data: Mapping[str, Any], timeout: Optional[float]) -> Dict[str, BaseException]:
-        if len(data) == 1:
-            name, value = next(iter(data.items()))
-            kept = self._kept_start(name, value)
-            if kept is not None:
-                writer, write = kept
-                exc = writer.wait(write, self._timeout(timeout))
-                return {} if exc is None else {name: exc}
-        results = _batch(list(data), self._timeout(timeout), self._start_put(data), finished=self._finished)
-        return _write_failures(data, results)
+        """Kept writes first (they leave at once, from C++), then the rest through p4p, all under
+        one deadline; the failures in the order given."""
+        timeout = self._timeout(timeout)
+        deadline = time.monotonic() + timeout
+        kept, rest = {}, {}
+        for name, value in data.items():
+            started = self._kept_start(name, value)
+            if started is None:
+                rest[name] = value
+            else:
+                kept[name] = started
+        failures = {}
+        if rest:
+            results = _batch(list(rest), timeout, self._start_put(rest), finished=self._finished)
+            failures = _write_failures(rest, results)
+        for name, (writer, write) in kept.items():
+            exc = writer.wait(write, max(0.0, deadline - time.monotonic()))
+            if exc is not None:
+                failures[name] = exc
+        return {n: failures[n] for n in data if n in failures}
 
     async def _aget(self, names: Names, timeout: Optional[float]) -> _Read:
         single, name_list = _listed(names)

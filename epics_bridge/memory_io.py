@@ -100,6 +100,8 @@ class MemoryIO(BridgeIO):
             monitor.post(value)
         return monitor
 
+    watch = monitor  # type: ignore[assignment]  # every update wakes, as where the compiled part is not built
+
     def close(self) -> None:
         for monitors in self.monitors.values():
             for monitor in monitors:

@@ -515,6 +515,7 @@ def test_a_batch_trigger_of_more_tasks_than_the_gate_is_wide_runs_each_once(make
             assert handshake.ioc_span is not None
             assert 0.0 < handshake.ioc_span <= max(acks.values()) + 0.01  # stamps of one host's clock
             assert all(read(ctx, p + "TaskStatus") == S.SUCCESS for p in prefixes)
+            handshake.close()
     finally:
         monitors.close()
         ctx.close()

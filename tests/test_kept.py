@@ -1,5 +1,7 @@
 """Kept writes (epics_bridge/kept/) on a real soft IOC: one pvxs operation per PV, re-executed, with
-the same outcomes as p4p's path: acknowledged values, timeouts, refusals, a reboot in between."""
+the same outcomes as p4p's path: acknowledged values, timeouts, refusals, a reboot in between. And
+the subscriptions read in C++ on the same client context: a task's Trigger watch, which wakes its
+loop only for what the loop must act on, and the client's feed of many PVs."""
 
 from __future__ import annotations
 
@@ -9,12 +11,13 @@ from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
 from conftest import VALUES
-from helpers import Trigger, client_for, running, wait_heartbeat
+from helpers import Trigger, client_for, running, wait_for, wait_heartbeat
+from p4p.client.thread import Disconnected
 
 from epics_bridge import Registry, TaskStatus
 from epics_bridge.io import BridgeIO, PVError, PVRejectedError, PVTimeoutError
 from epics_bridge.ioc.softioc import SoftIOC
-from epics_bridge.kept import KeptPuts, available
+from epics_bridge.kept import KeptPuts, Watch, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="epics_bridge.kept._pvxs is not built here (no C++ compiler)")
 
@@ -215,3 +218,130 @@ def test_the_engine_writes_busy_cycle_end_and_heartbeat_through_one_operation_ea
         assert io_kept.writer(prefix + "Busy").inits == 1
         assert io_kept.writer(prefix + "CycleEnd").inits == 1
         assert sorted(io_kept._writers) == [prefix + "Busy", prefix + "CycleEnd"]  # noqa: SLF001
+
+
+class Rings:
+    """A watch's wake: counts the calls (made on pvxs's thread)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+def _popped(watch: Watch, count: int, what: str) -> List[Any]:
+    """The first ``count`` updates the watch gives, popped as they come (the test's own loop)."""
+    got: List[Any] = []
+    wait_for(lambda: got.extend(watch.pop()) or len(got) >= count, 10.0, what=what)
+    assert len(got) == count, got
+    return got
+
+
+def test_a_watch_rings_for_requests_and_not_for_a_return_to_zero(kept_io, prefix):
+    """A zero on a live link (a task's own acknowledge) waits for the loop's next read without a
+    call into Python; a request, and the first value of the link, ring. Nothing is lost or reordered."""
+    io, kept = kept_io
+    pv = prefix + "Trigger"
+    io.put({pv: 0})
+    rings = Rings()
+    watch = kept.watch(pv, rings)
+    assert watch is not None
+    try:
+        assert _popped(watch, 1, "the first value") == [0]
+        wait_for(lambda: rings.count == 1, 5.0, what="the first value's ring")
+        for n in range(3):
+            io.put({pv: 1})
+            wait_for(lambda n=n: rings.count == 2 + 2 * n, 5.0, what="a request's ring")
+            assert _popped(watch, 1, "the request") == [1]
+            io.put({pv: 0})
+            assert _popped(watch, 1, "the return to zero") == [0]
+            io.put({pv: 1})  # the pvxs thread rings for this only after it handled the zero's update
+            wait_for(lambda n=n: rings.count == 3 + 2 * n, 5.0, what="the next request's ring")
+            assert _popped(watch, 1, "the next request") == [1]
+            io.put({pv: 0})
+            assert _popped(watch, 1, "the return to zero") == [0]
+        io.put({pv: 1})
+        wait_for(lambda: rings.count == 8, 5.0, what="the last request's ring")
+        assert rings.count == 8  # 1 first value + 7 requests, none for the 6 zeros
+    finally:
+        watch.close()
+
+
+def test_a_watch_reads_each_kind_of_value(kept_io):
+    """Numbers as numbers (an enum as its index), any other kind named, as the loop's warning says."""
+    _, kept = kept_io
+    expected = {"Long": 42, "Double": 1.5, "Int64": 1234567890123, "Bool": 1, "Text": "string", "Wave": "array"}
+    watches = {name: kept.watch(VALUES + name, Rings()) for name in expected}
+    try:
+        for name, value in expected.items():
+            got = _popped(watches[name], 1, f"{name}'s first value")
+            assert got == [value] and type(got[0]) is type(value), (name, got)
+    finally:
+        for watch in watches.values():
+            watch.close()
+
+
+def test_a_watch_rings_for_a_dropped_link_and_again_for_the_value_after_the_reboot(private):
+    prefix = "KEPT:W:"
+    soft_ioc, io = private(prefix)
+    pv = prefix + "Trigger"
+    rings = Rings()
+    watch = io.kept.watch(pv, rings)
+    try:
+        assert _popped(watch, 1, "the first value") == [0]
+        soft_ioc.stop()
+        wait_for(lambda: rings.count == 2, 10.0, what="the ring of the dropped link")
+        dropped = _popped(watch, 1, "the dropped link")
+        assert isinstance(dropped[0], Disconnected)
+        soft_ioc.start()
+        wait_for(lambda: rings.count == 3, 20.0, what="the ring of the value after the reboot")
+        assert _popped(watch, 1, "the value after the reboot") == [0]
+    finally:
+        watch.close()
+
+
+def test_a_feed_hands_over_every_number_with_its_ioc_timestamp(kept_io, prefix):
+    io, kept = kept_io
+    names = [VALUES + "Scratch", prefix + "TaskDuration"]
+    io.put({names[0]: 0.0, names[1]: 0.0})
+    feed = kept.feed(names)
+    assert feed is not None
+    try:
+        got: List[Any] = []
+        wait_for(lambda: got.extend(feed.take(0.1)) or len(got) >= 2, 10.0, what="both first values")
+        since, started = time.time(), time.perf_counter()
+        for n in range(1, 4):
+            io.put({names[0]: float(n), names[1]: n * 10.0})
+        got = []
+        wait_for(lambda: got.extend(feed.take(0.1)) or len(got) >= 6, 10.0, what="six updates")
+        assert [(i, v) for i, v, _, _ in got if i == 0] == [(0, 1.0), (0, 2.0), (0, 3.0)]
+        assert [(i, v) for i, v, _, _ in got if i == 1] == [(1, 10.0), (1, 20.0), (1, 30.0)]
+        assert all(since - 0.5 <= stamp <= time.time() + 0.5 for _, _, stamp, _ in got)  # the host's clock
+        assert all(started <= arrival <= time.perf_counter() for _, _, _, arrival in got)
+        assert feed.take(0.05) == []
+    finally:
+        feed.close()
+
+
+def test_a_task_is_woken_once_a_cycle_and_not_again_by_its_own_acknowledge(client, prefix):
+    """The loop's Trigger watch: each request wakes the loop once; the Trigger=0 that ends the cycle
+    is read by the loop before it next decides, with no wake-up of its own (p4p's path: two a cycle)."""
+    reg = Registry()
+
+    @reg.task(prefix=prefix)
+    def noop(t):
+        pass
+
+    with running(reg.tasks) as runner:
+        loop = runner.loops[0]
+        wait_for(lambda: runner.ready() and loop.source.connected, 20.0, what="the task serving, its watch connected")
+        wakes: List[Any] = []
+        wake = loop.wake
+        loop.wake = lambda drain: (wakes.append(drain), wake(drain))  # type: ignore[method-assign]
+        trigger = Trigger(client, prefix)
+        try:
+            assert [trigger.cycle() for _ in range(5)] == [TaskStatus.SUCCESS] * 5
+        finally:
+            trigger.close()
+        assert len(wakes) == 5

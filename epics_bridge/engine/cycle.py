@@ -26,13 +26,14 @@ import queue
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union
 
 from loguru import logger
 from p4p import Value
 from p4p.client.thread import Disconnected, RemoteError
 
 from ..io import BridgeIO, Monitor, PVDisconnectedError, PVError, PVRejectedError
+from ..kept import Watch
 from ..status import TaskStatus, status_of
 from ..task import Task
 from ..task_context import TaskContext
@@ -547,10 +548,12 @@ def _requested(value: Any) -> Any:
 class TriggerMonitor(_Source):
     """Trigger mode: a PVA monitor of ``{main}Trigger``.
 
-    A cycle is due when Trigger is non-zero. After an acknowledge, a non-zero update that arrives
-    before the IOC has reported our Trigger=0 may be stale (posted before the acknowledge), so it
-    is confirmed with one fresh read; any later update is a new request. A reconnect delivers the
-    current value, so a trigger set while disconnected is served.
+    A cycle is due when Trigger is non-zero; the loop is woken for a request, a change of the link
+    and a value of another kind, and reads every update in order before it decides (with the C++
+    watch of kept/, a return to zero wakes nothing: it is read then). After an acknowledge, a
+    non-zero update that arrives before the IOC has reported our Trigger=0 may be stale (posted
+    before the acknowledge), so it is confirmed with one fresh read; any later update is a new
+    request. A reconnect delivers the current value, so a trigger set while disconnected is served.
     """
 
     def __init__(self, loop: Loop) -> None:
@@ -561,19 +564,20 @@ class TriggerMonitor(_Source):
         self.unconfirmed = False
         self.drops = 0
         self._wrong_kind: Optional[str] = None
-        self._monitor: Optional[Monitor] = None
+        self._monitor: Optional[Union[Monitor, Watch]] = None
         self._draining = threading.Lock()
 
     def open(self) -> None:
         # p4p's network thread only queues a drain; the loop thread pops the updates in order.
-        self._monitor = self.loop.io.monitor(self.pv, lambda: self.loop.wake(self._drain))
+        self._monitor = self.loop.io.watch(self.pv, lambda: self.loop.wake(self._drain))
 
     def close(self) -> None:
         if self._monitor is not None:
             self._monitor.close()
 
     def _drain(self) -> None:
-        assert self._monitor is not None, "drains are only queued by the open monitor"
+        if self._monitor is None:  # not open: nothing has arrived
+            return
         with self._draining:  # a task's own threads may read PVs, and so drain, beside the loop
             for value in self._monitor.pop():
                 self.update(value)
@@ -602,7 +606,7 @@ class TriggerMonitor(_Source):
         if isinstance(value, Value) and value.getID() == NTENUM:  # bridge.db's bo: every cycle, kept cheap
             self._wrong_kind = None
             return value["value.index"]
-        kind = kind_of(value)
+        kind = value if isinstance(value, str) else kind_of(value)  # a Watch names the kind of a non-number
         if kind in ("enum", "integer", "float"):
             self._wrong_kind = None
             return _requested(value)
@@ -612,6 +616,7 @@ class TriggerMonitor(_Source):
         return 0
 
     def due(self) -> bool:
+        self._drain()  # a Watch keeps a return to zero (an acknowledge) without waking the loop
         if not (self.connected and self.value):
             return False
         if self.unconfirmed:

@@ -29,6 +29,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -288,6 +289,252 @@ private:
     std::shared_ptr<client::Operation> op;  // guarded by state->lock
 };
 
+// One update of a number PV: a number, the kind of a value that is not one, or a dropped link.
+enum Tag : int { NUMBER = 0, OTHER = 1, DROPPED = 2 };
+struct Item {
+    int tag;
+    bool integer;
+    int64_t i;
+    double d;
+    std::string text;
+};
+
+Item reading(const Value& value) {
+    Value field(value["value"]);
+    if (!field)
+        return Item{OTHER, false, 0, 0.0, "structure"};
+    auto code = field.type();
+    if (code == TypeCode::Struct) {
+        Value index(value["value.index"]);
+        if (!index || value.id().rfind("epics:nt/NTEnum", 0) != 0)
+            return Item{OTHER, false, 0, 0.0, "structure"};
+        return Item{NUMBER, true, index.as<int64_t>(), 0.0, {}};
+    }
+    if (code.isarray())
+        return Item{OTHER, false, 0, 0.0, "array"};
+    switch (code.kind()) {
+    case Kind::Bool:
+    case Kind::Integer:
+        if (code == TypeCode::UInt64 && field.as<uint64_t>() > uint64_t(INT64_MAX))
+            return Item{NUMBER, false, 0, field.as<double>(), {}};
+        return Item{NUMBER, true, field.as<int64_t>(), 0.0, {}};
+    case Kind::Real:
+        return Item{NUMBER, false, 0, field.as<double>(), {}};
+    case Kind::String:
+        return Item{OTHER, false, 0, 0.0, "string"};
+    default:
+        return Item{OTHER, false, 0, 0.0, "structure"};
+    }
+}
+
+// A number PV's subscription (a task's Trigger), read on pvxs's thread as each update arrives.
+//
+// Why: a p4p subscription calls into Python (taking the GIL on pvxs's one network thread) for every
+// update, and each pop() gives the GIL up and takes it back. A task's loop needs waking only for
+// an update that asks it to act: a request (non-zero), a dropped or restored link, a value that is
+// not a number. Its own acknowledge (Trigger back to 0) waits here until the loop next reads, which
+// it does before deciding anything. Updates are kept in arrival order; like pvxs's own queue, a
+// backlog of values is squashed into its latest (a dropped link is never squashed away).
+class Watch {
+public:
+    Watch(std::shared_ptr<Client> client, const std::string& name, py::object wake)
+        : shared(std::make_shared<Shared>()) {
+        shared->wake = wake.release().ptr();  // our reference, dropped by close() with the GIL held
+        auto state = shared;
+        py::gil_scoped_release nogil;  // exec() may run the event at once on pvxs's thread, which rings
+        sub = client->context.monitor(name)
+                  .maskConnected(true)
+                  .maskDisconnected(false)
+                  .event([state](client::Subscription& s) { state->read(s); })
+                  .exec();
+    }
+    ~Watch() { close(); }
+
+    // Every update kept since the last take, oldest first: (tag, number or text).
+    py::list take() {
+        std::deque<Item> items;
+        {
+            std::lock_guard<std::mutex> guard(shared->lock);
+            items.swap(shared->items);
+        }
+        py::list out;
+        for (const auto& item : items) {
+            if (item.tag == NUMBER && item.integer)
+                out.append(py::make_tuple(int(NUMBER), item.i));
+            else if (item.tag == NUMBER)
+                out.append(py::make_tuple(int(NUMBER), item.d));
+            else
+                out.append(py::make_tuple(int(item.tag), item.text));
+        }
+        return out;
+    }
+
+    void close() {
+        std::shared_ptr<client::Subscription> old = std::move(sub);
+        {
+            py::gil_scoped_release nogil;  // cancelling waits for an event under way, which may want the GIL
+            old.reset();
+        }
+        PyObject* wake;
+        {
+            std::lock_guard<std::mutex> guard(shared->lock);
+            wake = shared->wake;
+            shared->wake = nullptr;
+        }
+        Py_XDECREF(wake);
+    }
+
+private:
+    struct Shared {
+        std::mutex lock;
+        std::deque<Item> items;
+        bool connected = false;
+        PyObject* wake = nullptr;
+
+        void read(client::Subscription& s) {  // pvxs's thread
+            bool ring = false;
+            while (true) {
+                Item item{NUMBER, true, 0, 0.0, {}};
+                try {
+                    Value value(s.pop());
+                    if (!value)
+                        break;
+                    item = reading(value);
+                } catch (std::exception& e) {  // Disconnect, Finished, RemoteError
+                    item = Item{DROPPED, false, 0, 0.0, e.what()};
+                }
+                std::lock_guard<std::mutex> guard(lock);
+                bool zero = item.tag == NUMBER && (item.integer ? item.i == 0 : item.d == 0.0);
+                ring = ring || !zero || !connected;
+                connected = item.tag != DROPPED;
+                keep(std::move(item));
+            }
+            if (!ring)
+                return;
+            py::gil_scoped_acquire gil;
+            PyObject* wake;
+            {
+                std::lock_guard<std::mutex> guard(lock);
+                wake = shared_wake();
+            }
+            if (!wake)
+                return;
+            PyObject* result = PyObject_CallNoArgs(wake);
+            if (!result) {
+                PyErr_WriteUnraisable(wake);
+            }
+            Py_XDECREF(result);
+            Py_DECREF(wake);
+        }
+
+        PyObject* shared_wake() {  // lock held: a reference of the caller's own, or null once closed
+            Py_XINCREF(wake);
+            return wake;
+        }
+
+        void keep(Item&& item) {  // lock held
+            bool value = item.tag != DROPPED;
+            if (value && items.size() >= 4 && items.back().tag != DROPPED)
+                items.back() = std::move(item);
+            else
+                items.push_back(std::move(item));
+        }
+
+    };
+
+    std::shared_ptr<Shared> shared;
+    std::shared_ptr<client::Subscription> sub;
+};
+
+// Updates of many number PVs with their IOC timestamps, for a client that waits on them (the
+// handshake's client side in epics_bridge.client: tests, the benchmark). Read on pvxs's thread and
+// handed over in bulk: a p4p subscription per PV costs its client a GIL hand-off for every update
+// and every pop, which on a shared 2-core host is CPU taken from the service being measured.
+class Feed {
+public:
+    Feed(std::shared_ptr<Client> client, const std::vector<std::string>& names)
+        : shared(std::make_shared<Shared>()) {
+        py::gil_scoped_release nogil;
+        for (size_t index = 0; index < names.size(); index++) {
+            auto state = shared;
+            subs.push_back(client->context.monitor(names[index])
+                               .maskConnected(true)
+                               .maskDisconnected(true)
+                               .event([state, index](client::Subscription& s) { state->read(s, index); })
+                               .exec());
+        }
+    }
+    ~Feed() { close(); }
+
+    // The numbers recorded since the last take, oldest first, as (index of the PV, number, IOC
+    // timestamp in POSIX seconds, arrival in time.perf_counter()'s seconds); waits up to
+    // ``timeout`` s for the first.
+    py::list take(double timeout) {
+        std::vector<Stamped> got;
+        {
+            py::gil_scoped_release nogil;
+            std::unique_lock<std::mutex> guard(shared->lock);
+            auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
+            shared->arrived.wait_until(guard, deadline, [&] { return !shared->items.empty(); });
+            got.swap(shared->items);
+        }
+        py::list out;
+        for (const auto& item : got) {
+            py::object number = item.integer ? py::object(py::int_(item.i)) : py::object(py::float_(item.d));
+            out.append(py::make_tuple(item.index, number, item.stamp, item.arrival));
+        }
+        return out;
+    }
+
+    void close() {
+        std::vector<std::shared_ptr<client::Subscription>> old;
+        old.swap(subs);
+        py::gil_scoped_release nogil;
+        old.clear();
+    }
+
+private:
+    struct Stamped {
+        size_t index;
+        bool integer;
+        int64_t i;
+        double d;
+        double stamp;
+        double arrival;
+    };
+
+    struct Shared {
+        std::mutex lock;
+        std::condition_variable arrived;
+        std::vector<Stamped> items;
+
+        void read(client::Subscription& s, size_t index) {  // pvxs's thread
+            while (true) {
+                Value value;
+                try {
+                    value = s.pop();
+                } catch (std::exception&) {
+                    continue;  // a subscription's end: the client waits on values only
+                }
+                if (!value)
+                    return;
+                Item item(reading(value));
+                if (item.tag != NUMBER)
+                    continue;
+                Value secs(value["timeStamp.secondsPastEpoch"]), nanos(value["timeStamp.nanoseconds"]);
+                double stamp = secs && nanos ? secs.as<double>() + nanos.as<double>() * 1e-9 : 0.0;
+                double arrival = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+                std::lock_guard<std::mutex> guard(lock);
+                items.push_back(Stamped{index, item.integer, item.i, item.d, stamp, arrival});
+                arrived.notify_all();
+            }
+        }
+    };
+
+    std::shared_ptr<Shared> shared;
+    std::vector<std::shared_ptr<client::Subscription>> subs;
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_pvxs, m) {
@@ -312,4 +559,15 @@ PYBIND11_MODULE(_pvxs, m) {
         .def("abandon", &Writer::abandon)
         .def("inits", &Writer::inits)
         .def("close", &Writer::close);
+    py::class_<Watch>(m, "Watch")
+        .def(py::init<std::shared_ptr<Client>, const std::string&, py::object>())
+        .def("take", &Watch::take)
+        .def("close", &Watch::close);
+    py::class_<Feed>(m, "Feed")
+        .def(py::init<std::shared_ptr<Client>, const std::vector<std::string>&>())
+        .def("take", &Feed::take)
+        .def("close", &Feed::close);
+    m.attr("NUMBER") = int(NUMBER);
+    m.attr("OTHER") = int(OTHER);
+    m.attr("DROPPED") = int(DROPPED);
 }
