@@ -14,10 +14,11 @@ written in, so that it cannot also serve (and so run twice) a request made after
 Busy=1 written across a drop of the link is withdrawn and the request read again, and once the
 link has dropped during a cycle, the task's own reads and writes fail (PVDisconnectedError).
 
-Waiting never polls: when Trigger updates arrive, p4p's network thread only queues a drain on the
-loop's own queue (through the process's gate, gate.py, which lets a few loops wake at a time), so
-the loop thread itself handles them (nothing runs on p4p's shared callback workers) and otherwise
-sleeps in ``queue.get`` until an update, a timer, or stop arrives.
+Waiting never polls: when a Trigger update the loop must act on arrives (a request, a change of the
+link; the Trigger watch of kept/ keeps the rest until the loop next reads), pvxs's network thread
+only queues a drain on the loop's own queue (through the process's gate, gate.py, which lets a few
+loops wake at a time), so the loop thread itself handles the updates (nothing runs on p4p's shared
+callback workers) and otherwise sleeps in ``queue.get`` until an update, a timer, or stop arrives.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class Loop:
         self.thread.start()
 
     def wake(self, drain: Callable[[], None]) -> None:
-        """Have the loop thread run ``drain`` (p4p's network thread: never blocks). A loop asleep
+        """Have the loop thread run ``drain`` (pvxs's network thread: never blocks). A loop asleep
         waiting is woken through the process's gate; one that is up anyway (in a cycle, say) only
         finds the drain when it next waits, so it takes no place."""
         if self.gate is None or self.busy_since is not None:
@@ -568,7 +569,7 @@ class TriggerMonitor(_Source):
         self._draining = threading.Lock()
 
     def open(self) -> None:
-        # p4p's network thread only queues a drain; the loop thread pops the updates in order.
+        # pvxs's network thread only queues a drain; the loop thread reads the updates in order.
         self._monitor = self.loop.io.watch(self.pv, lambda: self.loop.wake(self._drain))
 
     def close(self) -> None:

@@ -41,7 +41,7 @@ class Gate:
 
     def wake(self, deliver: Deliver, drain: Drain) -> None:
         """``deliver(drain)`` now if a place is free, else once one is; the loop it delivers to
-        holds the place until it calls :meth:`leave`. Called on p4p's network thread: never waits."""
+        holds the place until it calls :meth:`leave`. Called on pvxs's network thread: never waits."""
         with self._lock:
             if self._awake >= self.width:
                 self._waiting.append((deliver, drain))

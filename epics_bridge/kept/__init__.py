@@ -13,8 +13,9 @@ A write is kept only if its PV was named with :meth:`KeptPuts.keep` (the engine 
 Busy, CycleEnd and Heartbeat) and it is a number, or fields set to numbers (a group PV), for one PV.
 Everything else (a task's own writes, strings, arrays) goes through p4p.
 
-The same client context also serves :class:`Watch`: a task's Trigger subscription read in C++ on
-pvxs's thread, which wakes the task's loop only for an update it must act on (see ``_pvxs.cpp``).
+The same client context also serves two kinds of subscription read in C++ on pvxs's thread (see
+``_pvxs.cpp``): :class:`Watch`, a task's Trigger, which wakes the task's loop only for an update
+it must act on, and :class:`Feed`, many PVs' updates handed to a client in bulk.
 """
 
 from __future__ import annotations
