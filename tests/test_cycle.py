@@ -504,9 +504,9 @@ def test_a_batch_trigger_of_more_tasks_than_the_gate_is_wide_runs_each_once(make
     for i, p in enumerate(prefixes):
         reg.task(prefix=p, name=f"gate{i:02d}")(count)
     monitors = Monitors(ctx)
+    handshake = Handshake(monitors, prefixes)
     try:
         with running(reg.tasks) as runner:
-            handshake = Handshake(monitors, prefixes)
             triggers = [p + "Trigger" for p in prefixes]
             wait_for(runner.ready, 20.0, what="every task serving its prefix")
             acks = handshake.trigger(triggers, timeout=20.0)
@@ -515,7 +515,7 @@ def test_a_batch_trigger_of_more_tasks_than_the_gate_is_wide_runs_each_once(make
             assert handshake.ioc_span is not None
             assert 0.0 < handshake.ioc_span <= max(acks.values()) + 0.01  # stamps of one host's clock
             assert all(read(ctx, p + "TaskStatus") == S.SUCCESS for p in prefixes)
-            handshake.close()
     finally:
+        handshake.close()
         monitors.close()
         ctx.close()
